@@ -1,0 +1,25 @@
+# The two commands: `make demo` runs the main job, `make test` runs the whole test suite.
+# Each sets up .venv itself (scripts/bootstrap.sh); `make test` also makes sure PostgreSQL runs.
+.PHONY: demo test venv lint bench lock clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	.venv/bin/kiosk demo
+
+test: venv
+	@export RNP_TEST_POSTGRES_URL="$$(bash scripts/ensure-postgres.sh)" && \
+	.venv/bin/ruff check . && \
+	.venv/bin/python -m pytest -q
+
+bench: venv
+	.venv/bin/python bench/bench_dedup.py
+	.venv/bin/python bench/bench_idcs.py
+
+lock:
+	.venv/bin/pip freeze --exclude-editable | grep -v -i '^face-recognition==' > requirements.lock.new
+	@echo "review requirements.lock.new and move it over requirements.lock"
+
+clean:
+	rm -rf .venv var .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Pure biometric algorithms over numpy arrays (no I/O, no project imports)."""

@@ -1,0 +1,305 @@
+"""The dedup worker: takes received enrolments from the durable queue (the enrolments table),
+searches the face gallery 1:N and decides UNIQUE (issue an IDCS), DUPLICATE or ADJUDICATE.
+
+Decisions are serialised: across processes by a PostgreSQL advisory lock (SQLite's single
+writer does the same), within a process by a mutex. So two submissions of one person can never
+both be found unique, and the in-memory gallery, caught up from the database under that lock,
+always holds every reference committed before the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+import numpy as np
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from central_api.audit.service import record
+from central_api.config import Settings
+from central_api.crypto import DecryptionError, FieldCipher
+from central_api.db import transaction, utcnow
+from central_api.dedup.index import FaceGallery, normalise
+from central_api.dedup.models import AdjudicationCase
+from central_api.enrolment.models import Enrolment, Status
+from central_api.enrolment.service import face_templates
+from central_api.identity.models import FaceReference
+from central_api.identity.service import issue_person
+
+log = logging.getLogger(__name__)
+
+ACTOR = "dedup"
+_LOCK_KEY = 0x524E5044  # "RNPD": the advisory lock that serialises dedup decisions
+MAX_ATTEMPTS = 3
+
+
+class Outcome(StrEnum):
+    """The three answers of the deduplication."""
+
+    UNIQUE = "unique"
+    DUPLICATE = "duplicate"
+    ADJUDICATE = "adjudicate"
+
+
+def classify(score: float | None, duplicate_at: float, adjudicate_at: float) -> Outcome:
+    """Map the best similarity against the gallery (None: empty gallery) to an outcome."""
+    if score is None or score < adjudicate_at:
+        return Outcome.UNIQUE
+    return Outcome.DUPLICATE if score >= duplicate_at else Outcome.ADJUDICATE
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the dedup decided for one enrolment."""
+
+    outcome: Outcome
+    person_id: int | None
+    score: float | None
+
+
+class Deduplicator:
+    """Owns the in-memory face gallery and turns queued enrolments into decisions."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], cipher: FieldCipher, settings: Settings
+    ) -> None:
+        self._factory = factory
+        self._cipher = cipher
+        self._settings = settings
+        self._policy = settings.idcs_policy()
+        self.gallery = FaceGallery()
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._done: dict[uuid.UUID, threading.Event] = {}
+        self._done_lock = threading.Lock()
+
+    # -- gallery ---------------------------------------------------------------------------
+    def _ref_vectors(self, refs: list[FaceReference]) -> np.ndarray:
+        return np.stack(
+            [
+                np.frombuffer(
+                    self._cipher.decrypt(r.template, f"face_reference:{r.person_id}"), "<f4"
+                )
+                for r in refs
+            ]
+        )
+
+    def _catch_up(self, session: Session) -> int:
+        """Load references committed since the gallery's watermark; returns how many."""
+        loaded = 0
+        while True:
+            refs = list(
+                session.scalars(
+                    select(FaceReference)
+                    .where(FaceReference.id > self.gallery.watermark)
+                    .order_by(FaceReference.id)
+                    .limit(10_000)
+                )
+            )
+            if not refs:
+                return loaded
+            self.gallery.add(
+                [r.id for r in refs], [r.person_id for r in refs], self._ref_vectors(refs)
+            )
+            loaded += len(refs)
+
+    def load(self) -> int:
+        """Build the gallery from the database (at start-up); returns its size."""
+        with self._mutex, self._factory() as session:
+            self._catch_up(session)
+        log.info("face gallery loaded: %d references", len(self.gallery))
+        return len(self.gallery)
+
+    def forget_person(self, person_id: int) -> None:
+        """Drop a deleted person's references from this process's gallery."""
+        with self._mutex:
+            self.gallery.remove_person(person_id)
+
+    def _verified_best(
+        self, session: Session, probes: np.ndarray
+    ) -> tuple[int | None, float | None]:
+        """Search the gallery, then recompute the leading candidates' scores from the
+        database: the decision rests on stored references, and references of persons deleted
+        by another process since this gallery loaded them are dropped here."""
+        hits = self.gallery.search(probes, self._settings.dedup_candidates)
+        q = normalise(probes)
+        for hit in hits:
+            refs = list(
+                session.scalars(
+                    select(FaceReference).where(FaceReference.person_id == hit.person_id)
+                )
+            )
+            if not refs:
+                self.gallery.remove_person(hit.person_id)
+                continue
+            exact = float((q @ normalise(self._ref_vectors(refs)).T).max())
+            return hit.person_id, exact
+        return None, None
+
+    # -- queue -----------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Tell the worker that new work is queued."""
+        self._wake.set()
+
+    def wait_for(self, packet_id: uuid.UUID, timeout: float) -> None:
+        """Block until this process has decided ``packet_id`` or ``timeout`` passes."""
+        with self._done_lock:
+            event = self._done.setdefault(packet_id, threading.Event())
+        event.wait(timeout)
+        with self._done_lock:
+            self._done.pop(packet_id, None)
+
+    def _signal(self, packet_id: uuid.UUID) -> None:
+        with self._done_lock:
+            event = self._done.get(packet_id)
+        if event is not None:
+            event.set()
+
+    def _claim(self) -> tuple[int, uuid.UUID] | None:
+        now = utcnow()
+        with transaction(self._factory) as s:
+            e = s.scalar(
+                select(Enrolment)
+                .where(
+                    or_(
+                        Enrolment.status == Status.RECEIVED,
+                        and_(Enrolment.status == Status.PROCESSING, Enrolment.lease_until < now),
+                    )
+                )
+                .order_by(Enrolment.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if e is None:
+                return None
+            if e.attempts >= MAX_ATTEMPTS:
+                e.status, e.lease_until = Status.REJECTED, None
+                e.reason = "processing failed repeatedly"
+                record(s, ACTOR, "enrolment.rejected", "enrolment", e.packet_id, reason=e.reason)
+                return e.id, e.packet_id
+            e.status = Status.PROCESSING
+            e.attempts += 1
+            e.lease_until = now + timedelta(seconds=self._settings.processing_lease_seconds)
+            record(s, ACTOR, "enrolment.processing", "enrolment", e.packet_id, attempt=e.attempts)
+            return e.id, e.packet_id
+
+    def process_next(self) -> uuid.UUID | None:
+        """Claim and decide one queued enrolment; returns its packet id, or None if idle."""
+        claimed = self._claim()
+        if claimed is None:
+            return None
+        enrolment_id, packet_id = claimed
+        try:
+            self._decide(enrolment_id)
+        except Exception:
+            log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
+            with transaction(self._factory) as s:
+                e = s.get(Enrolment, enrolment_id)
+                if e is not None and e.status == Status.PROCESSING:
+                    e.status, e.lease_until = Status.RECEIVED, None
+                    record(s, ACTOR, "enrolment.retry", "enrolment", packet_id)
+        finally:
+            self._signal(packet_id)
+        return packet_id
+
+    def _decide(self, enrolment_id: int) -> None:
+        started = time.perf_counter()
+        with self._mutex:
+            new_refs: list[FaceReference] = []
+            with transaction(self._factory) as s:
+                if s.get_bind().dialect.name == "postgresql":
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+                e = s.get(Enrolment, enrolment_id, with_for_update=True)
+                if e is None or e.status != Status.PROCESSING:
+                    return  # decided elsewhere after its lease ran out
+                try:
+                    probes = face_templates(self._cipher, e)
+                except DecryptionError:
+                    e.status, e.reason, e.lease_until = Status.REJECTED, "unreadable data", None
+                    record(
+                        s, ACTOR, "enrolment.rejected", "enrolment", e.packet_id, reason=e.reason
+                    )
+                    return
+                self._catch_up(s)
+                person_id, score = self._verified_best(s, probes)
+                st = self._settings
+                outcome = classify(
+                    score, st.face_duplicate_threshold, st.face_adjudication_threshold
+                )
+                e.match_score, e.lease_until = score, None
+                if outcome is Outcome.UNIQUE:
+                    person = issue_person(s, self._policy, ACTOR)
+                    for t in probes:
+                        ref = FaceReference(
+                            person_id=person.id,
+                            enrolment_id=e.id,
+                            template=self._cipher.encrypt(
+                                t.astype("<f4").tobytes(), f"face_reference:{person.id}"
+                            ),
+                        )
+                        s.add(ref)
+                        new_refs.append(ref)
+                    s.flush()
+                    e.status, e.person_id = Status.ISSUED, person.id
+                    record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=str(e.packet_id))
+                elif outcome is Outcome.DUPLICATE:
+                    e.status, e.person_id = Status.DUPLICATE, person_id
+                else:
+                    e.status = Status.ADJUDICATION
+                    s.add(
+                        AdjudicationCase(
+                            enrolment_id=e.id, candidate_person_id=person_id, score=score
+                        )
+                    )
+                record(
+                    s,
+                    ACTOR,
+                    f"enrolment.{e.status}",
+                    "enrolment",
+                    e.packet_id,
+                    score=None if score is None else round(score, 4),
+                    candidate=person_id,
+                )
+                packet_id, status = e.packet_id, e.status
+            # committed: only now may the new references join this process's gallery
+            if new_refs:
+                self.gallery.add(
+                    [r.id for r in new_refs],
+                    [r.person_id for r in new_refs],
+                    np.stack([t for t in probes]),
+                )
+        log.info(
+            "enrolment %s -> %s in %.1f ms (gallery %d)",
+            packet_id,
+            status,
+            (time.perf_counter() - started) * 1e3,
+            len(self.gallery),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Worker loop: decide queued enrolments until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if self.process_next() is not None:
+                    continue
+            except Exception:
+                log.exception("dedup worker error; retrying shortly")
+            self._wake.wait(self._settings.worker_poll_seconds)
+            self._wake.clear()
+
+    def queue_depth(self, session: Session) -> int:
+        """Enrolments waiting for or under a decision."""
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Enrolment)
+                .where(Enrolment.status.in_([Status.RECEIVED, Status.PROCESSING]))
+            )
+            or 0
+        )

@@ -1,0 +1,52 @@
+"""Kiosks and enrolments (the durable intake queue is the enrolments table itself)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from central_api.db import Base, BigId, utcnow
+from central_api.enrolment.schemas import EnrolmentState
+
+Status = EnrolmentState  # one enum for the wire and the table
+
+
+class Kiosk(Base):
+    """A registered enrolment kiosk and the Ed25519 key it signs packets with."""
+
+    __tablename__ = "kiosks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Enrolment(Base):
+    """One received packet. Personal and biometric fields are AES-GCM encrypted."""
+
+    __tablename__ = "enrolments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    packet_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    receipt_number: Mapped[str] = mapped_column(String(20), unique=True)
+    kiosk_id: Mapped[str] = mapped_column(String(64), ForeignKey("kiosks.id"))
+    packet_sha256: Mapped[str] = mapped_column(String(64))
+    captured_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=Status.RECEIVED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    demographics: Mapped[bytes] = mapped_column(LargeBinary)
+    face_image: Mapped[bytes] = mapped_column(LargeBinary)
+    face_templates: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprints: Mapped[bytes] = mapped_column(LargeBinary)
+    person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+    match_score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(String(200))

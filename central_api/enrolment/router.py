@@ -1,0 +1,87 @@
+"""HTTP endpoints of enrolment intake and status."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
+
+from central_api.db import transaction
+from central_api.enrolment import service
+from central_api.enrolment.schemas import SIGNATURE_HEADER, EnrolmentPacket, EnrolmentStatus
+
+router = APIRouter(prefix="/v1/enrolments", tags=["enrolment"])
+
+_ERRORS = {
+    401: {"description": "Missing or invalid kiosk signature"},
+    403: {"description": "Unknown or inactive kiosk"},
+    409: {"description": "Another packet was already received under this packet id"},
+    413: {"description": "Request body too large"},
+    422: {"description": "The packet is malformed; the detail says which field and why"},
+}
+
+
+@router.post(
+    "",
+    response_model=EnrolmentStatus,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "Already received (idempotent replay)"},
+        202: {"description": "Accepted; decision still pending"},
+        **_ERRORS,
+    },
+)
+async def submit_enrolment(
+    packet: EnrolmentPacket,
+    request: Request,
+    response: Response,
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> EnrolmentStatus:
+    """Receive a signed enrolment packet. Idempotent on ``packet_id``.
+
+    Answers 201 with the decision when it is ready within the server's wait time, 202 when the
+    identity check is still running (poll GET), 200 for a packet received before.
+    """
+    body = await request.body()
+    state = request.app.state
+
+    def store() -> tuple[uuid.UUID, bool]:
+        for _ in range(3):
+            try:
+                with transaction(state.sessions) as s:
+                    e, created = service.receive(s, state.cipher, packet, body, signature)
+                    return e.packet_id, created
+            except IntegrityError:
+                continue  # the same packet arrived concurrently: read it back
+        raise HTTPException(503, "could not store the packet; retry later")
+
+    try:
+        packet_id, created = await run_in_threadpool(store)
+    except service.IntakeError as exc:
+        raise HTTPException(exc.status_code, str(exc)) from exc
+    if created:
+        state.dedup.wake()
+        await run_in_threadpool(state.dedup.wait_for, packet_id, state.settings.sync_wait_seconds)
+    result = await run_in_threadpool(_status, state, packet_id)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    elif not result.final:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return result
+
+
+def _status(state: object, packet_id: uuid.UUID) -> EnrolmentStatus:
+    with state.sessions() as s:  # type: ignore[attr-defined]
+        e = service.find(s, packet_id)
+        if e is None:
+            raise HTTPException(404, f"no enrolment with packet id {packet_id}")
+        return service.status_of(s, e)
+
+
+@router.get("/{packet_id}", response_model=EnrolmentStatus, responses={404: {}})
+def get_enrolment(packet_id: uuid.UUID, request: Request) -> EnrolmentStatus:
+    """Status of an enrolment, its receipt number, and its IDCS once issued."""
+    return _status(request.app.state, packet_id)

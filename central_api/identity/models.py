@@ -1,0 +1,43 @@
+"""Persons of the register, their IDCS and their biometric references (the gallery)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from central_api.db import Base, BigId, utcnow
+
+
+class Person(Base):
+    """A unique person, created only when deduplication found no one like them."""
+
+    __tablename__ = "persons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    idcs: Mapped[str] = mapped_column(String(10), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IssuedIdentifier(Base):
+    """Every IDCS ever issued. Rows are never deleted, so a number is never reused."""
+
+    __tablename__ = "issued_identifiers"
+
+    idcs: Mapped[str] = mapped_column(String(10), primary_key=True)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaceReference(Base):
+    """One face template of a person (AES-GCM encrypted), searched by the 1:N dedup."""
+
+    __tablename__ = "face_references"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), index=True
+    )
+    enrolment_id: Mapped[int] = mapped_column(BigId, ForeignKey("enrolments.id"))
+    template: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

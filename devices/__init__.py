@@ -1,0 +1,1 @@
+"""Device drivers (camera, card reader, fingerprint reader) behind small interfaces."""

@@ -1,0 +1,1 @@
+"""The enrolment kiosk: session, packet building, submission to the central registry."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create or update .venv with the pinned dependencies. Idempotent and quick when nothing changed.
+# Used by `make demo` and `make test`; safe to run by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+if [ "$(id -u)" = 0 ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  echo "bootstrap: installing python3-venv (Debian)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+
+stamp=.venv/.installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+echo "bootstrap: installing pinned dependencies into .venv" >&2
+.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock pip setuptools wheel
+.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+# face_recognition's metadata asks for the source `dlib` (a long C++ compile); dlib-bin,
+# installed above, ships the same module prebuilt, so the wrapper goes in without deps.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
+.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy' 2>/dev/null \
+  || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
+echo "$want" > "$stamp"

@@ -1,0 +1,175 @@
+"""Shared fixtures: real face templates, a migrated registry on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from biometrics import face
+from central_api.config import Settings
+from central_api.db import migrate
+from central_api.enrolment.schemas import Demographics, Document, EnrolmentPacket
+from central_api.main import create_app
+from kiosk.client import KioskIdentity, build_packet
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("RNP_FACES_DIR", ROOT.parent / "shared" / "data" / "faces"))
+PG_URL = os.environ.get(
+    "RNP_TEST_POSTGRES_URL", "postgresql+psycopg://rnp:rnp@127.0.0.1:5432/rnp_test"
+)
+KEY = base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not FACES.is_dir():
+        pytest.fail(f"test photos not found at {FACES} (set RNP_FACES_DIR)")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def photo(faces_dir: Path) -> Callable[[str], bytes]:
+    """JPEG bytes of a shared photo, downscaled to at most 640 px (like a kiosk capture)."""
+    cache: dict[str, bytes] = {}
+
+    def load(name: str) -> bytes:
+        if name not in cache:
+            img = cv2.imread(str(faces_dir / name))
+            assert img is not None, name
+            scale = 640 / max(img.shape[:2])
+            if scale < 1:
+                img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            assert ok
+            cache[name] = buf.tobytes()
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def template(photo: Callable[[str], bytes]) -> Callable[[str], np.ndarray]:
+    """The real face template of a shared photo (computed once per session)."""
+    cache: dict[str, np.ndarray] = {}
+
+    def get(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = face.encode(face.decode_image(photo(name)))
+        return cache[name]
+
+    return get
+
+
+def demographics(**overrides: object) -> Demographics:
+    fields: dict[str, object] = {
+        "surname_latin": "El Amrani",
+        "given_names_latin": "Youssef",
+        "surname_arabic": "العمراني",
+        "given_names_arabic": "يوسف",
+        "date_of_birth": date(1988, 4, 12),
+        "place_of_birth": "Fès",
+        "sex": "M",
+        "nationality": "MAR",
+        "address": "12 Rue Talaa Kebira, Fès",
+        "document": Document(type="CNIE", number="CD123456", issuing_country="MAR"),
+    }
+    fields.update(overrides)
+    return Demographics(**fields)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated registry database on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'central.db'}"
+    else:
+        url = PG_URL
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE"))
+                conn.execute(text("CREATE SCHEMA public"))
+        except Exception as exc:
+            pytest.fail(f"PostgreSQL at {url} unusable ({exc}); run `make test`")
+        finally:
+            engine.dispose()
+    migrate(url)
+    yield url
+
+
+class Registry:
+    """A running app (TestClient) plus a registered kiosk and a packet factory."""
+
+    def __init__(self, client: TestClient, kiosk: KioskIdentity) -> None:
+        self.client, self.kiosk = client, kiosk
+        self.app = client.app
+
+    def packet(self, templates: list[np.ndarray], image: bytes, **kw: object) -> EnrolmentPacket:
+        demo = kw.pop("demographics", None) or demographics()
+        return build_packet(self.kiosk.kiosk_id, demo, templates, image, **kw)  # type: ignore[arg-type]
+
+    def post(self, body: bytes, signer: KioskIdentity | None = None, **headers: str):  # type: ignore[no-untyped-def]
+        h = {
+            "content-type": "application/json",
+            "X-Kiosk-Signature": (signer or self.kiosk).sign(body),
+        }
+        h.update(headers)
+        return self.client.post("/v1/enrolments", content=body, headers=h)
+
+    def submit(self, packet: EnrolmentPacket):  # type: ignore[no-untyped-def]
+        return self.post(packet.model_dump_json().encode())
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    return Settings(database_url=url, data_key=KEY, **overrides)
+
+
+def register_kiosk(url: str, kiosk: KioskIdentity) -> None:
+    from central_api.db import make_engine, make_session_factory, transaction
+    from central_api.enrolment.service import register_kiosk as reg
+
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as s:
+        reg(s, kiosk.kiosk_id, base64.b64decode(kiosk.public_key_b64()), actor="test")
+    engine.dispose()
+
+
+@pytest.fixture
+def registry_factory(db_url: str) -> Iterator[Callable[..., Registry]]:
+    """Start the app on the test database (settings overridable); stops them all at the end."""
+    kiosk = KioskIdentity.generate("KIOSK-FES-01")
+    register_kiosk(db_url, kiosk)
+    started: list[TestClient] = []
+
+    def start(**overrides: object) -> Registry:
+        client = TestClient(create_app(settings_for(db_url, **overrides)))
+        client.__enter__()
+        started.append(client)
+        return Registry(client, kiosk)
+
+    yield start
+    for c in reversed(started):
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def registry(registry_factory: Callable[..., Registry]) -> Registry:
+    return registry_factory()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,31 @@
+"""End-to-end intake, dedup and issuance through the HTTP API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from conftest import Registry
+
+from central_api.identity.idcs import is_valid
+
+
+def test_unique_person_gets_an_idcs_and_duplicate_is_caught(registry: Registry, template, photo):
+    first = registry.packet([template("obama__obama.jpg")], photo("obama__obama.jpg"))
+    r = registry.submit(first)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "issued"
+    assert is_valid(body["idcs"])
+    assert body["receipt_number"].startswith("RNP-")
+
+    other = registry.packet([template("biden__biden.jpg")], photo("biden__biden.jpg"))
+    r2 = registry.submit(other)
+    assert r2.json()["status"] == "issued"
+    assert r2.json()["idcs"] != body["idcs"]
+
+    again = registry.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg"))
+    r3 = registry.submit(again)
+    assert r3.status_code == 201
+    assert r3.json()["status"] == "duplicate"
+    assert r3.json()["idcs"] is None
+
+    got = registry.client.get(f"/v1/enrolments/{again.packet_id}")
+    assert got.status_code == 200 and got.json()["status"] == "duplicate"
