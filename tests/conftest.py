@@ -173,3 +173,14 @@ def now() -> datetime:
 
 def new_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+def count(url: str, table: str, where: str = "1=1") -> int:
+    """Rows in ``table`` of the database at ``url`` (optionally filtered)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            sql = f"SELECT count(*) FROM {table} WHERE {where}"
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()

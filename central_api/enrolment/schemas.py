@@ -11,7 +11,10 @@ import binascii
 import io
 import math
 import re
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -141,12 +144,30 @@ class FingerprintTemplate(BaseModel):
     data: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FINGERPRINT_BYTES)]
 
 
+_PIL_STRICT = threading.Lock()
+
+
+@contextmanager
+def _strict_pillow() -> Iterator[None]:
+    """Make Pillow raise on truncated images for the duration (face_recognition turns
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` on for the whole process when it is imported)."""
+    from PIL import ImageFile
+
+    with _PIL_STRICT:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def _check_image(data: bytes) -> bytes:
     """Refuse anything that is not a complete, sensibly sized JPEG, PNG or JPEG 2000 image."""
     from PIL import Image, UnidentifiedImageError  # lazy: only validation needs Pillow
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _strict_pillow(), Image.open(io.BytesIO(data)) as img:
             if img.format not in ("JPEG", "PNG", "JPEG2000"):
                 raise ValueError(f"face_image must be JPEG, PNG or JPEG 2000, not {img.format}")
             w, h = img.size
