@@ -222,11 +222,11 @@ def run(workdir: Path) -> dict[str, int]:
     kiosk = KioskIdentity.generate(KIOSK_ID)
     counts: Counter[str] = Counter()
     with central_service(workdir, kiosk) as url, CentralClient(url, kiosk) as client:
-        plan = [(i, name, photos[0]) for i, (name, photos) in enumerate(people.items())]
+        plan = [(i, photos[0]) for i, photos in enumerate(people.values())]
         # one person comes back with a different photo: the registry must catch it
         again = next(name for name, photos in people.items() if len(photos) > 1)
-        plan.append((list(people).index(again), again, people[again][1]))
-        for i, name, path in plan:
+        plan.append((list(people).index(again), people[again][1]))
+        for i, path in plan:
             started = time.perf_counter()
             jpeg, templates = capture(path)
             packet = build_packet(KIOSK_ID, person(i, rng), templates, jpeg)
