@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated
 
@@ -62,10 +63,15 @@ async def submit_enrolment(
         packet_id, created = await run_in_threadpool(store)
     except service.IntakeError as exc:
         raise HTTPException(exc.status_code, str(exc)) from exc
+    result = await run_in_threadpool(_status, state, packet_id)
     if created:
         state.dedup.wake()
-        await run_in_threadpool(state.dedup.wait_for, packet_id, state.settings.sync_wait_seconds)
-    result = await run_in_threadpool(_status, state, packet_id)
+        # Wait a little for the decision: this process's worker signals at once; a decision
+        # taken by another process (same database) is seen by re-reading the status.
+        deadline = time.monotonic() + state.settings.sync_wait_seconds
+        while not result.final and (left := deadline - time.monotonic()) > 0:
+            await run_in_threadpool(state.dedup.wait_for, packet_id, min(left, 0.25))
+            result = await run_in_threadpool(_status, state, packet_id)
     if not created:
         response.status_code = status.HTTP_200_OK
     elif not result.final:

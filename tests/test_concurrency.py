@@ -1,0 +1,137 @@
+"""Concurrent submissions against two real server processes sharing one database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import KEY, count, demographics, register_kiosk
+
+from kiosk.client import CentralClient, KioskIdentity, build_packet
+
+N = 50
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def servers(db_url: str) -> Iterator[tuple[list[str], KioskIdentity]]:
+    """Two `central-api serve` processes on the same database."""
+    kiosk = KioskIdentity.generate("KIOSK-RABAT-07")
+    register_kiosk(db_url, kiosk)
+    env = dict(
+        os.environ,
+        CENTRAL_DATABASE_URL=db_url,
+        CENTRAL_DATA_KEY=KEY,
+        CENTRAL_SYNC_WAIT_SECONDS="30",
+    )
+    procs, urls = [], []
+    for _ in range(2):
+        port = _port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "central_api.cli",
+                    "--log-level",
+                    "warning",
+                    "serve",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, proc in zip(urls, procs, strict=True):
+            for _ in range(300):
+                assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+                try:
+                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("server did not start")
+        yield urls, kiosk
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def _run_threads(work) -> list:  # type: ignore[no-untyped-def]
+    barrier = threading.Barrier(N)
+    results: list = [None] * N
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
+    servers, db_url, template, photo
+):
+    urls, kiosk = servers
+    clients = [CentralClient(u, kiosk) for u in urls]
+    tpl, jpeg = template("obama__obama.jpg"), photo("obama__obama.jpg")
+
+    def enrol(i: int):  # type: ignore[no-untyped-def]
+        client = clients[i % 2]
+        packet = build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg)
+        st = client.submit(packet)
+        return st if st.final else client.wait_final(packet.packet_id)
+
+    results = _run_threads(enrol)
+    for c in clients:
+        c.close()
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    outcomes = Counter(r.status.value for r in results)
+    assert outcomes == {"issued": 1, "duplicate": N - 1}
+    assert len({r.idcs for r in results if r.idcs}) == 1
+    assert count(db_url, "persons") == 1
+    assert count(db_url, "issued_identifiers") == 1
+    assert count(db_url, "enrolments") == N
+
+
+def test_fifty_concurrent_copies_of_one_packet_store_it_once(servers, db_url, template, photo):
+    urls, kiosk = servers
+    clients = [CentralClient(u, kiosk) for u in urls]
+    packet = build_packet(
+        kiosk.kiosk_id, demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
+    )
+    results = _run_threads(lambda i: clients[i % 2].submit(packet))
+    for c in clients:
+        c.close()
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert len({r.receipt_number for r in results}) == 1
+    assert count(db_url, "enrolments") == 1
+    assert count(db_url, "persons") == 1
