@@ -1,0 +1,1 @@
+"""Firmware configuration data (YAML), validated by devices.firmware. No code."""

@@ -1,0 +1,118 @@
+"""Benchmark of the face 1:N search and of end-to-end intake + decision.
+
+Prints, in one run:
+  1. faiss IndexFlatIP search time per query at several gallery sizes and batch sizes, with
+     distance_compute_blas_threshold = 1 (our setting) against this faiss's default: ratio.
+  2. Enrolments per second through the HTTP app (TestClient, SQLite file, one worker):
+     validation, signature check, encryption, storage, 1:N search and IDCS issuance.
+Run: .venv/bin/python bench/bench_dedup.py
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FAISS_DEFAULT = faiss.cvar.distance_compute_blas_threshold  # read before our code changes it
+
+
+def search_timings() -> None:
+    rng = np.random.default_rng(0)
+    print(
+        f"faiss {faiss.__version__} IndexFlatIP, 128-d, exact, k=10; ms per query (median of 5);"
+        f" default blas threshold = {FAISS_DEFAULT}"
+    )
+    print(f"{'gallery':>8} {'batch':>6} {'blas=1':>9} {'default':>9} {'speed-up':>9}")
+    for n in (10_000, 100_000, 500_000):
+        xb = rng.normal(size=(n, 128)).astype(np.float32)
+        xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+        index = faiss.IndexFlatIP(128)
+        index.add(xb)
+        index.search(xb[:4], 10)  # warm-up (first call pays one-off costs)
+        for batch in (1, 8, 64, 512):
+            q = xb[rng.integers(0, n, batch)] + 0.01
+            per_query = {}
+            for threshold in (1, FAISS_DEFAULT):
+                faiss.cvar.distance_compute_blas_threshold = threshold
+                runs = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    index.search(q, 10)
+                    runs.append((time.perf_counter() - t) / batch)
+                per_query[threshold] = float(np.median(runs)) * 1e3
+            base = per_query[FAISS_DEFAULT]
+            print(
+                f"{n:>8} {batch:>6} {per_query[1]:>9.3f} {base:>9.3f} {base / per_query[1]:>8.1f}x"
+            )
+    faiss.cvar.distance_compute_blas_threshold = 1
+
+
+def intake_throughput(count: int = 300) -> None:
+    from fastapi.testclient import TestClient
+
+    from central_api.config import Settings
+    from central_api.db import make_engine, make_session_factory, migrate, transaction
+    from central_api.enrolment.schemas import Demographics, Document
+    from central_api.enrolment.service import register_kiosk
+    from central_api.main import create_app
+    from kiosk.client import KioskIdentity, build_packet
+
+    faces = Path(os.environ.get("RNP_FACES_DIR", ROOT.parent / "shared/data/faces"))
+    img = cv2.imread(str(faces / "obama__obama.jpg"))
+    img = cv2.resize(img, (480, 600))
+    jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    demo = Demographics(
+        surname_latin="Tazi",
+        given_names_latin="Omar",
+        date_of_birth="1990-01-01",
+        place_of_birth="Rabat",
+        sex="M",
+        nationality="MAR",
+        address="1 Rue X, Rabat",
+        document=Document(type="CNIE", number="AB1", issuing_country="MAR"),
+    )
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        migrate(url)
+        kiosk = KioskIdentity.generate("KIOSK-BENCH")
+        engine = make_engine(url)
+        with transaction(make_session_factory(engine)) as s:
+            register_kiosk(s, kiosk.kiosk_id, base64.b64decode(kiosk.public_key_b64()), "bench")
+        engine.dispose()
+        settings = Settings(database_url=url, data_key=base64.b64encode(os.urandom(32)).decode())
+        bodies = []
+        for _ in range(count):
+            t = rng.normal(size=128).astype(np.float32)  # distinct random persons
+            p = build_packet(kiosk.kiosk_id, demo, [t / np.linalg.norm(t)], jpeg)
+            body = p.model_dump_json().encode()
+            bodies.append((body, kiosk.sign(body)))
+        with TestClient(create_app(settings)) as client:
+            t0 = time.perf_counter()
+            statuses = []
+            for body, sig in bodies:
+                r = client.post(
+                    "/v1/enrolments",
+                    content=body,
+                    headers={"content-type": "application/json", "X-Kiosk-Signature": sig},
+                )
+                statuses.append(r.json()["status"])
+            dt = time.perf_counter() - t0
+    issued = statuses.count("issued")
+    print(
+        f"\nintake + dedup + issuance, SQLite, sequential: {count} enrolments in {dt:.2f} s "
+        f"= {count / dt:.1f} enrolments/s, {dt / count * 1e3:.1f} ms each ({issued} issued)"
+    )
+
+
+if __name__ == "__main__":
+    search_timings()
+    intake_throughput()
