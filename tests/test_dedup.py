@@ -113,3 +113,52 @@ def test_several_templates_in_one_packet_all_join_the_gallery(registry: Registry
         registry.packet([template("kit_harington__john3.jpg")], photo("kit_harington__john3.jpg"))
     )
     assert r.json()["status"] == "duplicate"
+
+
+def _wait_status(reg: Registry, packet_id, want: str, seconds: float = 20.0) -> dict:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        body = reg.client.get(f"/v1/enrolments/{packet_id}").json()
+        if body["status"] == want or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def test_a_worker_dying_mid_decision_loses_nothing(registry_factory, template, photo):
+    crashed = registry_factory(
+        start_worker=False, sync_wait_seconds=0, processing_lease_seconds=0.2
+    )
+    packet = crashed.packet([template("biden__biden.jpg")], photo("biden__biden.jpg"))
+    r = crashed.submit(packet)
+    assert r.status_code == 202 and r.json()["status"] == "received"
+    claimed = crashed.app.state.dedup._claim()  # the worker takes the job ... and dies here
+    assert claimed is not None
+    assert crashed.client.get(f"/v1/enrolments/{packet.packet_id}").json()["status"] == "processing"
+
+    survivor = registry_factory(worker_poll_seconds=0.05)  # picks it up once the lease runs out
+    body = _wait_status(survivor, packet.packet_id, "issued")
+    assert body["status"] == "issued" and body["idcs"]
+    with survivor.app.state.sessions() as s:
+        from central_api.enrolment.models import Enrolment
+
+        assert s.scalars(select(Enrolment.attempts)).one() == 2
+
+
+def test_a_packet_that_keeps_failing_is_rejected_with_a_reason(
+    registry_factory, db_url, template, photo
+):
+    reg = registry_factory(start_worker=False, sync_wait_seconds=0)
+    packet = reg.packet([template("biden__biden.jpg")], photo("biden__biden.jpg"))
+    reg.submit(packet)
+    from sqlalchemy import update
+
+    from central_api.enrolment.models import Enrolment
+
+    with transaction(reg.app.state.sessions) as s:
+        s.execute(update(Enrolment).values(attempts=3))
+    reg.app.state.dedup.process_next()
+    body = reg.client.get(f"/v1/enrolments/{packet.packet_id}").json()
+    assert body["status"] == "rejected" and "agent" in body["message"]
+    assert count(db_url, "persons") == 0
