@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central_api.config import Settings, get_settings
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness and a few gauges (no personal data)."""
         with sessions() as s:
             s.execute(text("SELECT 1"))
-            persons = s.query(Person).count()
+            persons = s.scalar(select(func.count()).select_from(Person))
             queued = dedup.queue_depth(s)
         return {
             "status": "ok",

@@ -15,11 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central_api.enrolment.schemas import (
+    KIOSK_HEADER,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     Demographics,
     EnrolmentPacket,
     EnrolmentStatus,
     FingerprintTemplate,
+    read_message,
 )
 
 
@@ -156,7 +159,14 @@ class CentralClient:
 
     def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
         """Current status of a submitted packet."""
-        return self._parse(self._request("GET", f"/v1/enrolments/{packet_id}"))
+        path = f"/v1/enrolments/{packet_id}"
+        ts = int(time.time())
+        headers = {
+            KIOSK_HEADER: self.identity.kiosk_id,
+            TIMESTAMP_HEADER: str(ts),
+            SIGNATURE_HEADER: self.identity.sign(read_message(path, ts)),
+        }
+        return self._parse(self._request("GET", path, headers=headers))
 
     def wait_final(self, packet_id: uuid.UUID, timeout: float = 60.0) -> EnrolmentStatus:
         """Poll until the decision is made (or ``timeout`` passes: then the last status)."""

@@ -171,6 +171,34 @@ def _central(*args: str, env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
+def serve_central(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Run ``central-api serve`` in its own process on a free port until the block ends;
+    yields its base URL once it answers its health check."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "central_api.cli", "--log-level", "warning", "serve"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"central service exited; see {log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"central service did not start in 30 s; see {log_path}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
 def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[str]:
     """Run a fresh registry (SQLite) in its own process; yields its base URL."""
     env = dict(os.environ)
@@ -178,39 +206,8 @@ def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[str]:
     env["CENTRAL_DATA_KEY"] = base64.b64encode(os.urandom(32)).decode()
     _central("migrate", env=env)
     _central("kiosk-add", KIOSK_ID, "--public-key", kiosk.public_key_b64(), env=env)
-    port = _free_port()
-    log = (workdir / "central.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "central_api.cli",
-            "--log-level",
-            "warning",
-            "serve",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            if proc.poll() is not None:
-                raise SystemExit(f"demo: central service exited; see {workdir / 'central.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise SystemExit("demo: central service did not start in 20 s")
+    with serve_central(env, workdir / "central.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def run(workdir: Path) -> dict[str, int]:
@@ -251,7 +248,11 @@ def run(workdir: Path) -> dict[str, int]:
 def main(workdir: Path | None = None) -> int:
     """Entry point of ``kiosk demo``: prints the summary JSON as the last stdout line."""
     started = time.perf_counter()
-    summary = run(workdir or Path("var/demo"))
+    try:
+        summary = run(workdir or Path("var/demo"))
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     print(f"demo finished in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     print(json.dumps(summary))
     return 0

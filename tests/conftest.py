@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, text
 from biometrics import face
 from central_api.config import Settings
 from central_api.db import migrate
-from central_api.enrolment.schemas import Demographics, Document, EnrolmentPacket
+from central_api.enrolment.schemas import Demographics, Document, EnrolmentPacket, read_message
 from central_api.main import create_app
 from kiosk.client import KioskIdentity, build_packet
 
@@ -125,6 +126,20 @@ class Registry:
         }
         h.update(headers)
         return self.client.post("/v1/enrolments", content=body, headers=h)
+
+    def get(self, packet_id: object, signer: KioskIdentity | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
+        """Signed status read, as the kiosk does it."""
+        signer = signer or self.kiosk
+        path = f"/v1/enrolments/{packet_id}"
+        ts = int(time.time()) if ts is None else ts
+        return self.client.get(
+            path,
+            headers={
+                "X-Kiosk-Id": signer.kiosk_id,
+                "X-Kiosk-Timestamp": str(ts),
+                "X-Kiosk-Signature": signer.sign(read_message(path, ts)),
+            },
+        )
 
     def submit(self, packet: EnrolmentPacket):  # type: ignore[no-untyped-def]
         return self.post(packet.model_dump_json().encode())

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
-import httpx
 import pytest
 from conftest import KEY, count, demographics, register_kiosk
 
 from kiosk.client import CentralClient, KioskIdentity, build_packet
+from kiosk.demo import serve_central
 
 N = 50
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def servers(db_url: str) -> Iterator[tuple[list[str], KioskIdentity]]:
+def servers(db_url: str, tmp_path: Path) -> Iterator[tuple[list[str], KioskIdentity]]:
     """Two `central-api serve` processes on the same database."""
     kiosk = KioskIdentity.generate("KIOSK-RABAT-07")
     register_kiosk(db_url, kiosk)
@@ -37,44 +29,11 @@ def servers(db_url: str) -> Iterator[tuple[list[str], KioskIdentity]]:
         CENTRAL_DATA_KEY=KEY,
         CENTRAL_SYNC_WAIT_SECONDS="30",
     )
-    procs, urls = [], []
-    for _ in range(2):
-        port = _port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "central_api.cli",
-                    "--log-level",
-                    "warning",
-                    "serve",
-                    "--port",
-                    str(port),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, procs, strict=True):
-            for _ in range(300):
-                assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
-                try:
-                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail("server did not start")
+    with contextlib.ExitStack() as stack:
+        urls = [
+            stack.enter_context(serve_central(env, tmp_path / f"server{i}.log")) for i in range(2)
+        ]
         yield urls, kiosk
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
 
 def _run_threads(work) -> list:  # type: ignore[no-untyped-def]

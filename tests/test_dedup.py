@@ -120,7 +120,7 @@ def _wait_status(reg: Registry, packet_id, want: str, seconds: float = 20.0) -> 
 
     deadline = time.monotonic() + seconds
     while True:
-        body = reg.client.get(f"/v1/enrolments/{packet_id}").json()
+        body = reg.get(packet_id).json()
         if body["status"] == want or time.monotonic() > deadline:
             return body
         time.sleep(0.05)
@@ -135,7 +135,7 @@ def test_a_worker_dying_mid_decision_loses_nothing(registry_factory, template, p
     assert r.status_code == 202 and r.json()["status"] == "received"
     claimed = crashed.app.state.dedup._claim()  # the worker takes the job ... and dies here
     assert claimed is not None
-    assert crashed.client.get(f"/v1/enrolments/{packet.packet_id}").json()["status"] == "processing"
+    assert crashed.get(packet.packet_id).json()["status"] == "processing"
 
     survivor = registry_factory(worker_poll_seconds=0.05)  # picks it up once the lease runs out
     body = _wait_status(survivor, packet.packet_id, "issued")
@@ -159,6 +159,6 @@ def test_a_packet_that_keeps_failing_is_rejected_with_a_reason(
     with transaction(reg.app.state.sessions) as s:
         s.execute(update(Enrolment).values(attempts=3))
     reg.app.state.dedup.process_next()
-    body = reg.client.get(f"/v1/enrolments/{packet.packet_id}").json()
+    body = reg.get(packet.packet_id).json()
     assert body["status"] == "rejected" and "agent" in body["message"]
     assert count(db_url, "persons") == 0

@@ -27,5 +27,5 @@ def test_unique_person_gets_an_idcs_and_duplicate_is_caught(registry: Registry, 
     assert r3.json()["status"] == "duplicate"
     assert r3.json()["idcs"] is None
 
-    got = registry.client.get(f"/v1/enrolments/{again.packet_id}")
+    got = registry.get(again.packet_id)
     assert got.status_code == 200 and got.json()["status"] == "duplicate"

@@ -9,10 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import State
 
 from central_api.db import transaction
 from central_api.enrolment import service
-from central_api.enrolment.schemas import SIGNATURE_HEADER, EnrolmentPacket, EnrolmentStatus
+from central_api.enrolment.schemas import (
+    KIOSK_HEADER,
+    READ_SKEW,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EnrolmentPacket,
+    EnrolmentStatus,
+    read_message,
+)
 
 router = APIRouter(prefix="/v1/enrolments", tags=["enrolment"])
 
@@ -79,15 +88,36 @@ async def submit_enrolment(
     return result
 
 
-def _status(state: object, packet_id: uuid.UUID) -> EnrolmentStatus:
-    with state.sessions() as s:  # type: ignore[attr-defined]
+def _status(state: State, packet_id: uuid.UUID, kiosk_id: str | None = None) -> EnrolmentStatus:
+    with state.sessions() as s:
         e = service.find(s, packet_id)
-        if e is None:
-            raise HTTPException(404, f"no enrolment with packet id {packet_id}")
+        if e is None or (kiosk_id is not None and e.kiosk_id != kiosk_id):
+            raise HTTPException(404, f"no enrolment with packet id {packet_id} from this kiosk")
         return service.status_of(s, e)
 
 
-@router.get("/{packet_id}", response_model=EnrolmentStatus, responses={404: {}})
-def get_enrolment(packet_id: uuid.UUID, request: Request) -> EnrolmentStatus:
-    """Status of an enrolment, its receipt number, and its IDCS once issued."""
-    return _status(request.app.state, packet_id)
+@router.get(
+    "/{packet_id}",
+    response_model=EnrolmentStatus,
+    responses={401: _ERRORS[401], 403: _ERRORS[403], 404: {"description": "Not found"}},
+)
+def get_enrolment(
+    packet_id: uuid.UUID,
+    request: Request,
+    kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
+    timestamp: Annotated[int, Header(alias=TIMESTAMP_HEADER)],
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> EnrolmentStatus:
+    """Status of an enrolment, its receipt number, and its IDCS once issued.
+
+    Only the kiosk that sent the packet may read it: it signs ``read_message(path, timestamp)``.
+    """
+    if abs(time.time() - timestamp) > READ_SKEW.total_seconds():
+        raise HTTPException(401, "request timestamp too far from the server clock")
+    state = request.app.state
+    with state.sessions() as s:
+        try:
+            service.authenticate(s, kiosk_id, read_message(request.url.path, timestamp), signature)
+        except service.IntakeError as exc:
+            raise HTTPException(exc.status_code, str(exc)) from exc
+    return _status(state, packet_id, kiosk_id)

@@ -32,7 +32,10 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
-SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature of the exact request body
+SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature (body, or read_message())
+KIOSK_HEADER = "X-Kiosk-Id"  # on reads: which kiosk signs
+TIMESTAMP_HEADER = "X-Kiosk-Timestamp"  # on reads: unix seconds, within READ_SKEW of the server
+READ_SKEW = timedelta(minutes=5)
 FACE_TEMPLATE_DIM = 128
 MAX_FACE_TEMPLATES = 4
 MAX_FACE_IMAGE_BYTES = 1024 * 1024
@@ -226,6 +229,11 @@ class EnrolmentPacket(BaseModel):
         if len(positions) != len(set(positions)):
             raise ValueError("fingerprints repeat a finger position")
         return self
+
+
+def read_message(path: str, timestamp: int) -> bytes:
+    """What a kiosk signs to read a status: only the kiosk that sent a packet may read it."""
+    return f"GET {path}\n{timestamp}".encode()
 
 
 class EnrolmentState(StrEnum):

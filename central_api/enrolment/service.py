@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from central_api.audit.service import record
 from central_api.crypto import FieldCipher
 from central_api.enrolment.models import Enrolment, Kiosk, Status
-from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus
+from central_api.enrolment.schemas import SIGNATURE_HEADER, EnrolmentPacket, EnrolmentStatus
 from central_api.identity.models import Person
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -75,14 +75,20 @@ def register_kiosk(session: Session, kiosk_id: str, public_key: bytes, actor: st
     return kiosk
 
 
-def _verify(kiosk: Kiosk, body: bytes, signature: str | None) -> None:
+def authenticate(session: Session, kiosk_id: str, message: bytes, signature: str | None) -> Kiosk:
+    """The active kiosk whose registered key signed ``message``; raises UnknownKiosk or
+    BadSignature."""
+    kiosk = session.get(Kiosk, kiosk_id)
+    if kiosk is None or not kiosk.active:
+        raise UnknownKiosk(f"kiosk {kiosk_id!r} is not registered or not active")
     if not signature:
-        raise BadSignature("missing X-Kiosk-Signature header")
+        raise BadSignature(f"missing {SIGNATURE_HEADER} header")
     try:
         sig = base64.b64decode(signature, validate=True)
-        Ed25519PublicKey.from_public_bytes(kiosk.public_key).verify(sig, body)
+        Ed25519PublicKey.from_public_bytes(kiosk.public_key).verify(sig, message)
     except (binascii.Error, ValueError, InvalidSignature) as exc:
-        raise BadSignature("signature does not match the packet and the kiosk's key") from exc
+        raise BadSignature("signature does not match the request and the kiosk's key") from exc
+    return kiosk
 
 
 def packet_digest(packet: EnrolmentPacket) -> str:
@@ -111,10 +117,7 @@ def receive(
 
     Raises UnknownKiosk, BadSignature or PacketConflict; nothing is stored in those cases.
     """
-    kiosk = session.get(Kiosk, packet.kiosk_id)
-    if kiosk is None or not kiosk.active:
-        raise UnknownKiosk(f"kiosk {packet.kiosk_id!r} is not registered or not active")
-    _verify(kiosk, body, signature)
+    kiosk = authenticate(session, packet.kiosk_id, body, signature)
     digest = packet_digest(packet)
     existing = session.scalar(select(Enrolment).where(Enrolment.packet_id == packet.packet_id))
     if existing is not None:
