@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     max_face_templates: int = Field(default=4, ge=1)
 
     # Face dedup thresholds on cosine similarity of L2-normalised dlib descriptors.
-    # Calibrated on ../shared/data/faces (72 usable photos, 21 identities): genuine pairs
+    # Calibrated on ../shared/data/faces (72 usable photos, 12 people): genuine pairs
     # >= 0.930, impostor pairs <= 0.908. A tiny set: recalibrate on real data before use.
     face_duplicate_threshold: float = Field(default=0.93, gt=0, le=1)
     face_adjudication_threshold: float = Field(default=0.91, gt=0, le=1)

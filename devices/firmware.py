@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from biometrics import face
 
 
 class _Strict(BaseModel):
@@ -28,14 +30,32 @@ class CameraCapture(_Strict):
     timeout_seconds: float = Field(default=30, gt=0, le=300)
 
 
-class FaceQuality(_Strict):
-    """Face image quality thresholds (after ICAO 9303 / ISO/IEC 19794-5 / 29794-5)."""
+_T = face.DEFAULT_THRESHOLDS
 
-    min_eye_distance_px: int = Field(default=90, ge=30)
-    max_roll_degrees: float = Field(default=8.0, gt=0, le=45)
-    min_sharpness: float = Field(default=100.0, ge=0, description="variance of the Laplacian")
-    min_mean_brightness: int = Field(default=60, ge=0, le=255)
-    max_mean_brightness: int = Field(default=200, ge=0, le=255)
+
+class FaceQuality(_Strict):
+    """Face image quality thresholds; the fields of biometrics.face.QualityThresholds."""
+
+    min_eye_distance_px: float = Field(default=_T.min_eye_distance_px, ge=20)
+    max_centre_offset: float = Field(default=_T.max_centre_offset, gt=0, le=0.5)
+    max_roll_degrees: float = Field(default=_T.max_roll_degrees, gt=0, le=45)
+    max_yaw_degrees: float = Field(default=_T.max_yaw_degrees, gt=0, le=60)
+    min_sharpness: float = Field(default=_T.min_sharpness, ge=0)
+    min_brightness: float = Field(default=_T.min_brightness, ge=0, le=255)
+    max_brightness: float = Field(default=_T.max_brightness, ge=0, le=255)
+    max_light_asymmetry: float = Field(default=_T.max_light_asymmetry, gt=0, le=1)
+    min_eye_aspect_ratio: float = Field(default=_T.min_eye_aspect_ratio, ge=0, le=1)
+    max_background_edges: float | None = Field(default=_T.max_background_edges, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> FaceQuality:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError("min_brightness must be below max_brightness")
+        return self
+
+    def thresholds(self) -> face.QualityThresholds:
+        """These settings as the thresholds biometrics.face.assess takes."""
+        return face.QualityThresholds(**self.model_dump())
 
 
 class CameraConfig(_Strict):
@@ -46,7 +66,7 @@ class CameraConfig(_Strict):
     model: str
     firmware: str
     capture: CameraCapture
-    quality: FaceQuality = FaceQuality()
+    quality: FaceQuality = Field(default_factory=FaceQuality)
 
 
 class FingerprintCapture(_Strict):
@@ -97,3 +117,11 @@ def shipped() -> list[Path]:
     """The configuration files shipped with the software."""
     root = resources.files("firmware_configs")
     return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def by_model(model: str) -> CameraConfig | FingerprintConfig:
+    """The shipped configuration of a device model (the newest firmware if several)."""
+    found = [c for c in map(load, shipped()) if c.model == model]
+    if not found:
+        raise FirmwareConfigError(f"no shipped firmware configuration for model {model!r}")
+    return max(found, key=lambda c: tuple(int(x) for x in c.firmware.split(".") if x.isdigit()))

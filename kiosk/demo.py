@@ -23,14 +23,17 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import cv2
 import httpx
 
-from biometrics import face
 from central_api.enrolment.schemas import Demographics, Document
+from devices.camera import SimulatedCamera
+from devices.firmware import CameraConfig, by_model
 from kiosk.client import CentralClient, KioskIdentity, build_packet
+from kiosk.face_capture import FaceCapture, FaceCaptureFailed, capture_face
 
 KIOSK_ID = "KIOSK-DEMO-01"
+CAMERA = by_model("simulated-camera")
+assert isinstance(CAMERA, CameraConfig)
 _SURNAMES = [
     "El Amrani",
     "Benali",
@@ -124,18 +127,37 @@ def identities(faces: Path) -> dict[str, list[Path]]:
     return out
 
 
-def capture(path: Path) -> tuple[bytes, list]:
-    """What the kiosk camera stage yields: a JPEG (longest side <= 640 px) and its template."""
-    img = cv2.imread(str(path))
-    if img is None:
-        raise SystemExit(f"demo: cannot read {path}")
-    scale = 640 / max(img.shape[:2])
-    if scale < 1:
-        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    assert ok
-    jpeg = buf.tobytes()
-    return jpeg, [face.encode(face.decode_image(jpeg))]
+def capture(photo: Path, companion: Path, seed: int, prelude: bool = False) -> FaceCapture | None:
+    """The kiosk's face stage on a simulated camera playing ``photo``; None if it fails.
+    With ``prelude`` the person first does everything wrong (and is told so)."""
+    camera = SimulatedCamera.enrolment(photo, companion=companion, seed=seed, prelude=prelude)
+    if prelude:
+        told: list[str] = []
+        try:
+            return capture_face(
+                camera, CAMERA, on_feedback=lambda fb, _q: told.append(fb[0] if fb else "ok")
+            )
+        finally:
+            said = [t for k, t in enumerate(told) if k == 0 or told[k - 1] != t]
+            print(f"{_short(photo):45s}    kiosk said: {' > '.join(said)}", flush=True)
+    try:
+        return capture_face(camera, CAMERA)
+    except FaceCaptureFailed as exc:
+        print(f"{_short(photo):45s} -> capture failed ({exc})", flush=True)
+        return None
+
+
+def _first_capture(
+    photos: list[Path], companion: Path, seed: int
+) -> tuple[Path, FaceCapture] | None:
+    for path in photos:
+        if (shot := capture(path, companion, seed)) is not None:
+            return path, shot
+    return None
+
+
+def _short(path: Path) -> str:
+    return path.relative_to(path.parents[1]).as_posix()
 
 
 def person(i: int, rng: random.Random) -> Demographics:
@@ -210,6 +232,22 @@ def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[str]:
         yield url
 
 
+def _submit(
+    client: CentralClient, who: Demographics, shot: FaceCapture, photo: Path, started: float
+) -> str:
+    packet = build_packet(KIOSK_ID, who, [shot.template], shot.token_jpeg)
+    st = client.submit(packet)
+    if not st.final:
+        st = client.wait_final(packet.packet_id)
+    print(
+        f"{_short(photo):45s} -> {st.status.value:12s} IDCS={st.idcs or '-':10s} "
+        f"receipt={st.receipt_number} quality={shot.quality_score} "
+        f"({(time.perf_counter() - started):.1f} s)",
+        flush=True,
+    )
+    return st.status.value
+
+
 def run(workdir: Path) -> dict[str, int]:
     """Run the demo in ``workdir`` (recreated); returns the outcome counts."""
     shutil.rmtree(workdir, ignore_errors=True)
@@ -219,24 +257,29 @@ def run(workdir: Path) -> dict[str, int]:
     kiosk = KioskIdentity.generate(KIOSK_ID)
     counts: Counter[str] = Counter()
     with central_service(workdir, kiosk) as url, CentralClient(url, kiosk) as client:
-        plan = [(i, photos[0]) for i, photos in enumerate(people.values())]
-        # one person comes back with a different photo: the registry must catch it
-        again = next(name for name, photos in people.items() if len(photos) > 1)
-        plan.append((list(people).index(again), people[again][1]))
-        for i, path in plan:
+        names = list(people)
+        enrolled: dict[str, Path] = {}
+        plan = [(i, name, path) for i, name in enumerate(names) for path in people[name]]
+        for i, name, path in plan:
+            if name in enrolled:
+                continue
+            companion = people[names[(i + 1) % len(names)]][0]
             started = time.perf_counter()
-            jpeg, templates = capture(path)
-            packet = build_packet(KIOSK_ID, person(i, rng), templates, jpeg)
-            st = client.submit(packet)
-            if not st.final:
-                st = client.wait_final(packet.packet_id)
-            counts[st.status.value] += 1
-            print(
-                f"{path.relative_to(path.parents[1]).as_posix():45s} -> {st.status.value:12s} "
-                f"IDCS={st.idcs or '-':10s} receipt={st.receipt_number} "
-                f"({(time.perf_counter() - started) * 1e3:.0f} ms)",
-                flush=True,
-            )
+            shot = capture(path, companion, seed=i, prelude=not enrolled)
+            if shot is None:
+                continue  # the person tries again, with another photo standing in
+            enrolled[name] = path
+            counts[_submit(client, person(i, rng), shot, path, started)] += 1
+        # one person comes back later, photographed anew: the registry must recognise them
+        for name, first in enrolled.items():
+            i = names.index(name)
+            companion = people[names[(i + 1) % len(names)]][0]
+            again = [p for p in people[name] if p != first]
+            started = time.perf_counter()
+            if (hit := _first_capture(again, companion, seed=100 + i)) is not None:
+                path, shot = hit
+                counts[_submit(client, person(i, rng), shot, path, started)] += 1
+                break
     return {
         "enrolled": sum(counts.values()),
         "issued": counts["issued"],

@@ -1,0 +1,223 @@
+"""Synthetic variations of real face photos, for simulated devices and tests.
+
+``FaceModel`` takes one real photo and renders camera frames of that person: placed and
+sized in the frame, head rolled or turned (a piecewise-affine warp that moves each facial
+landmark by an approximate depth), eyes closed (lids painted over with skin from the cheek),
+lighting changed, blurred. Good enough to drive quality checks, liveness and auto-capture
+end to end; not a substitute for real captures when measuring accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import cv2
+import numpy as np
+
+from biometrics import face as _face
+
+# Approximate depth (towards the camera, in face widths) of the dlib landmark groups,
+# used to turn the head: nearer points move further sideways.
+_DEPTH = {
+    "left_eyebrow": 0.25,
+    "right_eyebrow": 0.25,
+    "nose_bridge": 0.38,
+    "nose_tip": 0.42,
+    "left_eye": 0.2,
+    "right_eye": 0.2,
+    "top_lip": 0.35,
+    "bottom_lip": 0.33,
+}
+
+
+BACKDROP = (196, 200, 204)  # the kiosk's plain light-grey backdrop, RGB
+
+
+@dataclass(frozen=True)
+class Pose:
+    """How the person appears in one frame."""
+
+    eye_distance: float = 110.0  # pixels between the eye centres
+    centre: tuple[float, float] = (0.5, 0.45)  # eye midpoint, fraction of frame W and H
+    roll: float = 0.0  # degrees
+    yaw: float = 0.0  # degrees, positive: nose towards the image's right
+    eyes_closed: bool = False
+    brightness: float = 1.0  # multiplies the pixel values
+    side_light: float = 0.0  # -1..1: darkens one side of the frame
+    blur: float = 0.0  # Gaussian sigma in pixels
+
+
+class FaceModel:
+    """One real photo of one person, turned into frames of any pose."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        box = _face._one_face(image)
+        self.image = image
+        self.marks = _face._landmarks(image, box)
+        self.box = box
+        pts, depth = [], []
+        for key, arr in self.marks.items():
+            for i, p in enumerate(arr):
+                # the jaw line is 0 deep at the ears and deeper towards the chin
+                z = 0.25 * (1 - abs(i - 8) / 8) ** 0.7 if key == "chin" else _DEPTH[key]
+                pts.append(p)
+                depth.append(z)
+        geometry = _face._geometry(self.marks)
+        self.base_yaw = geometry.yaw  # how far the person in the photo is already turned
+        pts_arr = np.asarray(pts)
+        _, keep = np.unique(np.round(pts_arr), axis=0, return_index=True)
+        keep = np.sort(keep)
+        self._points, self._depth = pts_arr[keep], np.asarray(depth)[keep]
+        self._turn_cache: dict[tuple[int, float], np.ndarray] = {}
+
+    @cached_property
+    def _eyes_closed(self) -> np.ndarray:
+        return _closed_eyes(self.image, self.marks)
+
+    def _turned(self, base: np.ndarray, yaw: float) -> np.ndarray:
+        if abs(yaw) < 0.5:
+            return base
+        key = (id(base), round(yaw, 1))
+        if key not in self._turn_cache:
+            if len(self._turn_cache) > 16:
+                self._turn_cache.clear()
+            self._turn_cache[key] = self._warp_yaw(base, yaw)
+        return self._turn_cache[key]
+
+    def _warp_yaw(self, base: np.ndarray, yaw: float) -> np.ndarray:
+        b = self.box
+        w = b.width
+        shift = self._depth * w * math.sin(math.radians(yaw))
+        dst = self._points.copy()
+        dst[:, 0] += shift
+        # a fixed ring around the head and the image border keep the rest in place
+        cx, cy = (b.left + b.right) / 2, (b.top + b.bottom) / 2
+        ring = [
+            (cx + 1.1 * w * math.cos(a), cy + 1.3 * b.height * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)
+        ]
+        h, wi = base.shape[:2]
+        border = [(0, 0), (wi - 1, 0), (0, h - 1), (wi - 1, h - 1)]
+        src = np.vstack([self._points, ring, border]).astype(np.float32)
+        dst = np.vstack([dst, ring, border]).astype(np.float32)
+        return _piecewise_affine(base, src, dst)
+
+    def render(self, pose: Pose, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+        """An RGB frame of ``size`` (W, H) showing the person in ``pose``."""
+        src = self._eyes_closed if pose.eyes_closed else self.image
+        # the warp's yaw is about 1.25x what the landmark estimate reads back: compensate the
+        # photo's own turn so that yaw=0 looks straight at the camera
+        src = self._turned(src, pose.yaw - 1.25 * self.base_yaw)
+        le = self.marks["left_eye"].mean(axis=0)
+        re = self.marks["right_eye"].mean(axis=0)
+        mid = (le + re) / 2
+        dist = float(np.linalg.norm(re - le))
+        roll = math.degrees(math.atan2(re[1] - le[1], re[0] - le[0]))
+        w, h = size
+        m = cv2.getRotationMatrix2D(
+            (float(mid[0]), float(mid[1])), roll - pose.roll, pose.eye_distance / dist
+        )
+        m[0, 2] += pose.centre[0] * w - mid[0]
+        m[1, 2] += pose.centre[1] * h - mid[1]
+        frame = cv2.warpAffine(
+            src,
+            m,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=BACKDROP,
+        )
+        f = frame.astype(np.float32) * pose.brightness
+        if pose.side_light:
+            ramp = np.linspace(1 - max(pose.side_light, 0), 1 + min(pose.side_light, 0), w)
+            f *= ramp[None, :, None]
+        frame = np.clip(f, 0, 255).astype(np.uint8)
+        if pose.blur > 0:
+            frame = cv2.GaussianBlur(frame, (0, 0), pose.blur)
+        return frame
+
+
+def _closed_eyes(image: np.ndarray, marks: dict[str, np.ndarray]) -> np.ndarray:
+    """Close the eyes: pull each upper lid down onto the lower lid (the lid skin below the
+    brow stretches over the eye, as in a real blink), with brows and cheeks held fixed."""
+    src, dst = [], []
+    for eye, brow in (("left_eye", "left_eyebrow"), ("right_eye", "right_eyebrow")):
+        p = marks[eye]
+        q = p.copy()
+        q[1] = p[5] * 0.85 + p[1] * 0.15  # upper lid points onto the lower lid
+        q[2] = p[4] * 0.85 + p[2] * 0.15
+        width = float(np.linalg.norm(p[3] - p[0]))
+        below = p[[3, 4, 5, 0]] + np.array([0.0, 0.35 * width])  # cheek, fixed
+        src += [*p, *marks[brow], *below]
+        dst += [*q, *marks[brow], *below]
+    box_pts = np.asarray(src)
+    x0, y0 = box_pts.min(axis=0) - 40
+    x1, y1 = box_pts.max(axis=0) + 40
+    ring = [(x0, y0), (x1, y0), (x0, y1), (x1, y1), ((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1)]
+    h, w = image.shape[:2]
+    border = [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)]
+    out = _piecewise_affine(
+        image,
+        np.vstack([src, ring, border]).astype(np.float32),
+        np.vstack([dst, ring, border]).astype(np.float32),
+    )
+    for eye in ("left_eye", "right_eye"):  # the lashes meet along the closed lid
+        p = marks[eye]
+        lid = np.array([p[0], p[5] * 0.8 + p[1] * 0.2, p[4] * 0.8 + p[2] * 0.2, p[3]])
+        width = float(np.linalg.norm(p[3] - p[0]))
+        cv2.polylines(
+            out,
+            [np.round(lid).astype(np.int32)],
+            False,
+            (40, 28, 26),
+            max(1, round(width / 9)),
+            cv2.LINE_AA,
+        )
+    return out
+
+
+def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Warp ``image`` so that each ``src`` point lands on its ``dst`` point."""
+    h, w = image.shape[:2]
+    subdiv = cv2.Subdiv2D((0, 0, w, h))
+    index = {}
+    for i, (x, y) in enumerate(src):
+        xc, yc = float(min(max(x, 0), w - 1)), float(min(max(y, 0), h - 1))
+        index[(round(xc, 2), round(yc, 2))] = i
+        subdiv.insert((xc, yc))
+    out = image.copy()
+    for t in subdiv.getTriangleList():
+        tri = [(round(float(t[k]), 2), round(float(t[k + 1]), 2)) for k in (0, 2, 4)]
+        if not all(p in index for p in tri):
+            continue
+        ids = [index[p] for p in tri]
+        s, d = src[ids].astype(np.float32), dst[ids].astype(np.float32)
+        x, y, bw, bh = cv2.boundingRect(d)
+        if bw <= 0 or bh <= 0:
+            continue
+        m = cv2.getAffineTransform(s, d - np.float32([x, y]))
+        patch = cv2.warpAffine(
+            image, m, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
+        mask = np.zeros((bh, bw), np.uint8)
+        cv2.fillConvexPoly(mask, (d - np.float32([x, y])).astype(np.int32), 1)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + bw, w), min(y + bh, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        sub_mask = mask[y0 - y : y1 - y, x0 - x : x1 - x].astype(bool)
+        out[y0:y1, x0:x1][sub_mask] = patch[y0 - y : y1 - y, x0 - x : x1 - x][sub_mask]
+    return out
+
+
+@lru_cache(maxsize=32)
+def _model_for(path: str) -> FaceModel:
+    data = np.fromfile(path, dtype=np.uint8)
+    return FaceModel(_face.decode_image(data.tobytes()))
+
+
+def face_model(path: str) -> FaceModel:
+    """A cached FaceModel of the photo at ``path``."""
+    return _model_for(path)

@@ -1,0 +1,66 @@
+"""The kiosk's face stage: auto-capture with feedback, liveness challenge, template, token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from biometrics import face
+from devices.camera import Camera, auto_capture, record
+from devices.firmware import CameraConfig
+
+CHALLENGE_SECONDS = 2.0  # how long the blink + head-turn challenge is recorded
+
+
+@dataclass(frozen=True)
+class FaceCapture:
+    """What the face stage hands to the packet: a template and the ICAO token image."""
+
+    template: np.ndarray
+    token_jpeg: bytes
+    quality_score: int
+    liveness: face.LivenessResult
+
+
+class FaceCaptureFailed(RuntimeError):
+    """The face stage could not finish; ``reasons`` say why (quality or liveness codes)."""
+
+    def __init__(self, stage: str, reasons: list[str]) -> None:
+        super().__init__(f"face {stage} failed: {', '.join(reasons) or 'no reason given'}")
+        self.stage, self.reasons = stage, reasons
+
+
+def capture_face(
+    camera: Camera,
+    config: CameraConfig,
+    challenge: Literal["left", "right"] = "left",
+    on_feedback: Callable[[list[str], face.FaceQuality], None] | None = None,
+) -> FaceCapture:
+    """Run the face stage on ``camera`` with the device's firmware configuration."""
+    thresholds = config.quality.thresholds()
+    result = auto_capture(
+        camera,
+        thresholds,
+        consecutive=config.capture.auto_capture_consecutive,
+        timeout_seconds=config.capture.timeout_seconds,
+        on_feedback=on_feedback,
+    )
+    if result.status != "captured" or result.image is None or result.quality is None:
+        raise FaceCaptureFailed("capture", result.last_feedback or [result.status])
+    camera.prompt(f"blink_turn_{challenge}")
+    frames = record(camera, round(config.capture.fps * CHALLENGE_SECONDS))
+    live = face.liveness(frames, turn=challenge)
+    if not live.passed:
+        raise FaceCaptureFailed("liveness", live.reasons)
+    template = face.encode(result.image, thresholds)
+    token = face.token_image(result.image)
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(token, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
+    if not ok:
+        raise FaceCaptureFailed("encoding", ["jpeg_encoding_failed"])
+    return FaceCapture(template, buf.tobytes(), result.quality.score, live)

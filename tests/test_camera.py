@@ -1,0 +1,119 @@
+"""Cameras, auto-capture with feedback, and the kiosk's face stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from biometrics import face
+from biometrics.synthetic import Pose
+from devices.camera import (
+    CameraError,
+    OpenCVCamera,
+    Shot,
+    SimulatedCamera,
+    auto_capture,
+    feedback,
+)
+from devices.firmware import CameraConfig, by_model
+from kiosk.face_capture import FaceCaptureFailed, capture_face
+
+SIM = by_model("simulated-camera")
+assert isinstance(SIM, CameraConfig)
+
+
+def test_auto_capture_guides_the_person_then_captures_the_best_frame(faces_dir):
+    cam = SimulatedCamera.enrolment(
+        faces_dir / "obama__obama.jpg", companion=faces_dir / "biden__biden.jpg", seed=1
+    )
+    told: list[str] = []
+    result = auto_capture(cam, on_feedback=lambda fb, _q: told.append(fb[0] if fb else "ok"))
+    assert result.status == "captured" and result.quality is not None
+    assert result.quality.passed and result.quality.score >= 80
+    said = [t for i, t in enumerate(told) if i == 0 or told[i - 1] != t]
+    assert said == [
+        "step_into_frame",
+        "move_closer",
+        "centre_your_face",
+        "look_straight",
+        "more_light",
+        "one_person_only",
+        "hold_still",
+        "ok",
+    ]
+    assert told[-3:] == ["ok"] * 3  # three good frames in a row
+    assert result.elapsed == pytest.approx((result.frames - 1) / 15)
+
+
+def test_auto_capture_times_out_with_the_last_instruction(faces_dir):
+    person = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg").person
+    dark = [Shot(Pose(brightness=0.3))] * 40
+    result = auto_capture(SimulatedCamera(person, dark, fps=10), timeout_seconds=2.0)
+    assert result.status == "timeout" and result.image is None
+    assert result.last_feedback == ["more_light"]
+    assert result.frames == 21 and result.elapsed == pytest.approx(2.0)
+    short = auto_capture(SimulatedCamera(person, dark[:5]), timeout_seconds=30)
+    assert short.status == "stream_ended" and short.frames == 5
+
+
+def test_feedback_is_ordered_by_what_matters_first():
+    q = face.FaceQuality(False, 40, ["eyes_closed", "too_dark", "too_small"])
+    assert feedback(q) == ["move_closer", "more_light", "open_eyes"]
+
+
+def test_opencv_camera_reads_a_real_video_file(tmp_path: Path, faces_dir):
+    video = tmp_path / "session.avi"
+    cam = SimulatedCamera.enrolment(faces_dir / "rose_leslie__img2.jpg", prelude=False)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
+    assert writer.isOpened()
+    for _ in range(20):
+        frame = cam.read()
+        assert frame is not None
+        writer.write(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    with OpenCVCamera(video) as real:
+        result = auto_capture(real)
+    assert result.status == "captured" and result.image is not None
+    assert result.image.shape == (480, 640, 3)
+    with OpenCVCamera(video) as real:
+        frames = [f for f in iter(real.read, None)]
+    assert len(frames) == 20 and frames[-1].timestamp == pytest.approx(19 / 15, abs=0.01)
+    with pytest.raises(CameraError, match="cannot open"):
+        OpenCVCamera(tmp_path / "missing.avi")
+
+
+def test_face_stage_gives_a_template_of_the_right_person_and_a_token(faces_dir, template):
+    cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=2)
+    shot = capture_face(cam, SIM)
+    assert shot.liveness.passed
+    assert face.compare(shot.template, template("obama__obama2.jpg")) > 0.93
+    assert face.compare(shot.template, template("biden__biden.jpg")) < 0.91
+    token = face.decode_image(shot.token_jpeg)
+    assert token.shape == (480, 360, 3)
+
+
+def test_face_stage_refuses_a_photo_held_to_the_camera(faces_dir):
+    cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=4)
+    cam.responses.clear()  # a photo does not react to "blink and turn your head"
+    with pytest.raises(FaceCaptureFailed) as e:
+        capture_face(cam, SIM)
+    assert e.value.stage == "liveness"
+    assert "no_turn" in e.value.reasons
+
+
+def test_face_stage_reports_a_capture_that_never_passes(faces_dir):
+    person = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg").person
+    cam = SimulatedCamera(person, [Shot(Pose(blur=4))] * 200)
+    with pytest.raises(FaceCaptureFailed) as e:
+        capture_face(cam, SIM)
+    assert e.value.stage == "capture" and e.value.reasons == ["hold_still"]
+
+
+def test_firmware_quality_section_maps_onto_the_thresholds():
+    fields = set(face.QualityThresholds.__dataclass_fields__)
+    assert set(SIM.quality.model_fields) == fields
+    assert SIM.quality.thresholds().min_eye_distance_px == 90
+    assert np.isclose(SIM.quality.thresholds().max_roll_degrees, 8)
