@@ -114,6 +114,6 @@ def test_face_stage_reports_a_capture_that_never_passes(faces_dir):
 
 def test_firmware_quality_section_maps_onto_the_thresholds():
     fields = set(face.QualityThresholds.__dataclass_fields__)
-    assert set(SIM.quality.model_fields) == fields
+    assert set(type(SIM.quality).model_fields) == fields
     assert SIM.quality.thresholds().min_eye_distance_px == 90
     assert np.isclose(SIM.quality.thresholds().max_roll_degrees, 8)
