@@ -67,6 +67,14 @@ def per_frame() -> None:
         print(f"  {name:24s} {p50:7.1f} ms  {p90:7.1f} ms   {1000 / p50:6.1f} frames/s")
     decision = np.percentile(np.asarray(timings["auto-capture decision"]) * 1e3, 50)
     print(f"  feedback rate vs target 5 frames/s: {1000 / decision / 5:.1f}x")
+    cam = SimulatedCamera.enrolment(FACES / "obama__obama.jpg", prelude=False, seed=3)
+    cam.prompt("blink_turn_left")
+    challenge = [f.image for f in iter(cam.read, None)][:30]
+    t = time.perf_counter()
+    result = face.liveness(challenge)
+    dt = time.perf_counter() - t
+    print(f"  liveness over a 2 s challenge ({len(challenge)} frames): {dt * 1e3:.0f} ms, "
+          f"{dt / len(challenge) * 1e3:.1f} ms per frame, passed={result.passed}")
 
 
 def pairs() -> None:
