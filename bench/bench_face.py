@@ -73,8 +73,10 @@ def per_frame() -> None:
     t = time.perf_counter()
     result = face.liveness(challenge)
     dt = time.perf_counter() - t
-    print(f"  liveness over a 2 s challenge ({len(challenge)} frames): {dt * 1e3:.0f} ms, "
-          f"{dt / len(challenge) * 1e3:.1f} ms per frame, passed={result.passed}")
+    print(
+        f"  liveness over a 2 s challenge ({len(challenge)} frames): {dt * 1e3:.0f} ms, "
+        f"{dt / len(challenge) * 1e3:.1f} ms per frame, passed={result.passed}"
+    )
 
 
 def pairs() -> None:

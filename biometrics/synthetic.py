@@ -221,3 +221,152 @@ def _model_for(path: str) -> FaceModel:
 def face_model(path: str) -> FaceModel:
     """A cached FaceModel of the photo at ``path``."""
     return _model_for(path)
+
+
+# ======================================================================== fingerprints
+# An SFinGe-style generator (after Cappelli, Maio, Maltoni): a master fingerprint grows from
+# random seeds by iterated Gabor filtering along an orientation field with singular points;
+# impressions of it differ by contact area, rotation, translation, elastic distortion,
+# pressure, noise and background. Synthetic accuracy is an upper bound on real accuracy.
+
+FINGER_CLASSES = ("arch", "tented_arch", "left_loop", "right_loop", "whorl")
+# approximate natural frequencies of the classes (Henry system statistics)
+CLASS_WEIGHTS = (0.037, 0.029, 0.338, 0.317, 0.279)
+
+
+@dataclass(frozen=True)
+class MasterFingerprint:
+    """A finger: its ridge pattern in [-1, 1] (ridges negative), class and identity seed."""
+
+    ridges: np.ndarray
+    finger_class: str
+    seed: int
+
+
+def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Ridge orientation (radians) from the zero-pole model of Sherlock and Monro."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    z = xx + 1j * yy
+    cx, cy = w * rng.uniform(0.42, 0.58), h * rng.uniform(0.36, 0.48)
+    if kind == "arch":
+        k = rng.uniform(1.5, 3.0)
+        return np.arctan(-k * (xx - cx) / w * np.exp(-(((yy - 1.1 * cy) / (0.45 * h)) ** 2)))
+    cores: list[complex] = []
+    deltas: list[complex] = []
+    if kind in ("left_loop", "right_loop"):
+        side = -1 if kind == "left_loop" else 1
+        cores = [complex(cx, cy)]
+        deltas = [complex(cx + side * w * rng.uniform(0.3, 0.42), cy + h * rng.uniform(0.28, 0.4))]
+    elif kind == "tented_arch":
+        cores = [complex(cx, cy)]
+        deltas = [complex(cx, cy + h * rng.uniform(0.22, 0.3))]
+    else:  # whorl
+        d = h * rng.uniform(0.04, 0.09)
+        cores = [complex(cx, cy - d), complex(cx, cy + d)]
+        deltas = [
+            complex(cx - w * rng.uniform(0.35, 0.45), cy + h * rng.uniform(0.3, 0.4)),
+            complex(cx + w * rng.uniform(0.35, 0.45), cy + h * rng.uniform(0.3, 0.4)),
+        ]
+    theta = np.zeros((h, w))
+    for c in cores:
+        theta += 0.5 * np.angle(z - c)
+    for d in deltas:
+        theta -= 0.5 * np.angle(z - d)
+    return theta + rng.uniform(-0.15, 0.15)
+
+
+@lru_cache(maxsize=8)
+def _gabor_bank(period: float, n: int) -> tuple[np.ndarray, ...]:
+    size = int(period * 2.4) | 1
+    bank = []
+    for i in range(n):
+        k = cv2.getGaborKernel(
+            (size, size),
+            sigma=period * 0.5,
+            theta=i * math.pi / n + math.pi / 2,
+            lambd=period,
+            gamma=1.0,
+            psi=0,
+        )
+        k -= k.mean()
+        bank.append((k / np.abs(k).sum()).astype(np.float32))
+    return tuple(bank)
+
+
+def master_fingerprint(
+    seed: int, size: tuple[int, int] = (400, 320), finger_class: str | None = None
+) -> MasterFingerprint:
+    """Generate the master fingerprint of finger ``seed`` (deterministic), 500 dpi, (H, W)."""
+    rng = np.random.default_rng(seed)
+    kind = finger_class or str(rng.choice(FINGER_CLASSES, p=CLASS_WEIGHTS))
+    h, w = size
+    theta = _orientation_field(kind, h, w, rng)
+    period = rng.uniform(8.5, 10.0)  # pixels between ridges at 500 dpi
+    n = 24
+    bins = (np.round(np.mod(theta, math.pi) / math.pi * n) % n).astype(np.int32)
+    masks = [bins == b for b in range(n)]
+    img = (rng.random((h, w)) < 0.002).astype(np.float32) * rng.choice([-1.0, 1.0], (h, w))
+    img = img.astype(np.float32)
+    for _ in range(12):
+        out = np.zeros_like(img)
+        for m, k in zip(masks, _gabor_bank(period, n), strict=True):
+            if m.any():
+                out[m] = cv2.filter2D(img, -1, k)[m]
+        img = np.tanh(out / (float(np.abs(out).mean()) + 1e-6) * 1.5)
+    return MasterFingerprint(img.astype(np.float32), kind, seed)
+
+
+def fingerprint_impression(
+    master: MasterFingerprint,
+    impression: int,
+    size: tuple[int, int] | None = None,
+    difficulty: float = 1.0,
+) -> np.ndarray:
+    """One 500-dpi grey-scale impression (uint8, dark ridges on white) of ``master``.
+
+    Varies with ``impression`` (deterministic): contact area and position, rotation
+    (+-15 deg), translation, elastic distortion, pressure (ridge thickness), noise.
+    ``difficulty`` scales the variations (0: the master itself, on a clean background).
+    """
+    rng = np.random.default_rng([master.seed, impression])
+    h, w = master.ridges.shape
+    out_h, out_w = size or (h, w)
+    d = difficulty
+    angle = rng.uniform(-15, 15) * d
+    tx, ty = rng.uniform(-25, 25, 2) * d
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m[:, 2] += (tx + (out_w - w) / 2, ty + (out_h - h) / 2)
+    # elastic distortion: a smooth random displacement field, strongest away from the centre
+    gx, gy = (
+        cv2.GaussianBlur(rng.normal(0, 1, (out_h, out_w)).astype(np.float32), (0, 0), 40)
+        for _ in range(2)
+    )
+    scale = 6.0 * d / max(float(np.abs(gx).max()), float(np.abs(gy).max()), 1e-6)
+    yy, xx = np.mgrid[0:out_h, 0:out_w].astype(np.float32)
+    inv = cv2.invertAffineTransform(m)
+    map_x = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2] + gx * scale
+    map_y = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2] + gy * scale
+    ridges = cv2.remap(
+        master.ridges,
+        map_x.astype(np.float32),
+        map_y.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+    # contact area: an ellipse around the finger's centre, partial for some impressions
+    cx = out_w / 2 + tx + rng.uniform(-20, 20) * d
+    cy = out_h / 2 + ty + rng.uniform(-30, 30) * d
+    contact = np.zeros((out_h, out_w), np.float32)
+    axes = (int(out_w * rng.uniform(0.36, 0.46)), int(out_h * rng.uniform(0.4, 0.5)))
+    cv2.ellipse(contact, (int(cx), int(cy)), axes, angle, 0, 360, 1.0, -1)
+    contact = cv2.GaussianBlur(contact, (0, 0), 6)
+    pressure = rng.uniform(-0.35, 0.35) * d  # >0: heavy press, thick ridges
+    ink = np.clip((-(ridges) + pressure) * 2.5, -1, 1)  # 1 = ridge
+    ink = ink * (
+        0.75 + 0.25 * cv2.GaussianBlur(rng.random((out_h, out_w)).astype(np.float32), (0, 0), 8)
+    )
+    grey = 235 - contact * (ink + 1) / 2 * 175
+    grey += rng.normal(0, 6 + 6 * d, grey.shape)
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
+    return np.clip(grey, 0, 255).astype(np.uint8)
