@@ -1,0 +1,67 @@
+"""Fingerprint readers: the ``FingerprintReader`` interface and a simulated ten-print reader.
+
+Vendor or SBI (MOSIP Secure Biometric Interface) drivers implement the same interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from biometrics import synthetic
+
+POSITIONS = {
+    1: "right thumb",
+    2: "right index",
+    3: "right middle",
+    4: "right ring",
+    5: "right little",
+    6: "left thumb",
+    7: "left index",
+    8: "left middle",
+    9: "left ring",
+    10: "left little",
+}
+
+
+class FingerprintReaderError(RuntimeError):
+    """The reader failed (disconnected, timed out, finger not detected)."""
+
+
+class FingerprintReader(ABC):
+    """Captures one finger at a time as a grey-scale image (dark ridges on light)."""
+
+    dpi: int = 500
+
+    @abstractmethod
+    def capture(self, position: int) -> np.ndarray:
+        """Capture the finger at ISO position 1-10; raises FingerprintReaderError."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release the device."""
+
+
+class SimulatedFingerprintReader(FingerprintReader):
+    """Serves synthetic prints of one simulated person: each position is a different finger
+    (a master fingerprint), and each capture a new impression of it."""
+
+    def __init__(self, person: int, difficulty: float = 1.0, missing: set[int] | None = None):
+        self.person, self.difficulty = person, difficulty
+        self.missing = set(missing or ())  # amputated or bandaged fingers
+        self._attempts: dict[int, int] = {}
+
+    def finger_seed(self, position: int) -> int:
+        """The master-fingerprint seed of this person's finger."""
+        return 1_000_003 * self.person + position
+
+    def capture(self, position: int) -> np.ndarray:
+        """A new 500-dpi impression of the finger at ``position``."""
+        if position not in POSITIONS:
+            raise ValueError(f"finger position must be 1-10, not {position}")
+        if position in self.missing:
+            raise FingerprintReaderError(f"no finger detected ({POSITIONS[position]})")
+        attempt = self._attempts.get(position, 0)
+        self._attempts[position] = attempt + 1
+        master = synthetic.master_fingerprint(self.finger_seed(position))
+        return synthetic.fingerprint_impression(master, attempt, difficulty=self.difficulty)
