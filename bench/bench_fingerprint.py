@@ -124,10 +124,11 @@ def main(fingers: int = 200, distractors: int = 5000) -> None:
     probes = [(f, templates[(f, 3)]) for f in range(min(fingers, 50)) if (f, 3) in templates]
     for pre in (None, 100):
         hits, t = 0, time.perf_counter()
-        for f, probe in probes:
+        run = probes[:10] if pre is None else probes  # exhaustive search is slow: 10 probes
+        for f, probe in run:
             top = gallery.search(probe, top_k=1, preselect=pre)
             hits += top[0][0] == ("finger", f)
-        per = (time.perf_counter() - t) / len(probes)
+        per = (time.perf_counter() - t) / len(run)
         label = "exhaustive" if pre is None else f"pre-selecting {pre}"
         print(
             f"1:N over {len(gallery)} fingers, {label}: rank-1 hit rate "
@@ -136,7 +137,7 @@ def main(fingers: int = 200, distractors: int = 5000) -> None:
         )
     hit_pre = 0
     for f, probe in probes:
-        scores = gallery._descriptors() @ fp.FingerprintMatcher(probe)._cyl.descriptor
+        scores = gallery.preselection_scores(fp.FingerprintMatcher(probe)._cyl.descriptor)
         hit_pre += int(np.sum(scores > scores[f]) < 100)
     print(
         f"pre-selection keeps the mate in its top 100 for {hit_pre}/{len(probes)} probes; "

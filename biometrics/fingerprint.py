@@ -349,7 +349,7 @@ def _quality(an: _Analysis, minutiae: list[Minutia]) -> int:
     spread = float(np.subtract(*np.percentile(period, [75, 25])))
     steady = float(np.clip(1 - (spread - 1.0) / 2.0, 0, 1)) * (1.0 if 6 <= median <= 13 else 0.2)
     contrast = min(1.0, float(an.image[fg].std()) / 50.0)
-    usable = min(1.0, area / 0.35)
+    usable = min(1.0, area / 0.55)  # a whole fingertip covers about 0.6 of a 400x320 frame
     count = min(1.0, len(minutiae) / 25.0)
     q = clarity * math.sqrt(steady) * (0.5 + 0.5 * contrast) * (0.4 + 0.6 * usable)
     q *= 0.6 + 0.4 * count
@@ -446,7 +446,8 @@ def _cylinders(t: FingerprintTemplate) -> _Cylinders:
     if n >= 3:
         hull = cv2.convexHull(np.array([(m.x, m.y) for m in t.minutiae], np.int32))
         cv2.fillConvexPoly(area, hull, 1)
-        area = cv2.dilate(area, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (101, 101)))
+        outside = cv2.distanceTransform(1 - area, cv2.DIST_L2, 3)
+        area = (outside <= _OMEGA).astype(np.uint8)
     c, s = np.cos(ang), np.sin(ang)
     # cell centres, rotated with each minutia: (n, cells, 2)
     px = xy[:, None, 0] + c[:, None] * _OFFSETS[None, :, 0] - s[:, None] * _OFFSETS[None, :, 1]
@@ -555,17 +556,21 @@ def _lss_r(a: _Cylinders, b: _Cylinders, sim: np.ndarray) -> float:
 # Raw LSS-R scores -> bits of evidence, -log2(FMR): the empirical impostor survival function
 # of bench/bench_fingerprint.py (FVC impostor pairs of synthetic fingers; re-run it to
 # recalibrate). Between knots the bits are interpolated; past the last knot they follow the
-# tail's slope (an extrapolation). Synthetic data: an upper bound on real accuracy.
-_CAL_SCORES = np.array([0.0, 0.0136, 0.0165, 0.0193, 0.0229, 0.0327])
-_CAL_BITS = np.array([0.0, 1.0, 3.0, 5.0, 7.0, 9.0])
+# slope of the upper tail (an extrapolation). Synthetic data: an upper bound on real accuracy.
+_CAL_SCORES = np.array([0.0, 0.0139, 0.0167, 0.0198, 0.0229, 0.0270, 0.0309, 0.0329])
+_CAL_BITS = np.array([0.0, 1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0])
+
+
+# past the last knot: the slope of a least-squares line through the upper knots (5+ bits),
+# steadier than the last two knots alone
+_TAIL_SLOPE = float(np.polyfit(_CAL_SCORES[_CAL_BITS >= 5], _CAL_BITS[_CAL_BITS >= 5], 1)[0])
 
 
 def score_to_bits(raw: float) -> float:
     """Bits of evidence for a raw LSS-R score: a threshold of t bits has an FMR of 2**-t."""
     if raw <= _CAL_SCORES[-1]:
         return float(np.interp(raw, _CAL_SCORES, _CAL_BITS))
-    slope = (_CAL_BITS[-1] - _CAL_BITS[-2]) / (_CAL_SCORES[-1] - _CAL_SCORES[-2])
-    return float(_CAL_BITS[-1] + slope * (raw - _CAL_SCORES[-1]))
+    return float(_CAL_BITS[-1] + _TAIL_SLOPE * (raw - _CAL_SCORES[-1]))
 
 
 class FingerprintMatcher:
@@ -598,6 +603,7 @@ class FingerprintGallery:
         self._cyls: list[_Cylinders] = []
         self._desc = np.zeros((0, _NS * _NS * _ND), np.float32)
         self._pending: list[np.ndarray] = []
+        self._centre: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -613,7 +619,20 @@ class FingerprintGallery:
         if self._pending:
             self._desc = np.vstack([self._desc, np.stack(self._pending)])
             self._pending = []
+            self._centre = None
         return self._desc
+
+    def preselection_scores(self, descriptor: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the gallery's descriptors to ``descriptor`` after removing
+        the gallery's mean descriptor (what every finger shares says nothing about identity;
+        centring moved mates from a mean rank of 3.4 to 0.6 among 40 fingers)."""
+        d = self._descriptors()
+        if self._centre is None:
+            mu = d.mean(axis=0)
+            norms = np.sqrt(np.maximum(1 - 2 * (d @ mu) + mu @ mu, 1e-12))
+            self._centre = (mu, norms)
+        mu, norms = self._centre
+        return (d @ (descriptor - mu)) / norms
 
     def search(
         self, probe: FingerprintTemplate, top_k: int = 10, preselect: int | None = 200
@@ -624,7 +643,7 @@ class FingerprintGallery:
         if preselect is None or preselect >= len(self):
             candidates = range(len(self))
         else:
-            scores = self._descriptors() @ matcher._cyl.descriptor
+            scores = self.preselection_scores(matcher._cyl.descriptor)
             candidates = np.argpartition(-scores, preselect)[:preselect]
         results = [(self.ids[i], matcher.match(self._cyls[i])) for i in candidates]
         results.sort(key=lambda r: r[1], reverse=True)
