@@ -75,7 +75,9 @@ class FingerprintCapture(_Strict):
     dpi: int = Field(ge=250, le=1000)
     width: int = Field(ge=100)
     height: int = Field(ge=100)
-    min_nfiq2: int = Field(default=40, ge=0, le=100, description="minimum NFIQ 2 score")
+    min_quality: int = Field(
+        default=40, ge=0, le=100, description="fingerprint.quality below this: re-capture"
+    )
 
 
 class FingerprintConfig(_Strict):
