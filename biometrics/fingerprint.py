@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -181,7 +181,6 @@ class _Analysis:
     coherence: np.ndarray  # 0-1 orientation certainty
     enhanced: np.ndarray
     period: np.ndarray  # ridge period, pixels
-    ridges: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _coherence(image: np.ndarray, block: int = 17) -> np.ndarray:
@@ -210,22 +209,28 @@ def _analyse(image: np.ndarray, s: ExtractionSettings) -> _Analysis:
     )
 
 
+def _ring(padded: np.ndarray) -> list[np.ndarray]:
+    """The 8 neighbours of every interior pixel of a 1-padded image, clockwise from north
+    (Zhang-Suen's P2..P9), each as an array the size of the unpadded image."""
+    return [
+        padded[:-2, 1:-1],
+        padded[:-2, 2:],
+        padded[1:-1, 2:],
+        padded[2:, 2:],
+        padded[2:, 1:-1],
+        padded[2:, :-2],
+        padded[1:-1, :-2],
+        padded[:-2, :-2],
+    ]
+
+
 def _thin(binary: np.ndarray) -> np.ndarray:
     """Zhang-Suen thinning of a boolean image (vectorised)."""
     img = np.pad(binary.astype(np.uint8), 1)
     while True:
         changed = False
         for step in (0, 1):
-            p = [
-                img[:-2, 1:-1],
-                img[:-2, 2:],
-                img[1:-1, 2:],
-                img[2:, 2:],
-                img[2:, 1:-1],
-                img[2:, :-2],
-                img[1:-1, :-2],
-                img[:-2, :-2],
-            ]  # P2..P9
+            p = _ring(img)
             b = sum(x.astype(np.int32) for x in p)
             a = sum(((p[i] == 0) & (p[(i + 1) % 8] == 1)).astype(np.int32) for i in range(8))
             if step == 0:
@@ -244,18 +249,7 @@ def _thin(binary: np.ndarray) -> np.ndarray:
 def _minutiae(an: _Analysis, s: ExtractionSettings) -> list[Minutia]:
     ridges = (an.enhanced > 128) & an.mask  # pyfing draws ridges bright
     skel = _thin(ridges)
-    an.ridges = skel
-    p = np.pad(skel.astype(np.int32), 1)
-    ring = [
-        p[:-2, 1:-1],
-        p[:-2, 2:],
-        p[1:-1, 2:],
-        p[2:, 2:],
-        p[2:, 1:-1],
-        p[2:, :-2],
-        p[1:-1, :-2],
-        p[:-2, :-2],
-    ]
+    ring = _ring(np.pad(skel.astype(np.int32), 1))
     cn = sum(np.abs(ring[i] - ring[(i + 1) % 8]) for i in range(8)) // 2
     border = cv2.distanceTransform(an.mask.astype(np.uint8), cv2.DIST_L2, 5)
     found: list[tuple[int, int, str]] = []

@@ -272,7 +272,7 @@ class Deduplicator:
                 self.gallery.add(
                     [r.id for r in new_refs],
                     [r.person_id for r in new_refs],
-                    np.stack([t for t in probes]),
+                    probes,
                 )
         log.info(
             "enrolment %s -> %s in %.1f ms (gallery %d)",
