@@ -1,8 +1,9 @@
-"""``devices``: tools for technicians (firmware configurations for now)."""
+"""``devices``: tools for technicians: firmware configurations, the ID-card reader."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +31,43 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _card_readers(_: argparse.Namespace) -> int:
+    from devices import card
+
+    try:
+        names = card.readers()
+    except card.CardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(name)
+    if not names:
+        print("no card reader connected", file=sys.stderr)
+    return 0 if names else 1
+
+
+def _card_read(args: argparse.Namespace) -> int:
+    from devices import card
+    from devices.icao import lds, mrz
+
+    try:
+        key: mrz.AccessKey
+        if args.can:
+            key = mrz.CANKey(args.can)
+        elif len(args.mrz) == 3 and max(map(len, args.mrz)) < 30:  # typed fields
+            key = mrz.MRZKey(*args.mrz)
+        else:
+            key = mrz.parse("\n".join(args.mrz)).access_key()
+        trust = lds.TrustStore.from_folder(args.trust) if args.trust else lds.TrustStore()
+        reader = card.wait_for_card(args.reader, timeout=args.timeout)
+        doc = card.read_document(reader, key, trust)
+    except (card.CardError, mrz.MRZError, lds.LDSError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc.summary(show_personal=args.show), indent=2, ensure_ascii=False))
+    return 0 if doc.passive_authentication.valid else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
@@ -41,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check", help="validate firmware configuration files")
     sp.add_argument("files", nargs="*", help="YAML files (default: the shipped ones)")
     sp.set_defaults(func=_check)
+    cp = sub.add_parser("card", help="the ID-card reader (PC/SC, ICAO 9303)")
+    csub = cp.add_subparsers(dest="card_command", required=True)
+    sp = csub.add_parser("readers", help="list the PC/SC readers")
+    sp.set_defaults(func=_card_readers)
+    sp = csub.add_parser("read", help="read and verify an eMRTD / CNIE chip")
+    group = sp.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--mrz",
+        nargs="+",
+        metavar="LINE",
+        help="the MRZ lines, or: DOCUMENT_NUMBER BIRTH_YYMMDD EXPIRY_YYMMDD",
+    )
+    group.add_argument("--can", help="the 6-digit card access number (needs PACE)")
+    sp.add_argument("--reader", help="reader name (default: the first with a card)")
+    sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
+    sp.add_argument("--show", action="store_true", help="print the personal data too")
+    sp.set_defaults(func=_card_read)
     return p
 
 

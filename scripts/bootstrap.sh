@@ -12,6 +12,22 @@ if [ "$(id -u)" = 0 ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; th
   apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
 fi
 
+# system packages: the PC/SC daemon and the virtual reader driver the card tests run against,
+# and what building pyscard needs (it ships no Linux wheel)
+pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev"
+if command -v dpkg >/dev/null 2>&1; then
+  missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "bootstrap: installing $missing (Debian)" >&2
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+    else
+      echo "bootstrap: please install (as root): apt-get install $missing" >&2
+    fi
+  fi
+fi
+
 stamp=.venv/.installed
 want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -24,6 +40,6 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 # face_recognition's metadata asks for the source `dlib` (a long C++ compile); dlib-bin,
 # installed above, ships the same module prebuilt, so the wrapper goes in without deps.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
-.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy' 2>/dev/null \
+.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -1,0 +1,430 @@
+"""The ID-card reader: PC/SC through pyscard, ICAO 9303 eMRTD reading (BAC + 3DES secure
+messaging), parsing and passive authentication.
+
+One call for the kiosk::
+
+    doc = read_document(reader_name, MRZKey("AB1234567", "900101", "300101"), trust)
+
+returns a ``DocumentData`` (demographics from DG1/DG11, the chip's face image, the raw data
+groups, the passive-authentication result and per-phase timings). Errors a person can cause
+are ``CardError`` subclasses with a message that can be shown: no reader, no card, card
+removed mid-read, access denied (wrong MRZ), unreadable chip.
+
+PACE is not implemented: a chip that only offers PACE (EF.CardAccess without BAC) is refused
+with a clear error; chips offering both are read with BAC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from devices.icao import lds, secure, tlv
+from devices.icao.emulator import EMRTD_AID
+from devices.icao.mrz import MRZ, AccessKey, CANKey, MRZError, MRZKey
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AccessDenied",
+    "CardError",
+    "CardRemoved",
+    "DocumentData",
+    "MRZError",
+    "MRZKey",
+    "NoCard",
+    "NoReader",
+    "read_document",
+    "readers",
+    "wait_for_card",
+    "wait_for_removal",
+    "watch",
+]
+
+
+class CardError(RuntimeError):
+    """Reading the document failed; ``str()`` is fit to show to the operator."""
+
+
+class NoReader(CardError):
+    """No PC/SC reader (or no PC/SC service)."""
+
+
+class NoCard(CardError):
+    """No card on the reader."""
+
+
+class CardRemoved(CardError):
+    """The card left the reader while it was being read."""
+
+
+class AccessDenied(CardError):
+    """The chip refused the MRZ / CAN: the typed data does not match the card."""
+
+
+class ChipError(CardError):
+    """The chip answered with an error or with data that does not parse."""
+
+
+STATUS = {
+    0x6282: "end of file reached before the expected length",
+    0x6300: "authentication failed",
+    0x6581: "memory failure",
+    0x6700: "wrong length",
+    0x6882: "secure messaging not supported",
+    0x6982: "security status not satisfied",
+    0x6983: "authentication method blocked",
+    0x6985: "conditions of use not satisfied",
+    0x6987: "expected secure messaging data objects missing",
+    0x6988: "secure messaging data objects incorrect",
+    0x6A80: "incorrect data",
+    0x6A82: "file not found",
+    0x6A86: "incorrect P1/P2",
+    0x6B00: "offset outside the file",
+    0x6D00: "instruction not supported",
+    0x6E00: "class not supported",
+}
+
+
+def describe(sw: int) -> str:
+    """A readable meaning of a status word."""
+    if sw & 0xFF00 == 0x6C00:
+        return f"wrong Le (card offers {sw & 0xFF} bytes)"
+    if sw & 0xFFF0 == 0x63C0:
+        return f"verification failed, {sw & 0x0F} tries left"
+    return STATUS.get(sw, "unknown status")
+
+
+@dataclass(frozen=True)
+class DocumentData:
+    """What the kiosk gets from an ID document's chip."""
+
+    mrz: MRZ
+    face_image: bytes  # JPEG or JPEG 2000, as stored on the chip
+    face_mime: str
+    data_groups: dict[int, bytes]  # raw DGs as read (1, 2, and 11/12 when present)
+    sod: bytes
+    passive_authentication: lds.PassiveAuthentication
+    full_name: str | None = None  # DG11, when present
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    def summary(self, show_personal: bool = False) -> dict[str, object]:
+        """A printable summary; personal data only with ``show_personal``."""
+        out: dict[str, object] = {
+            "document_type": self.mrz.document_type,
+            "issuing_state": self.mrz.issuing_state,
+            "data_groups": sorted(self.data_groups),
+            "face_image": {"mime": self.face_mime, "bytes": len(self.face_image)},
+            "passive_authentication": {
+                "status": self.passive_authentication.status,
+                "reason": self.passive_authentication.reason,
+            },
+            "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
+        }
+        if show_personal:
+            out |= {
+                "document_number": self.mrz.document_number,
+                "surname": self.mrz.primary_identifier,
+                "given_names": self.mrz.secondary_identifier,
+                "nationality": self.mrz.nationality,
+                "date_of_birth": self.mrz.date_of_birth,
+                "sex": self.mrz.sex,
+                "date_of_expiry": self.mrz.date_of_expiry,
+                "full_name": self.full_name,
+            }
+        return out
+
+
+# ----------------------------------------------------------------------- PC/SC layer
+def readers() -> list[str]:
+    """Names of the PC/SC readers; NoReader if the PC/SC service is not running."""
+    from smartcard.Exceptions import CardServiceNotFoundException
+    from smartcard.pcsc.PCSCExceptions import BaseSCardException
+    from smartcard.System import readers as _readers
+
+    try:
+        return [str(r) for r in _readers()]
+    except (BaseSCardException, CardServiceNotFoundException) as exc:
+        raise NoReader("the smart-card service (pcscd) is not running") from exc
+
+
+def _reader(name: str | None):  # type: ignore[no-untyped-def]
+    from smartcard.System import readers as _readers
+
+    names = readers()
+    if not names:
+        raise NoReader("no card reader is connected")
+    if name is None:
+        return _readers()[0]
+    for r in _readers():
+        if str(r) == name or str(r).startswith(name):
+            return r
+    raise NoReader(f"card reader {name!r} is not connected")
+
+
+def wait_for_card(reader: str | None = None, timeout: float = 30.0) -> str:
+    """Block until a card is on ``reader`` (any reader if None); returns the reader's name.
+    NoCard after ``timeout`` seconds."""
+    from smartcard.CardRequest import CardRequest
+    from smartcard.Exceptions import CardRequestTimeoutException
+
+    target = [_reader(reader)] if reader else None
+    try:
+        service = CardRequest(timeout=timeout, readers=target).waitforcard()
+    except CardRequestTimeoutException as exc:
+        raise NoCard("no card was placed on the reader") from exc
+    name = str(service.connection.getReader())
+    with contextlib.suppress(Exception):
+        service.connection.disconnect()
+    return name
+
+
+def _card_present(reader: str) -> bool:
+    """pcscd's own view of the slot (what its event handler last saw), not a connect probe."""
+    from smartcard import scard
+
+    rv, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if rv != scard.SCARD_S_SUCCESS:
+        raise NoReader("the smart-card service (pcscd) is not running")
+    try:
+        rv, states = scard.SCardGetStatusChange(ctx, 0, [(reader, scard.SCARD_STATE_UNAWARE)])
+        if rv != scard.SCARD_S_SUCCESS:
+            raise NoReader(f"card reader {reader!r} is not connected")
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
+def wait_for_removal(reader: str, timeout: float = 30.0) -> bool:
+    """Block until ``reader`` holds no card ("please take your card"); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _card_present(reader):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def watch(on_insert: Callable[[str], None], on_remove: Callable[[str], None]) -> Callable[[], None]:
+    """Call ``on_insert(reader)`` / ``on_remove(reader)`` as cards come and go (pyscard's
+    card monitor, a background thread); returns a function that stops watching."""
+    from smartcard.CardMonitoring import CardMonitor, CardObserver
+
+    class _Observer(CardObserver):  # type: ignore[misc]
+        def update(self, observable, actions):  # type: ignore[no-untyped-def]
+            added, removed = actions
+            for c in added:
+                on_insert(str(c.reader))
+            for c in removed:
+                on_remove(str(c.reader))
+
+    monitor, observer = CardMonitor(), _Observer()
+    monitor.addObserver(observer)
+    return lambda: monitor.deleteObserver(observer)
+
+
+class CardSession:
+    """A connection to the card on one reader, with status words turned into errors."""
+
+    def __init__(self, reader: str | None = None) -> None:
+        from smartcard.Exceptions import CardConnectionException, NoCardException
+
+        r = _reader(reader)
+        self.name = str(r)
+        self.connection = r.createConnection()
+        try:
+            self.connection.connect()
+        except (NoCardException, CardConnectionException) as exc:
+            raise NoCard(f"no card on {self.name}") from exc
+        self.sm: secure.SecureChannel | None = None
+
+    def close(self) -> None:
+        """Disconnect (the card stays on the reader)."""
+        with contextlib.suppress(Exception):  # already gone is fine
+            self.connection.disconnect()
+
+    def transmit_plain(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one APDU as is: (data, status word). CardRemoved if the card is gone."""
+        from smartcard.Exceptions import CardConnectionException
+
+        try:
+            data, sw1, sw2 = self.connection.transmit(list(apdu))
+        except CardConnectionException as exc:
+            raise CardRemoved("the card was removed while it was being read") from exc
+        return bytes(data), (sw1 << 8) | sw2
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one APDU, protected when a secure channel is open."""
+        if self.sm is None:
+            return self.transmit_plain(apdu)
+        data, sw = self.transmit_plain(self.sm.wrap_command(apdu))
+        try:
+            return self.sm.unwrap_response(data + sw.to_bytes(2, "big"))
+        except secure.SecureMessagingError as exc:
+            self.sm = None
+            raise ChipError(f"secure messaging failed: {exc}") from exc
+
+    def check(self, apdu: bytes, what: str) -> bytes:
+        """Transmit and require 9000."""
+        data, sw = self.transmit(apdu)
+        if sw != 0x9000:
+            raise ChipError(f"{what}: {describe(sw)} ({sw:04X})")
+        return data
+
+    def select_file(self, fid: int) -> bool:
+        """SELECT an elementary file; False if the chip has no such file."""
+        _, sw = self.transmit(secure.build_command(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big")))
+        if sw == 0x6A82:
+            return False
+        if sw != 0x9000:
+            raise ChipError(f"select file {fid:04X}: {describe(sw)} ({sw:04X})")
+        return True
+
+    def read_file(self, fid: int, chunk: int = 0xDF) -> bytes | None:
+        """Read a whole TLV file (its length from its own header); None if absent."""
+        if not self.select_file(fid):
+            return None
+        head = self._read(0, 8)
+        total = tlv.header_length(head) if len(head) >= 2 else len(head)
+        if total > 1 << 20:
+            raise ChipError(f"file {fid:04X} claims {total} bytes")
+        data = bytearray(head[:total])
+        while len(data) < total:
+            part = self._read(len(data), min(chunk, total - len(data)))
+            if not part:
+                raise ChipError(f"file {fid:04X} ended after {len(data)} of {total} bytes")
+            data += part
+        return bytes(data)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if offset <= 0x7FFF:
+            apdu = secure.build_command(0x00, 0xB0, offset >> 8, offset & 0xFF, b"", length)
+            data, sw = self.transmit(apdu)
+        else:  # odd INS with an offset data object for files past 32 KB
+            body = tlv.encode(0x54, offset.to_bytes(3, "big"))
+            data, sw = self.transmit(secure.build_command(0x00, 0xB1, 0, 0, body, length + 4))
+            if sw in (0x9000, 0x6282) and data:
+                data = tlv.parse(data).value
+        if sw not in (0x9000, 0x6282):
+            raise ChipError(f"read binary at {offset}: {describe(sw)} ({sw:04X})")
+        return data
+
+
+@contextmanager
+def session(reader: str | None = None) -> Iterator[CardSession]:
+    """A ``CardSession`` that is always disconnected."""
+    s = CardSession(reader)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------- eMRTD reading
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], object]) -> object:
+    t = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
+
+
+def read_document(
+    reader: str | None,
+    key: AccessKey,
+    trust: lds.TrustStore,
+    chunk: int = 0xDF,
+) -> DocumentData:
+    """Open the chip with ``key`` (BAC), read COM, DG1, DG2, DG11/DG12 when present and
+    EF.SOD, parse them and run passive authentication against ``trust``.
+
+    One authentication attempt only: on a wrong key the chip counts a failure and
+    AccessDenied is raised at once (no retry storm)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with session(reader) as card:
+        card.check(secure.build_command(0x00, 0xA4, 0x04, 0x0C, EMRTD_AID), "select eMRTD")
+        card_access = _timed(timings, "card_access", lambda: _card_access(card))
+        if isinstance(key, CANKey):
+            raise AccessDenied("this kiosk reads cards with the MRZ (BAC); a CAN needs PACE")
+        assert isinstance(key, MRZKey)
+
+        def authenticate() -> None:
+            try:
+                card.sm = secure.bac(card.transmit_plain, key.seed())
+            except secure.AccessDenied as exc:
+                raise AccessDenied(
+                    "the card refused the document data: check the document number and dates"
+                ) from exc
+            except secure.SecureMessagingError as exc:
+                if card_access:
+                    raise ChipError(
+                        "this chip needs PACE, which this kiosk does not support"
+                    ) from exc
+                raise ChipError(f"basic access control failed: {exc}") from exc
+
+        _timed(timings, "bac", authenticate)
+        raw: dict[str, bytes | None] = {}
+        for name in ("COM", "DG1", "DG2", "SOD"):
+            fid = lds.FILES[name][0]
+            raw[name] = _timed(timings, f"read_{name}", lambda f=fid: card.read_file(f, chunk))
+            if raw[name] is None:
+                raise ChipError(f"the chip has no {name}")
+        _version, present = _parse(lds.parse_com, raw["COM"])
+        for n in (11, 12):
+            if n in present:
+                fid = lds.FILES[f"DG{n}"][0]
+                raw[f"DG{n}"] = _timed(
+                    timings, f"read_DG{n}", lambda f=fid: card.read_file(f, chunk)
+                )
+    t = time.perf_counter()
+    mrz = _parse(lds.parse_dg1, raw["DG1"])
+    face = _parse(lds.parse_dg2, raw["DG2"])
+    sod = _parse(lds.parse_sod, raw["SOD"])
+    groups = {
+        int(name[2:]): value
+        for name, value in raw.items()
+        if name.startswith("DG") and value is not None
+    }
+    full_name = _dg11_name(groups[11]) if 11 in groups else None
+    timings["parse"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pa = lds.passive_authentication(sod, groups, trust)
+    timings["passive_authentication"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    if pa.status != "valid":
+        log.warning("passive authentication: %s (%s)", pa.status, pa.reason)
+    return DocumentData(
+        mrz, face.data, face.mime, groups, raw["SOD"] or b"", pa, full_name, timings
+    )
+
+
+def _parse(fn, raw):  # type: ignore[no-untyped-def]
+    try:
+        return fn(raw)
+    except (lds.LDSError, MRZError) as exc:
+        raise ChipError(f"the chip's data does not parse: {exc}") from exc
+
+
+def _card_access(card: CardSession) -> bytes | None:
+    """EF.CardAccess (read in plain before authentication) when the chip has one."""
+    fid = lds.FILES["CardAccess"][0]
+    _, sw = card.transmit_plain(
+        secure.build_command(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
+    )
+    if sw != 0x9000:
+        return None
+    data, sw = card.transmit_plain(secure.build_command(0x00, 0xB0, 0, 0, b"", 0))
+    return data if sw in (0x9000, 0x6282) else None
+
+
+def _dg11_name(raw: bytes) -> str | None:
+    try:
+        dg = tlv.parse(raw)
+        return dg.find(0x5F0E).value.decode("utf-8").replace("<<", ", ").replace("<", " ")
+    except (tlv.TLVError, UnicodeDecodeError):
+        return None
