@@ -241,6 +241,7 @@ class CardSession:
         except (NoCardException, CardConnectionException) as exc:
             raise NoCard(f"no card on {self.name}") from exc
         self.sm: secure.SecureChannel | None = None
+        self.chunk = 0xDF  # READ BINARY size in use (falls back from extended lengths)
 
     def close(self) -> None:
         """Disconnect (the card stays on the reader)."""
@@ -294,7 +295,13 @@ class CardSession:
             raise ChipError(f"file {fid:04X} claims {total} bytes")
         data = bytearray(head[:total])
         while len(data) < total:
-            part = self._read(len(data), min(chunk, total - len(data)))
+            try:
+                part = self._read(len(data), min(chunk, total - len(data)))
+            except ChipError as exc:
+                if chunk <= 0xDF or "6700" not in str(exc):
+                    raise
+                chunk = self.chunk = 0xDF  # no extended lengths on this card/reader
+                continue
             if not part:
                 raise ChipError(f"file {fid:04X} ended after {len(data)} of {total} bytes")
             data += part
@@ -347,6 +354,7 @@ def read_document(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with session(reader) as card:
+        card.chunk = chunk
         card.check(secure.build_command(0x00, 0xA4, 0x04, 0x0C, EMRTD_AID), "select eMRTD")
         card_access = _timed(timings, "card_access", lambda: _card_access(card))
         if isinstance(key, CANKey):
@@ -371,7 +379,9 @@ def read_document(
         raw: dict[str, bytes | None] = {}
         for name in ("COM", "DG1", "DG2", "SOD"):
             fid = lds.FILES[name][0]
-            raw[name] = _timed(timings, f"read_{name}", lambda f=fid: card.read_file(f, chunk))
+            raw[name] = _timed(
+                timings, f"read_{name}", lambda f=fid: card.read_file(f, min(chunk, card.chunk))
+            )
             if raw[name] is None:
                 raise ChipError(f"the chip has no {name}")
         _version, present = _parse(lds.parse_com, raw["COM"])
@@ -379,7 +389,7 @@ def read_document(
             if n in present:
                 fid = lds.FILES[f"DG{n}"][0]
                 raw[f"DG{n}"] = _timed(
-                    timings, f"read_DG{n}", lambda f=fid: card.read_file(f, chunk)
+                    timings, f"read_DG{n}", lambda f=fid: card.read_file(f, min(chunk, card.chunk))
                 )
     t = time.perf_counter()
     mrz = _parse(lds.parse_dg1, raw["DG1"])

@@ -292,6 +292,30 @@ def test_read_document_through_pcsc(inserted, pki, face_jpeg):
     assert len(inserted.commands) - before < before
 
 
+def test_files_past_32_kb_are_read_with_odd_read_binary(pcscd, faces_dir, pki):
+    img = cv2.resize(cv2.imread(str(sorted(faces_dir.glob("*.jpg"))[1])), (720, 960))
+    jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    assert len(jpeg) > 0x8000
+    doc = emulator.issue_document(TD1, jpeg, (720, 960), pki)
+    chip = emulator.EmulatedChip(doc)
+    with emulator.VirtualCard(chip):
+        card.wait_for_card(READER, timeout=10)
+        for chunk in (0xDF, 4000):
+            read = card.read_document(READER, doc.key, lds.TrustStore([pki.csca]), chunk=chunk)
+            assert read.face_image == jpeg and read.passive_authentication.valid
+    assert b"\xb1" in chip.commands
+    card.wait_for_removal(READER, timeout=10)
+
+
+def test_extended_reads_fall_back_to_short_ones_on_older_chips(pcscd, document, pki):
+    chip = emulator.EmulatedChip(document, extended_length=False)
+    with emulator.VirtualCard(chip):
+        card.wait_for_card(READER, timeout=10)
+        read = card.read_document(READER, document.key, lds.TrustStore([pki.csca]), chunk=4000)
+        assert read.passive_authentication.valid and sorted(read.data_groups) == [1, 2, 11]
+    card.wait_for_removal(READER, timeout=10)
+
+
 def test_wrong_mrz_is_access_denied_once_without_retries(inserted, pki):
     wrong = mrz.MRZKey("D23145891", "740812", "120415")
     with pytest.raises(card.AccessDenied, match="document number"):

@@ -272,6 +272,7 @@ class EmulatedChip:
     document: Document
     max_failures: int = 5
     max_response: int = 4096
+    extended_length: bool = True  # False: refuse Lc > 255 / Le > 256 like older chips
     failures: int = 0
     _app: bool = False
     _challenge: bytes | None = None
@@ -311,6 +312,8 @@ class EmulatedChip:
 
     def _dispatch(self, apdu: bytes, secured: bool) -> tuple[bytes, int]:
         _, ins, p1, p2, data, le = secure.split_command(apdu)
+        if not self.extended_length and (len(data or b"") > 255 or (le or 0) > 256):
+            return b"", SW_WRONG_LENGTH
         if ins == 0xA4:
             return self._select(p1, p2, data or b"", secured)
         if ins == 0x84:

@@ -110,9 +110,9 @@ class SecureChannel:
         cla, ins, p1, p2, data, le = split_command(apdu)
         header = bytes([cla | 0x0C, ins, p1, p2])
         body = b""
-        if data:
-            do = b"\x01" + encrypt(self.ks_enc, pad(data))
-            body += tlv.encode(0x85 if ins & 1 else 0x87, do)
+        if data:  # odd INS (BER-TLV data): DO85 without the padding-indicator byte
+            enc = encrypt(self.ks_enc, pad(data))
+            body += tlv.encode(0x85, enc) if ins & 1 else tlv.encode(0x87, b"\x01" + enc)
         if le is not None:
             body += tlv.encode(0x97, le_bytes(le))
         cc = mac(self.ks_mac, pad(self._next() + pad(header) + body))
