@@ -136,7 +136,7 @@ def one_to_n(
     gallery.search(probe, top_k=10, preselect=None)
     exhaustive = time.perf_counter() - t
     gallery.preselection_scores(matchers[mates[0]]._cyl.descriptor)  # stack once
-    for pre in (100, 1000, gallery_size // 100):
+    for pre in (100, 1000, max(gallery_size // 20, 1)):
         t = time.perf_counter()
         for f in probes[:10]:
             gallery.search(templates[(f, 3)], top_k=10, preselect=pre)
