@@ -173,10 +173,15 @@ def wait_for_card(reader: str | None = None, timeout: float = 30.0) -> str:
     from smartcard.Exceptions import CardRequestTimeoutException
 
     target = [_reader(reader)] if reader else None
+    request = CardRequest(timeout=timeout, readers=target)
     try:
-        service = CardRequest(timeout=timeout, readers=target).waitforcard()
+        service = request.waitforcard()
     except CardRequestTimeoutException as exc:
         raise NoCard("no card was placed on the reader") from exc
+    finally:  # release the PC/SC context now, not whenever the collector gets to it
+        with contextlib.suppress(Exception):
+            request.pcsccardrequest.release()
+        request.pcsccardrequest.hcontext = None
     name = str(service.connection.getReader())
     with contextlib.suppress(Exception):
         service.connection.disconnect()
@@ -224,7 +229,18 @@ def watch(on_insert: Callable[[str], None], on_remove: Callable[[str], None]) ->
 
     monitor, observer = CardMonitor(), _Observer()
     monitor.addObserver(observer)
-    return lambda: monitor.deleteObserver(observer)
+
+    def stop() -> None:
+        thread = monitor.rmthread
+        request = getattr(thread, "cardrequest", None) if thread is not None else None
+        monitor.deleteObserver(observer)
+        if request is not None and monitor.rmthread is None:  # the monitor thread is gone:
+            pcsc = request.pcsccardrequest  # release its PC/SC context now, not at exit
+            with contextlib.suppress(Exception):
+                pcsc.release()
+            pcsc.hcontext = None
+
+    return stop
 
 
 class CardSession:
