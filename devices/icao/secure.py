@@ -104,6 +104,17 @@ class SecureChannel:
         self.ssc = (self.ssc + 1) % (1 << 64)
         return self.ssc.to_bytes(8, "big")
 
+    def _plain_data(self, by_tag: dict[int, tlv.TLV]) -> bytes:
+        """The decrypted data of DO87 (padding indicator 01) or DO85 (odd INS), if any."""
+        if 0x87 in by_tag:
+            enc = by_tag[0x87].value
+            if not enc or enc[0] != 0x01:
+                raise SecureMessagingError("unknown padding indicator in DO87")
+            return unpad(decrypt(self.ks_enc, enc[1:]))
+        if 0x85 in by_tag:
+            return unpad(decrypt(self.ks_enc, by_tag[0x85].value))
+        return b""
+
     # ---------------------------------------------------------------- terminal side
     def wrap_command(self, apdu: bytes) -> bytes:
         """Protect a plain command APDU (short or extended) for the card."""
@@ -147,15 +158,7 @@ class SecureChannel:
         sw_do = by_tag[0x99].value
         if len(sw_do) != 2:
             raise SecureMessagingError("status data object is not 2 bytes")
-        data = b""
-        if 0x87 in by_tag:
-            enc = by_tag[0x87].value
-            if not enc or enc[0] != 0x01:
-                raise SecureMessagingError("unknown padding indicator in DO87")
-            data = unpad(decrypt(self.ks_enc, enc[1:]))
-        elif 0x85 in by_tag:
-            data = unpad(decrypt(self.ks_enc, by_tag[0x85].value))
-        return data, int.from_bytes(sw_do, "big")
+        return self._plain_data(by_tag), int.from_bytes(sw_do, "big")
 
     # -------------------------------------------------------------------- card side
     def unwrap_command(self, apdu: bytes) -> bytes:
@@ -177,14 +180,7 @@ class SecureChannel:
         expected = mac(self.ks_mac, pad(self._next() + pad(header) + covered))
         if not hmac.compare_digest(expected, by_tag[0x8E].value):
             raise SecureMessagingError("checksum of the command does not verify")
-        data = b""
-        if 0x87 in by_tag:
-            enc = by_tag[0x87].value
-            if not enc or enc[0] != 0x01:
-                raise SecureMessagingError("unknown padding indicator in DO87")
-            data = unpad(decrypt(self.ks_enc, enc[1:]))
-        elif 0x85 in by_tag:
-            data = unpad(decrypt(self.ks_enc, by_tag[0x85].value))
+        data = self._plain_data(by_tag)
         le = None
         if 0x97 in by_tag:
             raw = by_tag[0x97].value
