@@ -69,6 +69,10 @@ class AccessDenied(CardError):
 class ChipError(CardError):
     """The chip answered with an error or with data that does not parse."""
 
+    def __init__(self, message: str, sw: int | None = None) -> None:
+        super().__init__(message)
+        self.sw = sw  # the status word, when the chip refused a command
+
 
 STATUS = {
     0x6282: "end of file reached before the expected length",
@@ -289,7 +293,7 @@ class CardSession:
         """Transmit and require 9000."""
         data, sw = self.transmit(apdu)
         if sw != 0x9000:
-            raise ChipError(f"{what}: {describe(sw)} ({sw:04X})")
+            raise ChipError(f"{what}: {describe(sw)} ({sw:04X})", sw)
         return data
 
     def select_file(self, fid: int) -> bool:
@@ -298,11 +302,12 @@ class CardSession:
         if sw == 0x6A82:
             return False
         if sw != 0x9000:
-            raise ChipError(f"select file {fid:04X}: {describe(sw)} ({sw:04X})")
+            raise ChipError(f"select file {fid:04X}: {describe(sw)} ({sw:04X})", sw)
         return True
 
-    def read_file(self, fid: int, chunk: int = 0xDF) -> bytes | None:
-        """Read a whole TLV file (its length from its own header); None if absent."""
+    def read_file(self, fid: int) -> bytes | None:
+        """Read a whole TLV file (its length from its own header) in ``self.chunk``-byte
+        reads; None if absent."""
         if not self.select_file(fid):
             return None
         head = self._read(0, 8)
@@ -312,11 +317,11 @@ class CardSession:
         data = bytearray(head[:total])
         while len(data) < total:
             try:
-                part = self._read(len(data), min(chunk, total - len(data)))
+                part = self._read(len(data), min(self.chunk, total - len(data)))
             except ChipError as exc:
-                if chunk <= 0xDF or "6700" not in str(exc):
+                if self.chunk <= 0xDF or exc.sw != 0x6700:
                     raise
-                chunk = self.chunk = 0xDF  # no extended lengths on this card/reader
+                self.chunk = 0xDF  # no extended lengths on this card/reader: for the session
                 continue
             if not part:
                 raise ChipError(f"file {fid:04X} ended after {len(data)} of {total} bytes")
@@ -333,7 +338,7 @@ class CardSession:
             if sw in (0x9000, 0x6282) and data:
                 data = tlv.parse(data).value
         if sw not in (0x9000, 0x6282):
-            raise ChipError(f"read binary at {offset}: {describe(sw)} ({sw:04X})")
+            raise ChipError(f"read binary at {offset}: {describe(sw)} ({sw:04X})", sw)
         return data
 
 
@@ -367,15 +372,15 @@ def read_document(
 
     One authentication attempt only: on a wrong key the chip counts a failure and
     AccessDenied is raised at once (no retry storm)."""
+    if isinstance(key, CANKey):  # refused before anything is sent to the card
+        raise AccessDenied("this kiosk reads cards with the MRZ (BAC); a CAN needs PACE")
+    assert isinstance(key, MRZKey)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with session(reader) as card:
         card.chunk = chunk
         card.check(secure.build_command(0x00, 0xA4, 0x04, 0x0C, EMRTD_AID), "select eMRTD")
         card_access = _timed(timings, "card_access", lambda: _card_access(card))
-        if isinstance(key, CANKey):
-            raise AccessDenied("this kiosk reads cards with the MRZ (BAC); a CAN needs PACE")
-        assert isinstance(key, MRZKey)
 
         def authenticate() -> None:
             try:
@@ -393,20 +398,19 @@ def read_document(
 
         _timed(timings, "bac", authenticate)
         raw: dict[str, bytes | None] = {}
-        for name in ("COM", "DG1", "DG2", "SOD"):
+
+        def read(name: str) -> None:
             fid = lds.FILES[name][0]
-            raw[name] = _timed(
-                timings, f"read_{name}", lambda f=fid: card.read_file(f, min(chunk, card.chunk))
-            )
+            raw[name] = _timed(timings, f"read_{name}", lambda: card.read_file(fid))
+
+        for name in ("COM", "DG1", "DG2", "SOD"):
+            read(name)
             if raw[name] is None:
                 raise ChipError(f"the chip has no {name}")
         _version, present = _parse(lds.parse_com, raw["COM"])
         for n in (11, 12):
             if n in present:
-                fid = lds.FILES[f"DG{n}"][0]
-                raw[f"DG{n}"] = _timed(
-                    timings, f"read_DG{n}", lambda f=fid: card.read_file(f, min(chunk, card.chunk))
-                )
+                read(f"DG{n}")
     t = time.perf_counter()
     mrz = _parse(lds.parse_dg1, raw["DG1"])
     face = _parse(lds.parse_dg2, raw["DG2"])

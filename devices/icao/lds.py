@@ -204,6 +204,13 @@ class SecurityObject:
     certificates: tuple[x509.Certificate, ...]
 
 
+def _econtent(encap: cms.EncapsulatedContentInfo) -> bytes:
+    """The signed bytes of a CMS encapsulated content (inside its OCTET STRING when
+    asn1crypto did not unwrap it)."""
+    content = encap["content"].contents
+    return asn1.OctetString.load(content).native if content[:1] == b"\x04" else content
+
+
 @_wrap
 def parse_sod(data: bytes) -> SecurityObject:
     """EF.SOD: a CMS SignedData over an LDSSecurityObject."""
@@ -217,9 +224,7 @@ def parse_sod(data: bytes) -> SecurityObject:
     encap = sd["encap_content_info"]
     if encap["content_type"].dotted != LDS_SECURITY_OBJECT:
         raise LDSError("EF.SOD does not sign an LDS security object")
-    econtent = encap["content"].contents
-    # ``contents`` of the explicit OCTET STRING wrapper: its value
-    econtent = asn1.OctetString.load(econtent).native if econtent[:1] == b"\x04" else econtent
+    econtent = _econtent(encap)
     lso = LDSSecurityObject.load(econtent, strict=True)
     algorithm = lso["hash_algorithm"]["algorithm"].native
     if algorithm not in _HASHES:
@@ -297,8 +302,7 @@ def _load_certificates(raw: bytes, name: str) -> list[x509.Certificate]:
         pass
     try:  # ICAO master list
         info = cms.ContentInfo.load(raw, strict=True)
-        content = info["content"]["encap_content_info"]["content"].contents
-        content = asn1.OctetString.load(content).native if content[:1] == b"\x04" else content
+        content = _econtent(info["content"]["encap_content_info"])
         ml = CscaMasterList.load(content, strict=True)
         return [x509.load_der_x509_certificate(c.dump()) for c in ml["cert_list"]]
     except (ValueError, TypeError, KeyError) as exc:
