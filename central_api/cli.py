@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from central_api.config import ConfigError, Settings
 from central_api.db import DatabaseNotMigrated
@@ -40,6 +41,18 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _keygen(_: argparse.Namespace) -> int:
     print(base64.b64encode(os.urandom(32)).decode())
+    return 0
+
+
+def _packet_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    key = X25519PrivateKey.generate()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_text(base64.b64encode(key.private_bytes_raw()).decode() + "\n")
+    print(base64.b64encode(key.public_key().public_bytes_raw()).decode())
     return 0
 
 
@@ -97,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="central-api",
         description="Central population registry: enrolment intake, 1:N dedup, IDCS issuance. "
         "Settings come from CENTRAL_* environment variables (CENTRAL_DATABASE_URL, "
-        "CENTRAL_DATA_KEY or CENTRAL_DATA_KEY_FILE, ...).",
+        "CENTRAL_DATA_KEY(_FILE), CENTRAL_PACKET_KEY(_FILE), ...).",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)
@@ -117,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("keygen", help="print a new random data-at-rest key (base64)")
     sp.set_defaults(func=_keygen)
+
+    sp = sub.add_parser(
+        "packet-keygen",
+        help="create the registry's X25519 packet key (file, mode 600); prints the public key "
+        "that kiosks seal packets to",
+    )
+    sp.add_argument("--out", required=True, help="file for the base64 private key")
+    sp.set_defaults(func=_packet_keygen)
 
     sp = sub.add_parser("kiosk-add", help="register a kiosk and its Ed25519 public key")
     db_arg(sp)

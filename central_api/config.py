@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -29,6 +30,17 @@ class Settings(BaseSettings):
     )
     data_key_file: Path | None = Field(
         default=None, description="file holding the base64 key (instead of data_key)"
+    )
+    packet_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of the registry's raw 32-byte X25519 private key; kiosks seal "
+        "packets to its public key",
+    )
+    packet_key_file: Path | None = Field(
+        default=None, description="file holding the base64 packet key (instead of packet_key)"
+    )
+    replay_window_seconds: int = Field(
+        default=600, ge=30, description="how far a packet's sent_at may be from the server clock"
     )
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
@@ -79,26 +91,37 @@ class Settings(BaseSettings):
 
     def key_bytes(self) -> bytes:
         """Return the 32-byte data key, or raise ConfigError saying how to provide one."""
-        raw: str | None = None
-        if self.data_key is not None:
-            raw = self.data_key.get_secret_value()
-        elif self.data_key_file is not None:
-            try:
-                raw = self.data_key_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read CENTRAL_DATA_KEY_FILE: {exc}") from exc
-        if not raw:
-            raise ConfigError(
-                "no data-at-rest key: set CENTRAL_DATA_KEY or CENTRAL_DATA_KEY_FILE "
-                "(create one with `central-api keygen`)"
-            )
+        return _key32(self.data_key, self.data_key_file, "DATA_KEY", "data key", "keygen")
+
+    def packet_private_key(self) -> X25519PrivateKey:
+        """The registry's X25519 key that kiosks seal packets to (raises ConfigError)."""
+        raw = _key32(
+            self.packet_key, self.packet_key_file, "PACKET_KEY", "packet key", "packet-keygen"
+        )
+        return X25519PrivateKey.from_private_bytes(raw)
+
+
+def _key32(value: SecretStr | None, file: Path | None, env: str, what: str, cmd: str) -> bytes:
+    raw: str | None = None
+    if value is not None:
+        raw = value.get_secret_value()
+    elif file is not None:
         try:
-            key = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigError("the data key is not valid base64") from exc
-        if len(key) != 32:
-            raise ConfigError(f"the data key must be 32 bytes, got {len(key)}")
-        return key
+            raw = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read CENTRAL_{env}_FILE: {exc}") from exc
+    if not raw:
+        raise ConfigError(
+            f"no {what}: set CENTRAL_{env} or CENTRAL_{env}_FILE (create one with "
+            f"`central-api {cmd}`)"
+        )
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"the {what} is not valid base64") from exc
+    if len(key) != 32:
+        raise ConfigError(f"the {what} must be 32 bytes, got {len(key)}")
+    return key
 
 
 @lru_cache

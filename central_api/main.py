@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Raises ConfigError (no key) or DatabaseNotMigrated, with a clear message."""
     settings = settings or get_settings()
     cipher = FieldCipher(settings.key_bytes())
+    packet_key = settings.packet_private_key()
     engine = make_engine(settings.database_url)
     try:
         ensure_migrated(engine)
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.cipher = cipher
+    app.state.packet_key = packet_key
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.dedup = dedup

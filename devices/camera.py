@@ -298,6 +298,9 @@ def auto_capture(
     return CaptureResult("stream_ended", None, None, count, elapsed, last)
 
 
+CHALLENGE_SECONDS = 2.0  # how long the blink + head-turn liveness challenge is recorded
+
+
 def record(camera: Camera, frames: int) -> list[np.ndarray]:
     """The next ``frames`` frames (fewer if the stream ends), e.g. for a liveness challenge."""
     out = []

@@ -192,7 +192,7 @@ def wait_for_card(reader: str | None = None, timeout: float = 30.0) -> str:
     return name
 
 
-def _card_present(reader: str) -> bool:
+def card_present(reader: str) -> bool:
     """pcscd's own view of the slot (what its event handler last saw), not a connect probe."""
     from smartcard import scard
 
@@ -212,7 +212,7 @@ def wait_for_removal(reader: str, timeout: float = 30.0) -> bool:
     """Block until ``reader`` holds no card ("please take your card"); False on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _card_present(reader):
+        if not card_present(reader):
             return True
         time.sleep(0.1)
     return False

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from devices import bus
 from devices.firmware import FirmwareConfigError, load, shipped
 
 
@@ -68,6 +69,39 @@ def _card_read(args: argparse.Namespace) -> int:
     return 0 if doc.passive_authentication.valid else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from devices import daemon
+    from devices.icao import emulator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    simulated = args.camera == "simulated" or args.fingerprint == "simulated"
+    pcscd = None
+    if args.start_pcscd:
+        try:
+            pcscd = emulator.start_pcscd()
+        except emulator.PcscdUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    config = daemon.DaemonConfig(
+        commands=args.commands,
+        events=args.events,
+        camera=args.camera,
+        fingerprint=args.fingerprint,
+        card_reader=args.reader,
+        trust_dir=Path(args.trust) if args.trust else None,
+        simulated=simulated,
+    )
+    try:
+        daemon.run(config)
+    finally:
+        if pcscd is not None:
+            pcscd.terminate()
+            pcscd.wait(timeout=10)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
@@ -97,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
     sp.add_argument("--show", action="store_true", help="print the personal data too")
     sp.set_defaults(func=_card_read)
+
+    sp = sub.add_parser(
+        "serve", help="run the device daemon: commands on a ZeroMQ ROUTER, events on PUB"
+    )
+    sp.add_argument("--commands", default=bus.COMMANDS, help="ROUTER endpoint (%(default)s)")
+    sp.add_argument("--events", default=bus.EVENTS, help="PUB endpoint (%(default)s)")
+    sp.add_argument(
+        "--camera", default="simulated", help="simulated, or opencv:INDEX|FILE|URL (%(default)s)"
+    )
+    sp.add_argument("--fingerprint", default="simulated", choices=["simulated"])
+    sp.add_argument("--reader", help="PC/SC reader name (default: the first)")
+    sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists")
+    sp.add_argument(
+        "--start-pcscd",
+        action="store_true",
+        help="start pcscd (with vsmartcard's virtual reader) if it is not running",
+    )
+    sp.set_defaults(func=_serve)
     return p
 
 

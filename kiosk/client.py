@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from central_api.enrolment.schemas import (
     EnrolmentStatus,
     FingerprintTemplate,
     read_message,
+    seal,
 )
 
 
@@ -68,6 +70,11 @@ class KioskIdentity:
         """Base64 Ed25519 signature of ``body``."""
         return base64.b64encode(self.key.sign(body)).decode()
 
+    def seal(self, packet: EnrolmentPacket, registry_key: bytes) -> bytes:
+        """The packet signed by this kiosk and encrypted to the registry: one fresh envelope
+        (its own send id and time) per call, ready to POST."""
+        return seal(packet.model_dump_json().encode(), self.kiosk_id, self.key.sign, registry_key)
+
 
 def build_packet(
     kiosk_id: str,
@@ -105,11 +112,14 @@ class CentralClient:
         self,
         base_url: str,
         identity: KioskIdentity,
+        registry_key: bytes,
         timeout: float = 30.0,
         retries: int = 5,
         backoff: float = 0.5,
     ) -> None:
-        self.identity = identity
+        if len(registry_key) != 32:
+            raise ValueError("the registry's packet key must be a raw 32-byte X25519 public key")
+        self.identity, self.registry_key = identity, registry_key
         self.retries, self.backoff = retries, backoff
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
 
@@ -123,9 +133,13 @@ class CentralClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, url: str, **kw: object) -> httpx.Response:
+    def _request(
+        self, method: str, url: str, body: Callable[[], bytes] | None = None, **kw: object
+    ) -> httpx.Response:
         for attempt in range(self.retries + 1):
             try:
+                if body is not None:
+                    kw["content"] = body()
                 r = self._http.request(method, url, **kw)  # type: ignore[arg-type]
             except httpx.TransportError:
                 if attempt == self.retries:
@@ -148,14 +162,24 @@ class CentralClient:
             raise PacketRefused(r.status_code, detail)
         return EnrolmentStatus.model_validate_json(r.content)
 
-    def submit(self, packet: EnrolmentPacket) -> EnrolmentStatus:
-        """Send a packet (signed); returns its status. Raises PacketRefused on a 4xx."""
-        body = packet.model_dump_json().encode()
-        headers = {
-            "content-type": "application/json",
-            SIGNATURE_HEADER: self.identity.sign(body),
-        }
-        return self._parse(self._request("POST", "/v1/enrolments", content=body, headers=headers))
+    def submit(self, packet: EnrolmentPacket, wait: bool = True) -> EnrolmentStatus:
+        """Send a packet, sealed; returns its status. Raises PacketRefused on a 4xx.
+
+        Every attempt is a new envelope (a retried one would be refused as a replay); the
+        packet inside is the same, so the registry stores it once. ``wait=False`` asks the
+        registry not to wait for the identity check (``Prefer: respond-async``).
+        """
+        headers = {"content-type": "application/json"}
+        if not wait:
+            headers["prefer"] = "respond-async"
+        return self._parse(
+            self._request(
+                "POST",
+                "/v1/enrolments",
+                body=lambda: self.identity.seal(packet, self.registry_key),
+                headers=headers,
+            )
+        )
 
     def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
         """Current status of a submitted packet."""

@@ -10,10 +10,8 @@ import cv2
 import numpy as np
 
 from biometrics import face
-from devices.camera import Camera, auto_capture, record
+from devices.camera import CHALLENGE_SECONDS, Camera, auto_capture, record
 from devices.firmware import CameraConfig
-
-CHALLENGE_SECONDS = 2.0  # how long the blink + head-turn challenge is recorded
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,29 @@ def capture_face(
         raise FaceCaptureFailed("capture", result.last_feedback or [result.status])
     camera.prompt(f"blink_turn_{challenge}")
     frames = record(camera, round(config.capture.fps * CHALLENGE_SECONDS))
-    live = face.liveness(frames, turn=challenge)
+    return finish_face(result.image, frames, challenge, result.quality.score, config)
+
+
+def finish_face(
+    image: np.ndarray,
+    challenge_frames: list[np.ndarray],
+    challenge: Literal["left", "right"],
+    quality_score: int,
+    config: CameraConfig,
+) -> FaceCapture:
+    """The kiosk's half of the face stage, on what the camera gave (directly or through the
+    device daemon): liveness on the challenge recording, the template, the ICAO token image."""
+    live = face.liveness(challenge_frames, turn=challenge)
     if not live.passed:
         raise FaceCaptureFailed("liveness", live.reasons)
-    template = face.encode(result.image, thresholds)
-    token = face.token_image(result.image)
+    try:
+        template = face.encode(image, config.quality.thresholds())
+    except face.FaceError as exc:
+        raise FaceCaptureFailed("encoding", [type(exc).__name__]) from exc
+    token = face.token_image(image)
     ok, buf = cv2.imencode(
         ".jpg", cv2.cvtColor(token, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
     )
     if not ok:
         raise FaceCaptureFailed("encoding", ["jpeg_encoding_failed"])
-    return FaceCapture(template, buf.tobytes(), result.quality.score, live)
+    return FaceCapture(template, buf.tobytes(), quality_score, live)

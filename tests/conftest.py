@@ -13,13 +13,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from biometrics import face
 from central_api.config import Settings
 from central_api.db import migrate
-from central_api.enrolment.schemas import Demographics, Document, EnrolmentPacket, read_message
+from central_api.enrolment.schemas import (
+    Demographics,
+    Document,
+    EnrolmentPacket,
+    read_message,
+    seal,
+)
 from central_api.main import create_app
 from kiosk.client import KioskIdentity, build_packet
 
@@ -29,6 +36,9 @@ PG_URL = os.environ.get(
     "RNP_TEST_POSTGRES_URL", "postgresql+psycopg://rnp:rnp@127.0.0.1:5432/rnp_test"
 )
 KEY = base64.b64encode(b"k" * 32).decode()
+PACKET_KEY = X25519PrivateKey.from_private_bytes(b"p" * 32)
+PACKET_PUB = PACKET_KEY.public_key().public_bytes_raw()
+PACKET_KEY_B64 = base64.b64encode(PACKET_KEY.private_bytes_raw()).decode()
 
 
 @pytest.fixture(scope="session")
@@ -120,13 +130,15 @@ class Registry:
         demo = kw.pop("demographics", None) or demographics()
         return build_packet(self.kiosk.kiosk_id, demo, templates, image, **kw)  # type: ignore[arg-type]
 
-    def post(self, body: bytes, signer: KioskIdentity | None = None, **headers: str):  # type: ignore[no-untyped-def]
-        h = {
-            "content-type": "application/json",
-            "X-Kiosk-Signature": (signer or self.kiosk).sign(body),
-        }
-        h.update(headers)
-        return self.client.post("/v1/enrolments", content=body, headers=h)
+    def post(self, body: bytes, signer: KioskIdentity | None = None, **seal_kw: object):  # type: ignore[no-untyped-def]
+        """POST ``body`` (packet JSON, valid or not) sealed by ``signer`` as a kiosk does."""
+        signer = signer or self.kiosk
+        sealed = seal(body, signer.kiosk_id, signer.key.sign, PACKET_PUB, **seal_kw)  # type: ignore[arg-type]
+        return self.post_raw(sealed)
+
+    def post_raw(self, envelope: bytes, **headers: str):  # type: ignore[no-untyped-def]
+        h = {"content-type": "application/json", **headers}
+        return self.client.post("/v1/enrolments", content=envelope, headers=h)
 
     def get(self, packet_id: object, signer: KioskIdentity | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
         """Signed status read, as the kiosk does it."""
@@ -147,7 +159,7 @@ class Registry:
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
-    return Settings(database_url=url, data_key=KEY, **overrides)
+    return Settings(database_url=url, data_key=KEY, packet_key=PACKET_KEY_B64, **overrides)
 
 
 def register_kiosk(url: str, kiosk: KioskIdentity) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -228,34 +227,18 @@ def test_lds_files_parse(document, face_jpeg):
 
 
 # ----------------------------------------------------------------------- PC/SC stack
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def pcscd() -> Iterator[None]:
     """The real PC/SC daemon with vsmartcard's vpcd driver, in the foreground (no systemd).
     Reuses one that already runs with the vpcd driver loaded."""
-    if _port_open(emulator.VPCD_PORT):
-        yield
-        return
-    exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
-    if not Path(exe).exists() or not Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so").exists():
-        pytest.fail("pcscd and vsmartcard-vpcd are needed: run `make test` (installs them)")
-    proc = subprocess.Popen(
-        [exe, "--foreground", "--error"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 15
-    while not _port_open(emulator.VPCD_PORT):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"pcscd did not start: {proc.stderr.read().decode()[-500:]}")
-        time.sleep(0.1)
+    try:
+        proc = emulator.start_pcscd()
+    except emulator.PcscdUnavailable as exc:
+        pytest.fail(f"{exc}; run `make test` (installs them)")
     yield
-    proc.terminate()
-    proc.wait(timeout=10)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

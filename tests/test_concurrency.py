@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KEY, count, demographics, register_kiosk
+from conftest import KEY, PACKET_KEY_B64, PACKET_PUB, count, demographics, register_kiosk
 
 from kiosk.client import CentralClient, KioskIdentity, build_packet
 from kiosk.demo import serve_central
@@ -27,6 +27,7 @@ def servers(db_url: str, tmp_path: Path) -> Iterator[tuple[list[str], KioskIdent
         os.environ,
         CENTRAL_DATABASE_URL=db_url,
         CENTRAL_DATA_KEY=KEY,
+        CENTRAL_PACKET_KEY=PACKET_KEY_B64,
         CENTRAL_SYNC_WAIT_SECONDS="30",
     )
     with contextlib.ExitStack() as stack:
@@ -59,7 +60,7 @@ def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
     servers, db_url, template, photo
 ):
     urls, kiosk = servers
-    clients = [CentralClient(u, kiosk) for u in urls]
+    clients = [CentralClient(u, kiosk, PACKET_PUB) for u in urls]
     tpl, jpeg = template("obama__obama.jpg"), photo("obama__obama.jpg")
 
     def enrol(i: int):  # type: ignore[no-untyped-def]
@@ -83,7 +84,7 @@ def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
 
 def test_fifty_concurrent_copies_of_one_packet_store_it_once(servers, db_url, template, photo):
     urls, kiosk = servers
-    clients = [CentralClient(u, kiosk) for u in urls]
+    clients = [CentralClient(u, kiosk, PACKET_PUB) for u in urls]
     packet = build_packet(
         kiosk.kiosk_id, demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 
-import numpy as np
 import pytest
-from conftest import Registry, count, demographics
+from conftest import PACKET_PUB, Registry, count, demographics, register_kiosk
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
+from central_api.enrolment.schemas import seal
 from kiosk.client import KioskIdentity, build_packet
 
 TABLES = ("enrolments", "persons", "face_references", "issued_identifiers")
@@ -137,28 +139,61 @@ def test_unknown_kiosk(registry: Registry, db_url: str, good):
     assert_nothing_stored(db_url)
 
 
-def test_signature_is_required_and_checked(registry: Registry, db_url: str, good):
+def test_only_sealed_packets_signed_by_the_kiosk_are_accepted(
+    registry: Registry, db_url: str, good
+):
     body = json.dumps(good).encode()
-    r = registry.client.post(
-        "/v1/enrolments", content=body, headers={"content-type": "application/json"}
-    )
-    assert r.status_code == 401 and "missing" in r.json()["detail"]
+    r = registry.post_raw(body)  # plain JSON, not sealed
+    assert r.status_code == 400 and "not a sealed enrolment packet" in detail(r)
 
     impostor = KioskIdentity.generate(registry.kiosk.kiosk_id)  # right id, wrong key
-    assert registry.post(body, signer=impostor).status_code == 401
+    r = registry.post(body, signer=impostor)
+    assert r.status_code == 401 and "signature" in detail(r)
 
-    # tampered in transit: signed body differs from the body sent
-    tampered = dict(good, face_templates=[list(np.ones(128) / np.sqrt(128))])
-    sig = registry.kiosk.sign(body)
-    r = registry.client.post(
-        "/v1/enrolments",
-        content=json.dumps(tampered).encode(),
-        headers={"content-type": "application/json", "X-Kiosk-Signature": sig},
-    )
-    assert r.status_code == 401
-    r = registry.post(body, **{"X-Kiosk-Signature": "***"})
-    assert r.status_code == 401
+    # sealed to another registry's key: cannot be opened here
+    other = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    r = registry.post_raw(seal(body, registry.kiosk.kiosk_id, registry.kiosk.key.sign, other))
+    assert r.status_code == 400 and "could not be decrypted" in detail(r)
+
+    # tampered in transit: any flipped bit of the ciphertext, the ephemeral key or the kiosk id
+    sealed = json.loads(seal(body, registry.kiosk.kiosk_id, registry.kiosk.key.sign, PACKET_PUB))
+    for field in ("ct", "epk", "nonce"):
+        raw = bytearray(base64.b64decode(sealed[field]))
+        raw[len(raw) // 2] ^= 0x01
+        bad = dict(sealed, **{field: base64.b64encode(bytes(raw)).decode()})
+        r = registry.post_raw(json.dumps(bad).encode())
+        assert r.status_code == 400, field
+    other_kiosk = dict(sealed, kiosk_id="KIOSK-OTHER-02")
+    assert registry.post_raw(json.dumps(other_kiosk).encode()).status_code == 400
     assert_nothing_stored(db_url)
+
+
+def test_a_kiosk_cannot_send_another_kiosks_packet(registry: Registry, db_url: str, good):
+    other = KioskIdentity.generate("KIOSK-OTHER-02")
+    register_kiosk(db_url, other)
+    r = registry.post(json.dumps(good).encode(), signer=other)  # packet says KIOSK-FES-01
+    assert r.status_code == 403 and "own packets" in detail(r)
+    assert count(db_url, "enrolments") == 0
+
+
+def test_replayed_envelopes_are_refused_but_resends_are_idempotent(
+    registry: Registry, db_url: str, good
+):
+    body = json.dumps(good).encode()
+    envelope = seal(body, registry.kiosk.kiosk_id, registry.kiosk.key.sign, PACKET_PUB)
+    first = registry.post_raw(envelope)
+    assert first.status_code == 201, first.text
+    replay = registry.post_raw(envelope)  # the same envelope captured and sent again
+    assert replay.status_code == 409 and "replay" in detail(replay)
+    resend = registry.post(body)  # the kiosk resending: a new envelope, the same packet
+    assert resend.status_code == 200
+    assert resend.json()["idcs"] == first.json()["idcs"]
+    stale = registry.post(body, sent_at=int(time.time()) - 3600)
+    assert stale.status_code == 409 and "too long ago" in detail(stale)
+    future = registry.post(body, sent_at=int(time.time()) + 3600)
+    assert future.status_code == 409
+    assert count(db_url, "enrolments") == 1
+    assert count(db_url, "persons") == 1
 
 
 def test_foreigner_without_arabic_names_is_accepted(registry: Registry, template, photo):

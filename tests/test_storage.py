@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import KEY, Registry, demographics, settings_for
+from conftest import KEY, PACKET_KEY_B64, Registry, demographics, settings_for
 from sqlalchemy import create_engine, select, text
 
 from central_api.audit.models import AuditEvent
@@ -109,7 +109,11 @@ def test_app_refuses_an_unmigrated_database(tmp_path):
         create_app(settings_for(url))
     r = subprocess.run(
         [sys.executable, "-m", "central_api.cli", "serve", "--database-url", url],
-        env={"CENTRAL_DATA_KEY": KEY, "PATH": "/usr/bin:/bin"},
+        env={
+            "CENTRAL_DATA_KEY": KEY,
+            "CENTRAL_PACKET_KEY": PACKET_KEY_B64,
+            "PATH": "/usr/bin:/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,6 +127,8 @@ def test_app_refuses_to_start_without_a_usable_key(db_url):
         create_app(Settings(database_url=db_url))
     with pytest.raises(ConfigError, match="32 bytes"):
         create_app(Settings(database_url=db_url, data_key=base64.b64encode(b"short").decode()))
+    with pytest.raises(ConfigError, match=r"CENTRAL_PACKET_KEY.*packet-keygen"):
+        create_app(Settings(database_url=db_url, data_key=KEY))
 
 
 def test_models_and_migrations_agree(db_url):

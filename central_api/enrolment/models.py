@@ -50,3 +50,14 @@ class Enrolment(Base):
     )
     match_score: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(String(200))
+    capture: Mapped[bytes | None] = mapped_column(LargeBinary)  # CaptureInfo JSON, encrypted
+
+
+class PacketSend(Base):
+    """Send ids of sealed envelopes seen recently: an envelope is accepted once only."""
+
+    __tablename__ = "packet_sends"
+
+    send_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    kiosk_id: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[datetime] = mapped_column(index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
@@ -18,8 +19,8 @@ from central_api.enrolment.schemas import (
     READ_SKEW,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    EnrolmentPacket,
     EnrolmentStatus,
+    SealedPacket,
     read_message,
 )
 
@@ -28,7 +29,10 @@ router = APIRouter(prefix="/v1/enrolments", tags=["enrolment"])
 _ERRORS = {
     401: {"description": "Missing or invalid kiosk signature"},
     403: {"description": "Unknown or inactive kiosk"},
-    409: {"description": "Another packet was already received under this packet id"},
+    409: {
+        "description": "Another packet was already received under this packet id, or the "
+        "envelope is a replay (seen before, or sealed outside the replay window)"
+    },
     413: {"description": "Request body too large"},
     422: {"description": "The packet is malformed; the detail says which field and why"},
 }
@@ -38,31 +42,40 @@ _ERRORS = {
     "",
     response_model=EnrolmentStatus,
     status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SealedPacket.model_json_schema()}},
+        }
+    },
     responses={
-        200: {"description": "Already received (idempotent replay)"},
+        200: {"description": "Already received (idempotent resend)"},
+        400: {"description": "Not a sealed packet, or not sealed to this registry's key"},
         202: {"description": "Accepted; decision still pending"},
         **_ERRORS,
     },
 )
 async def submit_enrolment(
-    packet: EnrolmentPacket,
     request: Request,
     response: Response,
-    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+    prefer: Annotated[str | None, Header()] = None,
 ) -> EnrolmentStatus:
-    """Receive a signed enrolment packet. Idempotent on ``packet_id``.
+    """Receive a sealed enrolment packet (:class:`SealedPacket`: signed by the kiosk, encrypted
+    to the registry). Idempotent on ``packet_id``; each envelope is accepted once only.
 
     Answers 201 with the decision when it is ready within the server's wait time, 202 when the
-    identity check is still running (poll GET), 200 for a packet received before.
+    identity check is still running (poll GET) or the kiosk sent ``Prefer: respond-async``,
+    200 for a packet received before.
     """
     body = await request.body()
     state = request.app.state
+    window = timedelta(seconds=state.settings.replay_window_seconds)
 
     def store() -> tuple[uuid.UUID, bool]:
         for _ in range(3):
             try:
                 with transaction(state.sessions) as s:
-                    e, created = service.receive(s, state.cipher, packet, body, signature)
+                    e, created = service.receive(s, state.cipher, state.packet_key, body, window)
                     return e.packet_id, created
             except IntegrityError:
                 continue  # the same packet arrived concurrently: read it back
@@ -70,14 +83,18 @@ async def submit_enrolment(
 
     try:
         packet_id, created = await run_in_threadpool(store)
+    except service.InvalidPacket as exc:
+        raise HTTPException(exc.status_code, exc.errors) from exc
     except service.IntakeError as exc:
         raise HTTPException(exc.status_code, str(exc)) from exc
     result = await run_in_threadpool(_status, state, packet_id)
     if created:
         state.dedup.wake()
-        # Wait a little for the decision: this process's worker signals at once; a decision
-        # taken by another process (same database) is seen by re-reading the status.
-        deadline = time.monotonic() + state.settings.sync_wait_seconds
+        # Wait a little for the decision (unless the kiosk prefers not to, e.g. when draining
+        # its outbox): this process's worker signals at once; a decision taken by another
+        # process (same database) is seen by re-reading the status.
+        wait = 0.0 if "respond-async" in (prefer or "") else state.settings.sync_wait_seconds
+        deadline = time.monotonic() + wait
         while not result.final and (left := deadline - time.monotonic()) > 0:
             await run_in_threadpool(state.dedup.wait_for, packet_id, min(left, 0.25))
             result = await run_in_threadpool(_status, state, packet_id)

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -75,6 +76,7 @@ class DocumentType(StrEnum):
     CNIE = "CNIE"  # Moroccan national electronic identity card
     PASSPORT = "PASSPORT"
     RESIDENCE_CARD = "RESIDENCE_CARD"  # carte de séjour, foreign residents
+    BIRTH_CERTIFICATE = "BIRTH_CERTIFICATE"  # extrait d'acte de naissance (no chip)
 
 
 class Sex(StrEnum):
@@ -109,7 +111,9 @@ class Demographics(BaseModel):
     sex: Sex
     nationality: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3")
     address: str = Field(min_length=1, max_length=300)
-    document: Document
+    document: Document | None = Field(
+        default=None, description="absent only when two registered witnesses vouch"
+    )
 
     @field_validator("surname_latin", "given_names_latin")
     @classmethod
@@ -145,6 +149,86 @@ class FingerprintTemplate(BaseModel):
     format: Literal["ISO_19794_2_2005"] = "ISO_19794_2_2005"
     quality: int = Field(ge=0, le=100)
     data: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FINGERPRINT_BYTES)]
+
+
+class DocumentSource(StrEnum):
+    """How the person's identity was established at the kiosk."""
+
+    CHIP = "chip"  # an eMRTD chip read and passively authenticated
+    BIRTH_CERTIFICATE = "birth_certificate"  # extract of the civil-status birth record
+    WITNESSES = "witnesses"  # two people already registered vouch for them
+
+
+class DeviceInfo(BaseModel):
+    """A device that took part in the capture, as the device daemon reported it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["camera", "fingerprint", "card_reader"]
+    model: str = Field(min_length=1, max_length=80)
+    device_id: str = Field(min_length=1, max_length=80)
+    firmware: str = Field(min_length=1, max_length=40)
+
+
+class FingerException(BaseModel):
+    """A finger that was not captured, and why (approved by an operator)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    position: int = Field(ge=1, le=10)
+    reason: Literal["amputated", "bandaged", "injured", "unusable", "other"]
+
+
+class Override(BaseModel):
+    """An operator's or supervisor's authenticated decision during the enrolment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operator_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
+    role: Literal["operator", "supervisor"]
+    action: Literal["finger_exception", "no_document", "face_document_mismatch", "face_retry"]
+    subject: str | None = Field(default=None, max_length=40)
+    reason: str = Field(min_length=1, max_length=200)
+    at: AwareDatetime
+
+
+IDCS_PATTERN = r"^[0-9]{10}$"
+
+
+class CaptureInfo(BaseModel):
+    """How the enrolment was captured: evidence, qualities, exceptions, devices, overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    document_source: DocumentSource
+    birth_certificate_number: str | None = Field(default=None, pattern=r"^[A-Z0-9/\-]{1,30}$")
+    witnesses: list[Annotated[str, Field(pattern=IDCS_PATTERN)]] = Field(
+        default_factory=list, max_length=2
+    )
+    passive_authentication: Literal["valid", "invalid", "unknown_csca"] | None = None
+    face_quality: int = Field(ge=0, le=100)
+    face_liveness: bool
+    face_document_similarity: FiniteFloat | None = Field(default=None, ge=-1, le=1)
+    finger_exceptions: list[FingerException] = Field(default_factory=list, max_length=10)
+    overrides: list[Override] = Field(default_factory=list, max_length=20)
+    devices: list[DeviceInfo] = Field(default_factory=list, max_length=8)
+    language: Literal["ar", "fr", "zgh", "en"]
+
+    @model_validator(mode="after")
+    def _evidence(self) -> CaptureInfo:
+        src = self.document_source
+        if src == DocumentSource.BIRTH_CERTIFICATE and not self.birth_certificate_number:
+            raise ValueError("a birth-certificate enrolment needs the extract number")
+        if src == DocumentSource.WITNESSES and len(set(self.witnesses)) != 2:
+            raise ValueError("a witnessed enrolment needs two different witnesses' IDCS")
+        if src != DocumentSource.WITNESSES and self.witnesses:
+            raise ValueError("witnesses are only recorded for a witnessed enrolment")
+        if src == DocumentSource.CHIP and self.passive_authentication is None:
+            raise ValueError("a chip enrolment records its passive-authentication result")
+        positions = [e.position for e in self.finger_exceptions]
+        if len(positions) != len(set(positions)):
+            raise ValueError("finger_exceptions repeat a finger position")
+        return self
 
 
 _PIL_STRICT = threading.Lock()
@@ -202,6 +286,7 @@ class EnrolmentPacket(BaseModel):
     ] = Field(min_length=1, max_length=MAX_FACE_TEMPLATES)
     face_image: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FACE_IMAGE_BYTES)]
     fingerprints: list[FingerprintTemplate] = Field(default_factory=list, max_length=10)
+    capture: CaptureInfo | None = None
 
     @field_validator("face_templates")
     @classmethod
@@ -228,6 +313,15 @@ class EnrolmentPacket(BaseModel):
         positions = [f.position for f in self.fingerprints]
         if len(positions) != len(set(positions)):
             raise ValueError("fingerprints repeat a finger position")
+        c = self.capture
+        if c is not None:
+            if set(positions) & {e.position for e in c.finger_exceptions}:
+                raise ValueError("a finger is both captured and recorded as an exception")
+            has_doc = self.demographics.document is not None
+            if has_doc == (c.document_source == DocumentSource.WITNESSES):
+                raise ValueError("a document is required unless two witnesses vouch")
+        elif self.demographics.document is None:
+            raise ValueError("a document is required unless two witnesses vouch")
         return self
 
 
@@ -262,3 +356,141 @@ class EnrolmentStatus(BaseModel):
     def final(self) -> bool:
         """True once the status will not change without a person's decision."""
         return self.status not in (EnrolmentState.RECEIVED, EnrolmentState.PROCESSING)
+
+
+# --- the sealed envelope: how a packet travels ------------------------------------------------
+#
+# A kiosk signs the packet with its Ed25519 key and encrypts it to the registry's X25519 public
+# key (ephemeral-static ECDH, HKDF-SHA256, AES-256-GCM): nobody on the way can read or alter
+# it. Each *send* of a packet gets a fresh envelope with its own ``send_id`` and ``sent_at``
+# inside the signed part; the registry refuses a send id it has seen before and a ``sent_at``
+# outside ``CLOCK_SKEW``, so a captured envelope cannot be replayed, while a kiosk may resend
+# the same packet (same content, new envelope) as often as it needs to.
+
+SEALED_VERSION = 1
+_SEAL_INFO = b"RNP enrolment packet v1"
+_SIG_LEN = 64
+
+
+class SealedPacket(BaseModel):
+    """The body of ``POST /v1/enrolments``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SEALED_VERSION
+    kiosk_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{3,64}$")
+    epk: Annotated[B64Bytes, Field(min_length=32, max_length=32)]
+    nonce: Annotated[B64Bytes, Field(min_length=12, max_length=12)]
+    ct: Annotated[B64Bytes, Field(min_length=_SIG_LEN + 16 + 2)]
+
+
+class SealError(ValueError):
+    """An envelope that cannot be opened (not for this registry's key, or altered)."""
+
+
+def _seal_key(shared: bytes, epk: bytes, recipient: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(hashes.SHA256(), 32, salt=epk + recipient, info=_SEAL_INFO).derive(shared)
+
+
+def _seal_aad(kiosk_id: str, epk: bytes) -> bytes:
+    return b"RNP-SEALED-v1|" + kiosk_id.encode() + b"|" + epk
+
+
+def send_message(packet_json: bytes, send_id: uuid.UUID, sent_at: int) -> bytes:
+    """The signed plaintext of one send: the packet plus what makes this send unique."""
+    return b'{"send_id":"%s","sent_at":%d,"packet":%s}' % (
+        str(send_id).encode(),
+        sent_at,
+        packet_json,
+    )
+
+
+def seal(
+    packet_json: bytes,
+    kiosk_id: str,
+    sign: object,
+    recipient_public: bytes,
+    send_id: uuid.UUID | None = None,
+    sent_at: int | None = None,
+) -> bytes:
+    """Seal ``packet_json`` for the registry: returns the JSON body to POST.
+
+    ``sign`` maps bytes to a raw 64-byte Ed25519 signature (the kiosk's key never leaves it).
+    """
+    import os
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    message = send_message(
+        packet_json, send_id or uuid.uuid4(), int(time.time()) if sent_at is None else sent_at
+    )
+    signature = sign(message)  # type: ignore[operator]
+    if not isinstance(signature, bytes) or len(signature) != _SIG_LEN:
+        raise ValueError("sign() must return a 64-byte Ed25519 signature")
+    esk = X25519PrivateKey.generate()
+    epk = esk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    shared = esk.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    nonce = os.urandom(12)
+    ct = AESGCM(_seal_key(shared, epk, recipient_public)).encrypt(
+        nonce, signature + message, _seal_aad(kiosk_id, epk)
+    )
+    return SealedPacket(kiosk_id=kiosk_id, epk=epk, nonce=nonce, ct=ct).model_dump_json().encode()
+
+
+@dataclass(frozen=True)
+class OpenedSend:
+    """A decrypted envelope: the signature and the signed message, not yet verified."""
+
+    kiosk_id: str
+    signature: bytes
+    message: bytes
+
+
+def open_sealed(body: bytes, recipient_private: object) -> OpenedSend:
+    """Decrypt an envelope with the registry's X25519 private key; raises SealError."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from pydantic import ValidationError
+
+    try:
+        env = SealedPacket.model_validate_json(body)
+    except ValidationError as exc:
+        raise SealError(
+            "the body is not a sealed enrolment packet (see SealedPacket): "
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+        ) from exc
+    key = recipient_private
+    recipient = key.public_key().public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    try:
+        shared = key.exchange(X25519PublicKey.from_public_bytes(env.epk))  # type: ignore[attr-defined]
+        plain = AESGCM(_seal_key(shared, env.epk, recipient)).decrypt(
+            env.nonce, env.ct, _seal_aad(env.kiosk_id, env.epk)
+        )
+    except (InvalidTag, ValueError) as exc:
+        raise SealError(
+            "the packet could not be decrypted: it was not sealed to this registry's key "
+            "or it was altered in transit"
+        ) from exc
+    return OpenedSend(env.kiosk_id, plain[:_SIG_LEN], plain[_SIG_LEN:])
+
+
+class SendEnvelope(BaseModel):
+    """The signed message inside an envelope, once its signature has been checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_id: uuid.UUID
+    sent_at: int
+    packet: EnrolmentPacket

@@ -16,11 +16,14 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from asn1crypto import algos, cms
 from asn1crypto import core as asn1
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EMRTD_AID = bytes.fromhex("A0000002471001")
 VPCD_PORT = 35963
+VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
 
 # ------------------------------------------------------------------------ test PKI
@@ -489,3 +493,40 @@ def _recv(sock: socket.socket, n: int) -> bytes | None:
             return None
         buf += part
     return buf
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+class PcscdUnavailable(RuntimeError):
+    """pcscd with vsmartcard's vpcd driver is not installed or did not start."""
+
+
+def start_pcscd(timeout: float = 15.0) -> subprocess.Popen[bytes] | None:
+    """Make sure the real PC/SC daemon runs with the vpcd virtual reader (for emulated cards).
+
+    Returns the process started here (the caller stops it), or None when one already listens
+    on vpcd's port. Raises PcscdUnavailable with what to install when it cannot start.
+    """
+    if _port_open(VPCD_PORT):
+        return None
+    exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
+    if not Path(exe).exists() or not Path(VPCD_DRIVER).exists():
+        raise PcscdUnavailable(
+            "pcscd and vsmartcard-vpcd are needed (apt-get install pcscd vsmartcard-vpcd; "
+            "scripts/bootstrap.sh installs them when run as root)"
+        )
+    proc = subprocess.Popen(
+        [exe, "--foreground", "--error"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + timeout
+    while not _port_open(VPCD_PORT):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+            raise PcscdUnavailable(f"pcscd did not start: {err}")
+        time.sleep(0.1)
+    return proc

@@ -126,6 +126,38 @@ def _td1(lines: tuple[str, ...]) -> MRZ:
     )
 
 
+def td1(
+    document_number: str,
+    surname: str,
+    given_names: str,
+    date_of_birth: str,
+    sex: str,
+    date_of_expiry: str,
+    nationality: str = "MAR",
+    issuing_state: str = "MAR",
+    document_code: str = "ID",
+) -> str:
+    """Compose a TD1 MRZ (3 x 30, with every check digit) from its fields; dates YYMMDD.
+    Used to issue emulated cards; :func:`parse` reads the result back."""
+
+    def field(text: str, n: int) -> str:
+        clean = re.sub(r"[^A-Z0-9<]", "<", text.upper().replace(" ", "<").replace("-", "<"))
+        return (clean + "<" * n)[:n]
+
+    if len(document_number) > 9:
+        raise MRZError("documents numbers longer than 9 characters are not composed here")
+    number = field(document_number, 9)
+    l1 = field(document_code, 2) + field(issuing_state, 3) + number + check_digit(number)
+    l1 = field(l1, 30)
+    l2 = date_of_birth + check_digit(date_of_birth) + (sex if sex in "MF" else "<")
+    l2 += date_of_expiry + check_digit(date_of_expiry) + field(nationality, 3) + "<" * 11
+    l2 += check_digit(l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29])
+    names = field(surname, 30).rstrip("<") + "<<" + field(given_names, 30).rstrip("<")
+    lines = (l1, l2, field(names, 30))
+    parse("\n".join(lines))  # every composed MRZ must read back
+    return "\n".join(lines)
+
+
 def _td3(lines: tuple[str, ...]) -> MRZ:
     l1, l2 = lines
     _verify("document number", l2[0:9], l2[9])

@@ -1,0 +1,202 @@
+"""The device bus: how the kiosk talks to the device daemon (``devices serve``) over ZeroMQ.
+
+Two sockets. Commands go to the daemon's ROUTER socket as multipart messages
+``[b"", header-json, *blobs]`` and come back the same way, matched by request id; a reply
+header holds ``ok`` and either ``result`` or ``error`` (``code`` + ``message``). Binary data
+(images) travels as extra frames, never inside JSON; numpy arrays are described in the header
+under ``arrays`` (shape, dtype) in frame order. Events are published on the daemon's PUB
+socket as ``[topic, json]``: ``daemon.heartbeat``, ``device.connected``/``device.lost``,
+``card.inserted``/``card.removed``, ``face.feedback``, ``finger.progress``.
+
+:class:`DeviceClient` opens a fresh DEALER socket for every call, so no call can receive a
+stale reply and no call waits longer than its timeout: a dead daemon is
+:class:`DaemonUnavailable`, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+COMMANDS = "tcp://127.0.0.1:5555"
+EVENTS = "tcp://127.0.0.1:5556"
+PROTOCOL = 1
+
+
+class DeviceError(RuntimeError):
+    """The daemon answered with an error; ``code`` is stable (the UI translates it)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DaemonUnavailable(DeviceError):
+    """The device daemon did not answer in time (not running, or stuck)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("daemon_unavailable", message)
+
+
+@dataclass
+class Reply:
+    """A successful reply: the result fields and the binary frames that came with it."""
+
+    result: dict[str, object]
+    blobs: list[bytes] = field(default_factory=list)
+
+    def arrays(self) -> list[np.ndarray]:
+        """The blobs described under ``result["arrays"]`` as numpy arrays."""
+        specs = self.result.get("arrays") or []
+        out = []
+        for spec, blob in zip(specs, self.blobs, strict=False):  # type: ignore[call-overload]
+            out.append(np.frombuffer(blob, dtype=spec["dtype"]).reshape(spec["shape"]))
+        return out
+
+
+def pack_arrays(arrays: list[np.ndarray]) -> tuple[list[dict[str, object]], list[bytes]]:
+    """Header descriptions and frames for ``arrays``."""
+    specs = [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrays]
+    return specs, [np.ascontiguousarray(a).tobytes() for a in arrays]
+
+
+def encode(header: dict[str, object]) -> bytes:
+    """A header frame."""
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+class DeviceClient:
+    """Calls the device daemon. Thread-safe: every call uses its own socket."""
+
+    def __init__(
+        self, commands: str = COMMANDS, events: str = EVENTS, timeout: float = 5.0
+    ) -> None:
+        self.commands, self.events_endpoint, self.timeout = commands, events, timeout
+        self._ctx = zmq.Context.instance()
+
+    def call(
+        self,
+        command: str,
+        args: dict[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """Send ``command`` and wait for its reply; raises DeviceError or DaemonUnavailable."""
+        timeout = self.timeout if timeout is None else timeout
+        rid = uuid.uuid4().hex
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.commands)
+            header = {"v": PROTOCOL, "id": rid, "cmd": command, "args": args or {}}
+            sock.send_multipart([b"", encode(header)])
+            deadline_ms = int(timeout * 1000)
+            while sock.poll(deadline_ms):
+                frames = sock.recv_multipart()
+                if len(frames) < 2:
+                    continue
+                try:
+                    reply = json.loads(frames[1])
+                except ValueError:
+                    continue
+                if reply.get("id") != rid:
+                    continue  # cannot happen with a fresh socket, but never trust the wire
+                if not reply.get("ok"):
+                    err = reply.get("error") or {}
+                    raise DeviceError(
+                        str(err.get("code", "error")), str(err.get("message", "device error"))
+                    )
+                return Reply(dict(reply.get("result") or {}), frames[2:])
+            raise DaemonUnavailable(
+                f"the device service did not answer {command!r} within {timeout:g} s"
+            )
+        finally:
+            sock.close()
+
+    def subscribe(self, *topics: str) -> EventStream:
+        """Events whose topic starts with one of ``topics`` (all when none are given)."""
+        return EventStream(self._ctx, self.events_endpoint, topics or ("",))
+
+    # --- the commands, typed ------------------------------------------------------------------
+    def status(self, timeout: float = 2.0) -> dict[str, object]:
+        """Devices, their models, ids, firmware versions and health; whether a card is in."""
+        return self.call("status", timeout=timeout).result
+
+    def capture_face(self, challenge: str = "left", timeout: float = 90.0) -> FaceFrames:
+        """Auto-capture a face (live feedback goes out as ``face.feedback`` events), then record
+        the liveness challenge. Raises DeviceError ``face_timeout`` when no good frame came."""
+        r = self.call("face.capture", {"challenge": challenge}, timeout=timeout)
+        arrays = r.arrays()
+        return FaceFrames(arrays[0], arrays[1:], int(r.result["quality_score"]), challenge)  # type: ignore[call-overload]
+
+    def capture_finger(self, position: int, timeout: float = 30.0) -> np.ndarray:
+        """One fingerprint image (uint8, 500 dpi). DeviceError ``no_finger`` when none is on
+        the reader."""
+        r = self.call("finger.capture", {"position": position}, timeout=timeout)
+        return r.arrays()[0]
+
+    def read_document(self, key: dict[str, str], timeout: float = 30.0) -> CardRead:
+        """Read the ID card's chip with ``key`` (``{"mrz": lines}``, ``{"number", "birth",
+        "expiry"}`` or ``{"can"}``). DeviceError codes: ``no_card``, ``access_denied``,
+        ``card_removed``, ``no_reader``, ``chip_error``, ``bad_key``, ``unsupported``."""
+        r = self.call("card.read", key, timeout=timeout)
+        return CardRead(dict(r.result), r.blobs[0] if r.blobs else b"")
+
+
+@dataclass(frozen=True)
+class FaceFrames:
+    """What the camera gave: the best auto-captured frame and the challenge recording."""
+
+    image: np.ndarray
+    challenge_frames: list[np.ndarray]
+    quality_score: int
+    challenge: str
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """A chip read: MRZ fields, passive-authentication result, and the chip's face image."""
+
+    fields: dict[str, object]
+    face_image: bytes
+
+
+class EventStream:
+    """A subscription to the daemon's events; iterate with :meth:`next` (or ``for``)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, topics: tuple[str, ...]) -> None:
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        for t in topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self._sock.connect(endpoint)
+
+    def next(self, timeout: float) -> tuple[str, dict[str, object]] | None:
+        """The next event as ``(topic, body)``, or None after ``timeout`` seconds."""
+        if not self._sock.poll(int(timeout * 1000)):
+            return None
+        frames = self._sock.recv_multipart()
+        try:
+            return frames[0].decode(), json.loads(frames[1])
+        except (IndexError, ValueError, UnicodeDecodeError):
+            return None
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, object]]]:
+        while True:
+            ev = self.next(3600)
+            if ev is not None:
+                yield ev
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._sock.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,513 @@
+"""The device daemon (``devices serve``): one process owns the kiosk's hardware.
+
+It answers commands on a ZeroMQ ROUTER socket and publishes events on a PUB socket (the
+protocol is described in :mod:`devices.bus`). Every device is one of:
+
+- camera: ``simulated`` (a person rendered from a real photo, see :mod:`devices.camera`), or
+  ``opencv:<index|file|url>``;
+- fingerprint reader: ``simulated`` (synthetic prints; vendor/SBI drivers plug in here);
+- card reader: a PC/SC reader through pcscd (any reader, or the one named). With simulated
+  devices the daemon also *is* the citizen's card: it issues an emulated eMRTD, signed by a
+  test CSCA, and inserts it into vsmartcard's virtual reader, so the kiosk still reads it
+  through pcscd like any card.
+
+Each device's capture settings come from its firmware configuration (``firmware_configs/``).
+With simulated devices a ``simulate.*`` command family puts a citizen in front of the kiosk
+(photo, fingers, card), pulls the card out, or unplugs a device: the test and demo harness,
+at the hardware boundary only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import zmq
+
+from devices import card as card_mod
+from devices.bus import COMMANDS, EVENTS, PROTOCOL, encode, pack_arrays
+from devices.camera import (
+    CHALLENGE_SECONDS,
+    Camera,
+    CameraError,
+    OpenCVCamera,
+    SimulatedCamera,
+    auto_capture,
+    record,
+)
+from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintReader
+from devices.firmware import CameraConfig, FingerprintConfig, by_model
+from devices.icao import emulator, lds
+from devices.icao import mrz as mrz_mod
+
+log = logging.getLogger("devices.daemon")
+_REPLIES = "inproc://devices-daemon-replies"
+
+
+class CommandError(Exception):
+    """A command failed in a way the kiosk can explain; ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class DaemonConfig:
+    """Which devices the daemon drives, and where it listens."""
+
+    commands: str = COMMANDS
+    events: str = EVENTS
+    camera: str = "simulated"
+    fingerprint: str = "simulated"
+    card_reader: str | None = None  # PC/SC reader name; None: the first one
+    trust_dir: Path | None = None  # CSCA certificates / master lists for passive auth
+    simulated: bool = True  # host simulated citizens (photo, fingers, emulated card)
+    heartbeat_seconds: float = 1.0
+
+    @property
+    def camera_model(self) -> str:
+        """Firmware-configuration model name of the camera."""
+        return "simulated-camera" if self.camera == "simulated" else "uvc-webcam"
+
+
+@dataclass
+class Citizen:
+    """The simulated person standing at the kiosk."""
+
+    photo: str
+    finger_person: int
+    missing: set[int] = field(default_factory=set)
+    difficulty: float = 1.0
+    prelude: bool = False
+    companion: str | None = None
+
+
+class DeviceDaemon:
+    """Serve commands and events until :meth:`stop`."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.camera_config = by_model(config.camera_model)
+        self.finger_config = by_model("simulated-fingerprint")
+        assert isinstance(self.camera_config, CameraConfig)
+        assert isinstance(self.finger_config, FingerprintConfig)
+        self.serial = os.environ.get("KIOSK_DEVICE_SERIAL", "SIM-0001")
+        self._ctx = zmq.Context.instance()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._unplugged: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="device")
+        self._local = threading.local()
+        self._card_state: tuple[bool, bool] | None = None  # (reader present, card present)
+        self.citizen: Citizen | None = None
+        self._camera: Camera | None = None
+        self._fingers: SimulatedFingerprintReader | None = None
+        self._vcard: emulator.VirtualCard | None = None
+        self._document: emulator.Document | None = None
+        self.pki: emulator.DocumentPKI | None = None
+        trust_dir = config.trust_dir
+        if config.simulated:
+            self.pki = emulator.DocumentPKI.create("MA")
+            trust_dir = trust_dir or Path(tempfile.mkdtemp(prefix="kiosk-trust-"))
+            (trust_dir / "simulated-csca.pem").write_bytes(self.pki.csca_pem())
+        self.trust = lds.TrustStore.from_folder(trust_dir) if trust_dir else lds.TrustStore([])
+        self._handlers: dict[str, Callable[[dict[str, object]], tuple[dict, list[bytes]]]] = {
+            "status": self._status,
+            "face.capture": self._face_capture,
+            "finger.capture": self._finger_capture,
+            "card.read": self._card_read,
+        }
+        if config.simulated:
+            self._handlers.update(
+                {
+                    "simulate.citizen": self._sim_citizen,
+                    "simulate.card": self._sim_card,
+                    "simulate.unplug": self._sim_unplug,
+                }
+            )
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------------ main loop
+    def serve(self) -> None:
+        """Bind the sockets and serve until :meth:`stop` is called."""
+        router = self._ctx.socket(zmq.ROUTER)
+        pub = self._ctx.socket(zmq.PUB)
+        replies = self._ctx.socket(zmq.PULL)
+        for s in (router, pub, replies):
+            s.setsockopt(zmq.LINGER, 0)
+        router.bind(self.config.commands)
+        pub.bind(self.config.events)
+        replies.bind(_REPLIES)
+        monitor = threading.Thread(target=self._monitor, name="device-monitor", daemon=True)
+        monitor.start()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        self.ready.set()
+        log.info("device daemon listening (commands %s, events %s)", *self._endpoints())
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(200))
+                if router in ready:
+                    self._dispatch(router.recv_multipart())
+                while replies in ready:
+                    try:
+                        kind, *frames = replies.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    (router if kind == b"reply" else pub).send_multipart(frames)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._vcard is not None:
+                self._vcard.remove()
+            for s in (router, pub, replies):
+                s.close()
+
+    def _endpoints(self) -> tuple[str, str]:
+        return self.config.commands, self.config.events
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return."""
+        self._stop.set()
+
+    def _push(self) -> zmq.Socket:
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(_REPLIES)
+            self._local.push = sock
+        return sock
+
+    def publish(self, topic: str, body: dict[str, object]) -> None:
+        """Publish an event (from any thread)."""
+        self._push().send_multipart([b"event", topic.encode(), encode(body)])
+
+    def _reply(self, ident: list[bytes], header: dict[str, object], blobs: list[bytes]) -> None:
+        self._push().send_multipart([b"reply", *ident, b"", encode(header), *blobs])
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        try:
+            split = frames.index(b"")
+        except ValueError:
+            return  # not from a DEALER/REQ peer: nothing to answer
+        ident, payload = frames[:split], frames[split + 1 :]
+        try:
+            header = json.loads(payload[0])
+            rid, cmd = str(header["id"]), str(header["cmd"])
+            args = header.get("args") or {}
+            if not isinstance(args, dict) or header.get("v") != PROTOCOL:
+                raise ValueError("bad header")
+        except (IndexError, KeyError, TypeError, ValueError):
+            self._reply(ident, _error("?", "bad_request", "malformed command"), [])
+            return
+        handler = self._handlers.get(cmd)
+        if handler is None:
+            self._reply(ident, _error(rid, "unknown_command", f"unknown command {cmd!r}"), [])
+            return
+        device = cmd.split(".")[0]
+        if device in ("face", "finger", "card"):
+            with self._lock:
+                if device in self._busy:
+                    self._reply(ident, _error(rid, "busy", f"the {device} device is busy"), [])
+                    return
+                self._busy.add(device)
+        self._pool.submit(self._run, ident, rid, cmd, device, handler, args)
+
+    def _run(self, ident, rid, cmd, device, handler, args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            result, blobs = handler(args)
+            self._reply(ident, {"id": rid, "ok": True, "result": result}, blobs)
+        except CommandError as exc:
+            self._reply(ident, _error(rid, exc.code, str(exc)), [])
+        except Exception:  # a driver bug must not kill the daemon; the kiosk gets an answer
+            log.exception("command %s failed", cmd)
+            self._reply(ident, _error(rid, "device_error", f"{cmd} failed unexpectedly"), [])
+        finally:
+            with self._lock:
+                self._busy.discard(device)
+
+    # ------------------------------------------------------------------------ health
+    def _devices(self) -> list[dict[str, object]]:
+        reader_ok = self._card_state[0] if self._card_state else False
+        cam, fp = self.camera_config, self.finger_config
+        return [
+            {
+                "kind": "camera",
+                "model": cam.model,
+                "device_id": f"{cam.model}:{self.serial}",
+                "firmware": cam.firmware,
+                "state": "lost" if "camera" in self._unplugged else "ok",
+            },
+            {
+                "kind": "fingerprint",
+                "model": fp.model,
+                "device_id": f"{fp.model}:{self.serial}",
+                "firmware": fp.firmware,
+                "state": "lost" if "fingerprint" in self._unplugged else "ok",
+            },
+            {
+                "kind": "card_reader",
+                "model": "pcsc",
+                "device_id": self.config.card_reader or "pcsc:first",
+                "firmware": "pcsc-lite",
+                "state": "ok" if reader_ok else "lost",
+            },
+        ]
+
+    def _status(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
+        present = self._card_state[1] if self._card_state else False
+        return {"devices": self._devices(), "card_present": present}, []
+
+    def _monitor(self) -> None:
+        last_beat = 0.0
+        while not self._stop.is_set():
+            try:
+                names = card_mod.readers()
+            except card_mod.CardError:
+                names = []
+            reader = self.config.card_reader or (names[0] if names else None)
+            present = reader in names
+            inserted = present and card_mod.card_present(reader)  # type: ignore[arg-type]
+            state = (present, inserted)
+            old = self._card_state
+            self._card_state = state
+            if old is not None and old[0] != present:
+                self.publish(
+                    "device.connected" if present else "device.lost", {"kind": "card_reader"}
+                )
+            if (old is None and inserted) or (old is not None and old[1] != inserted):
+                self.publish("card.inserted" if inserted else "card.removed", {})
+            now = time.monotonic()
+            if now - last_beat >= self.config.heartbeat_seconds:
+                last_beat = now
+                self.publish(
+                    "daemon.heartbeat", {"devices": self._devices(), "card_present": inserted}
+                )
+            self._stop.wait(0.25)
+
+    def _check_plugged(self, kind: str) -> None:
+        if kind in self._unplugged:
+            raise CommandError("device_lost", f"the {kind} is disconnected")
+
+    # ------------------------------------------------------------------------ camera
+    def _open_camera(self) -> Camera:
+        cfg = self.config
+        if cfg.camera == "simulated":
+            if self._camera is None:
+                raise CommandError("no_face", "nobody is in front of the camera")
+            return self._camera
+        source: int | str = cfg.camera.partition(":")[2]
+        source = int(source) if str(source).isdigit() else source
+        c = self.camera_config.capture
+        try:
+            return OpenCVCamera(source, c.width, c.height, c.fps)
+        except CameraError as exc:
+            raise CommandError("device_lost", str(exc)) from exc
+
+    def _face_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        self._check_plugged("camera")
+        challenge = str(args.get("challenge", "left"))
+        if challenge not in ("left", "right"):
+            raise CommandError("bad_request", "challenge must be left or right")
+        cam = self._open_camera()
+        cfg = self.camera_config
+        self.publish("face.feedback", {"codes": ["step_into_frame"], "score": 0})
+
+        def feedback(codes: list[str], quality: object) -> None:
+            self.publish("face.feedback", {"codes": codes, "score": getattr(quality, "score", 0)})
+
+        try:
+            result = auto_capture(
+                cam,
+                cfg.quality.thresholds(),
+                consecutive=cfg.capture.auto_capture_consecutive,
+                timeout_seconds=cfg.capture.timeout_seconds,
+                on_feedback=feedback,
+            )
+            if result.status != "captured" or result.image is None or result.quality is None:
+                raise CommandError(
+                    "face_timeout",
+                    "no usable face image: " + ", ".join(result.last_feedback or [result.status]),
+                )
+            self.publish("face.feedback", {"codes": [f"blink_turn_{challenge}"], "score": 100})
+            cam.prompt(f"blink_turn_{challenge}")
+            frames = record(cam, round(cfg.capture.fps * CHALLENGE_SECONDS))
+        finally:
+            if self.config.camera != "simulated":
+                cam.close()
+        self.publish("face.feedback", {"codes": ["captured"], "score": result.quality.score})
+        specs, blobs = pack_arrays([result.image, *frames])
+        return {"quality_score": result.quality.score, "arrays": specs}, blobs
+
+    # ------------------------------------------------------------------------ fingerprints
+    def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        self._check_plugged("fingerprint")
+        try:
+            position = int(args.get("position", 0))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            position = 0
+        if not 1 <= position <= 10:
+            raise CommandError("bad_request", "finger position must be 1-10")
+        if self._fingers is None:
+            raise CommandError("no_finger", "no finger on the reader")
+        self.publish("finger.progress", {"position": position, "state": "scanning"})
+        try:
+            image = self._fingers.capture(position)
+        except FingerprintReaderError as exc:
+            self.publish("finger.progress", {"position": position, "state": "no_finger"})
+            raise CommandError("no_finger", str(exc)) from exc
+        self.publish("finger.progress", {"position": position, "state": "captured"})
+        specs, blobs = pack_arrays([image])
+        return {"position": position, "dpi": self.finger_config.capture.dpi, "arrays": specs}, blobs
+
+    # ------------------------------------------------------------------------ card
+    def _card_read(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        try:
+            if "mrz" in args:
+                key: mrz_mod.MRZKey | mrz_mod.CANKey = mrz_mod.parse(str(args["mrz"])).access_key()
+            elif "can" in args:
+                key = mrz_mod.CANKey(str(args["can"]))
+            else:
+                key = mrz_mod.MRZKey(str(args["number"]), str(args["birth"]), str(args["expiry"]))
+        except (KeyError, mrz_mod.MRZError) as exc:
+            raise CommandError("bad_key", f"the document data is not valid: {exc}") from exc
+        errors: dict[type[Exception], str] = {
+            card_mod.NoReader: "no_reader",
+            card_mod.NoCard: "no_card",
+            card_mod.CardRemoved: "card_removed",
+            card_mod.AccessDenied: "access_denied",
+            card_mod.ChipError: "chip_error",
+        }
+        try:
+            doc = card_mod.read_document(self.config.card_reader, key, self.trust, chunk=0xFF0)
+        except card_mod.CardError as exc:
+            raise CommandError(errors.get(type(exc), "chip_error"), str(exc)) from exc
+        m = doc.mrz
+        result = {
+            "document_code": m.document_type,
+            "issuing_state": m.issuing_state,
+            "document_number": m.document_number,
+            "surname": m.primary_identifier,
+            "given_names": m.secondary_identifier,
+            "nationality": m.nationality,
+            "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
+            "sex": m.sex,
+            "date_of_expiry": m.expiry_date.isoformat() if m.expiry_date else None,
+            "full_name": doc.full_name,
+            "face_mime": doc.face_mime,
+            "passive_authentication": doc.passive_authentication.status,
+            "passive_authentication_reason": doc.passive_authentication.reason,
+        }
+        return result, [doc.face_image]
+
+    # ------------------------------------------------------------------------ simulation
+    def _sim_citizen(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """Put a simulated person at the kiosk (or nobody, with ``{}``)."""
+        self._remove_card()
+        if not args:
+            self.citizen, self._camera, self._fingers = None, None, None
+            return {}, []
+        c = Citizen(
+            photo=str(args["photo"]),
+            finger_person=int(args.get("finger_person", 1)),  # type: ignore[call-overload]
+            missing={int(p) for p in args.get("missing", [])},  # type: ignore[attr-defined]
+            difficulty=float(args.get("difficulty", 1.0)),  # type: ignore[arg-type]
+            prelude=bool(args.get("prelude", False)),
+            companion=str(args["companion"]) if args.get("companion") else None,
+        )
+        seed = uuid.uuid4().int % 2**31
+        try:
+            self._camera = SimulatedCamera.enrolment(
+                c.photo, companion=c.companion, seed=seed, prelude=c.prelude
+            )
+        except (OSError, ValueError) as exc:
+            raise CommandError("bad_request", f"cannot simulate a person from {c.photo}") from exc
+        self._fingers = SimulatedFingerprintReader(c.finger_person, c.difficulty, c.missing)
+        self.citizen = c
+        card = args.get("card")
+        if isinstance(card, dict):
+            self._document = self._issue(card, c)
+            self._insert_card()
+        return {"card": self._document is not None}, []
+
+    def _issue(self, card: dict[str, object], citizen: Citizen) -> emulator.Document:
+        assert self.pki is not None
+        text = str(card["mrz"])
+        photo = str(card.get("photo") or citizen.photo)
+        img = cv2.imread(photo)
+        if img is None:
+            raise CommandError("bad_request", f"cannot read photo {photo}")
+        scale = 480 / max(img.shape[:2])
+        if scale < 1:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        h, w = img.shape[:2]
+        full_name = card.get("full_name")
+        return emulator.issue_document(
+            text, buf.tobytes(), (w, h), self.pki, str(full_name) if full_name else None
+        )
+
+    def _insert_card(self) -> None:
+        if self._document is None or self._vcard is not None:
+            return
+        vcard = emulator.VirtualCard(emulator.EmulatedChip(self._document))
+        try:
+            vcard.insert()
+        except OSError as exc:
+            raise CommandError("no_reader", f"the virtual card reader is not there: {exc}") from exc
+        self._vcard = vcard
+
+    def _remove_card(self) -> None:
+        if self._vcard is not None:
+            self._vcard.remove()
+            self._vcard = None
+
+    def _sim_card(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        action = args.get("action")
+        if action == "remove":
+            self._remove_card()
+        elif action == "insert":
+            self._insert_card()
+        else:
+            raise CommandError("bad_request", "action must be insert or remove")
+        return {}, []
+
+    def _sim_unplug(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        kind = str(args.get("device"))
+        if kind not in ("camera", "fingerprint"):
+            raise CommandError("bad_request", "device must be camera or fingerprint")
+        if args.get("plugged", False):
+            self._unplugged.discard(kind)
+            self.publish("device.connected", {"kind": kind})
+        else:
+            self._unplugged.add(kind)
+            self.publish("device.lost", {"kind": kind})
+        return {}, []
+
+
+def _error(rid: str, code: str, message: str) -> dict[str, object]:
+    return {"id": rid, "ok": False, "error": {"code": code, "message": message}}
+
+
+def run(config: DaemonConfig) -> None:
+    """Run a daemon in this thread until SIGINT/SIGTERM."""
+    import signal
+
+    daemon = DeviceDaemon(config)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.stop())
+    daemon.serve()
