@@ -134,6 +134,7 @@ class DeviceDaemon:
                 {
                     "simulate.citizen": self._sim_citizen,
                     "simulate.card": self._sim_card,
+                    "simulate.face": self._sim_face,
                     "simulate.unplug": self._sim_unplug,
                 }
             )
@@ -475,6 +476,21 @@ class DeviceDaemon:
         if self._vcard is not None:
             self._vcard.remove()
             self._vcard = None
+
+    def _sim_face(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The same citizen steps in again (shown by another photo): a new camera session."""
+        if self.citizen is None:
+            raise CommandError("bad_request", "no simulated citizen")
+        self.citizen.photo = str(args["photo"])
+        try:
+            self._camera = SimulatedCamera.enrolment(
+                self.citizen.photo, seed=uuid.uuid4().int % 2**31, prelude=False
+            )
+        except (OSError, ValueError) as exc:
+            raise CommandError(
+                "bad_request", f"cannot simulate a person from {args['photo']}"
+            ) from exc
+        return {}, []
 
     def _sim_card(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         action = args.get("action")

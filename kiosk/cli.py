@@ -10,7 +10,7 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from kiosk.demo import main as demo
 
-    return demo(Path(args.workdir))
+    return demo(Path(args.workdir), ui=args.ui)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a central registry (SQLite) and enrol the shared test faces through it",
     )
     sp.add_argument("--workdir", default="var/demo", help="where the demo keeps its files")
+    sp.add_argument(
+        "--ui", action="store_true", help="then leave the kiosk UI open on http://127.0.0.1:8080"
+    )
     sp.set_defaults(func=_demo)
     sp = sub.add_parser(
         "keygen",

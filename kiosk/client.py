@@ -19,6 +19,7 @@ from central_api.enrolment.schemas import (
     KIOSK_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    CaptureInfo,
     Demographics,
     EnrolmentPacket,
     EnrolmentStatus,
@@ -70,10 +71,11 @@ class KioskIdentity:
         """Base64 Ed25519 signature of ``body``."""
         return base64.b64encode(self.key.sign(body)).decode()
 
-    def seal(self, packet: EnrolmentPacket, registry_key: bytes) -> bytes:
-        """The packet signed by this kiosk and encrypted to the registry: one fresh envelope
-        (its own send id and time) per call, ready to POST."""
-        return seal(packet.model_dump_json().encode(), self.kiosk_id, self.key.sign, registry_key)
+    def seal(self, packet: EnrolmentPacket | bytes, registry_key: bytes) -> bytes:
+        """The packet (or its stored JSON) signed by this kiosk and encrypted to the registry:
+        one fresh envelope (its own send id and time) per call, ready to POST."""
+        data = packet if isinstance(packet, bytes) else packet.model_dump_json().encode()
+        return seal(data, self.kiosk_id, self.key.sign, registry_key)
 
 
 def build_packet(
@@ -84,6 +86,7 @@ def build_packet(
     fingerprints: list[FingerprintTemplate] | None = None,
     packet_id: uuid.UUID | None = None,
     captured_at: datetime | None = None,
+    capture: CaptureInfo | None = None,
 ) -> EnrolmentPacket:
     """Assemble a validated packet; a fresh random packet id unless one is given."""
     return EnrolmentPacket(
@@ -94,6 +97,7 @@ def build_packet(
         face_templates=[np.asarray(t, dtype=np.float32).tolist() for t in face_templates],
         face_image=face_image,
         fingerprints=fingerprints or [],
+        capture=capture,
     )
 
 
@@ -162,7 +166,7 @@ class CentralClient:
             raise PacketRefused(r.status_code, detail)
         return EnrolmentStatus.model_validate_json(r.content)
 
-    def submit(self, packet: EnrolmentPacket, wait: bool = True) -> EnrolmentStatus:
+    def submit(self, packet: EnrolmentPacket | bytes, wait: bool = True) -> EnrolmentStatus:
         """Send a packet, sealed; returns its status. Raises PacketRefused on a 4xx.
 
         Every attempt is a new envelope (a retried one would be refused as a replay); the

@@ -1,9 +1,13 @@
-"""The end-to-end demo: a central registry on SQLite and a kiosk enrolling real faces.
+"""The end-to-end demo: the real chain, with simulated people at the hardware boundary.
 
-Starts ``central-api serve`` as its own process (the kiosk talks to it over HTTP only),
-enrols one person per identity found in the shared face photos, then re-enrols one of them
-from a different photo, and prints the outcome counts as JSON on the last stdout line.
-Demographics are invented; the photos are public test images (see their README).
+Starts a central registry (``central-api serve``, SQLite) and the device daemon (``devices
+serve`` with simulated camera, fingerprint reader and emulated ID cards read through pcscd)
+as their own processes, then drives the kiosk's enrolment session for one person per
+identity in the shared face photos (card → face → ten fingers → review → outbox → registry),
+then for one of them again with a new card: the registry must refuse a second identifier.
+Prints the summary JSON as the last stdout line. With ``--ui`` the kiosk UI then stays open
+on http://127.0.0.1:8080 with a simulated citizen at the devices. Demographics are invented;
+the photos are public test images (see their README).
 """
 
 from __future__ import annotations
@@ -20,20 +24,24 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central_api.enrolment.schemas import Demographics, Document
-from devices.camera import SimulatedCamera
-from devices.firmware import CameraConfig, by_model
-from kiosk.client import CentralClient, KioskIdentity, build_packet
-from kiosk.face_capture import FaceCapture, FaceCaptureFailed, capture_face
+from devices.bus import DeviceClient, DeviceError
+from devices.icao import emulator
+from devices.icao.mrz import td1
+from kiosk.client import KioskIdentity
+from kiosk.outbox import Entry, Outbox
+from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
+from kiosk.web import assemble, serve_ui
 
 KIOSK_ID = "KIOSK-DEMO-01"
-CAMERA = by_model("simulated-camera")
-assert isinstance(CAMERA, CameraConfig)
+OPERATOR_PIN, SUPERVISOR_PIN = "2468", "135790"
 _SURNAMES = [
     "El Amrani",
     "Benali",
@@ -127,35 +135,6 @@ def identities(faces: Path) -> dict[str, list[Path]]:
     return out
 
 
-def capture(photo: Path, companion: Path, seed: int, prelude: bool = False) -> FaceCapture | None:
-    """The kiosk's face stage on a simulated camera playing ``photo``; None if it fails.
-    With ``prelude`` the person first does everything wrong (and is told so)."""
-    camera = SimulatedCamera.enrolment(photo, companion=companion, seed=seed, prelude=prelude)
-    if prelude:
-        told: list[str] = []
-        try:
-            return capture_face(
-                camera, CAMERA, on_feedback=lambda fb, _q: told.append(fb[0] if fb else "ok")
-            )
-        finally:
-            said = [t for k, t in enumerate(told) if k == 0 or told[k - 1] != t]
-            print(f"{_short(photo):45s}    kiosk said: {' > '.join(said)}", flush=True)
-    try:
-        return capture_face(camera, CAMERA)
-    except FaceCaptureFailed as exc:
-        print(f"{_short(photo):45s} -> capture failed ({exc})", flush=True)
-        return None
-
-
-def _first_capture(
-    photos: list[Path], companion: Path, seed: int
-) -> tuple[Path, FaceCapture] | None:
-    for path in photos:
-        if (shot := capture(path, companion, seed)) is not None:
-            return path, shot
-    return None
-
-
 def _short(path: Path) -> str:
     return path.relative_to(path.parents[1]).as_posix()
 
@@ -221,79 +200,258 @@ def serve_central(env: dict[str, str], log_path: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[str]:
-    """Run a fresh registry (SQLite) in its own process; yields its base URL."""
+def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[tuple[str, bytes]]:
+    """Run a fresh registry (SQLite) in its own process; yields its base URL and the public
+    key that packets are sealed to."""
     env = dict(os.environ)
     env["CENTRAL_DATABASE_URL"] = f"sqlite:///{workdir / 'central.db'}"
     env["CENTRAL_DATA_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    packet_key = X25519PrivateKey.generate()
+    env["CENTRAL_PACKET_KEY"] = base64.b64encode(packet_key.private_bytes_raw()).decode()
     _central("migrate", env=env)
     _central("kiosk-add", KIOSK_ID, "--public-key", kiosk.public_key_b64(), env=env)
     with serve_central(env, workdir / "central.log") as url:
-        yield url
+        yield url, packet_key.public_key().public_bytes_raw()
 
 
-def _submit(
-    client: CentralClient, who: Demographics, shot: FaceCapture, photo: Path, started: float
-) -> str:
-    packet = build_packet(KIOSK_ID, who, [shot.template], shot.token_jpeg)
-    st = client.submit(packet)
-    if not st.final:
-        st = client.wait_final(packet.packet_id)
-    print(
-        f"{_short(photo):45s} -> {st.status.value:12s} IDCS={st.idcs or '-':10s} "
-        f"receipt={st.receipt_number} quality={shot.quality_score} "
-        f"({(time.perf_counter() - started):.1f} s)",
-        flush=True,
+@contextlib.contextmanager
+def device_daemon(workdir: Path) -> Iterator[DeviceClient]:
+    """pcscd (if none runs) and ``devices serve`` with simulated devices, in their own
+    processes; yields a client once the daemon answers."""
+    pcscd = emulator.start_pcscd()
+    cmd_port, ev_port = _free_port(), _free_port()
+    commands, events = f"tcp://127.0.0.1:{cmd_port}", f"tcp://127.0.0.1:{ev_port}"
+    with (workdir / "devices.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devices.cli",
+                "serve",
+                "--commands",
+                commands,
+                "--events",
+                events,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        client = DeviceClient(commands, events)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"device daemon exited; see {workdir / 'devices.log'}")
+                try:
+                    client.status(timeout=1.0)
+                    break
+                except DeviceError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("device daemon did not start in 60 s") from None
+            yield client
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            if pcscd is not None:
+                pcscd.terminate()
+                pcscd.wait(timeout=10)
+
+
+@dataclass
+class Citizen:
+    """A demo person: who they are, their photos, their card."""
+
+    index: int
+    name: str
+    photos: list[Path]
+    demographics: Demographics
+    missing_fingers: set[int]
+
+    @property
+    def card_mrz(self) -> str:
+        d = self.demographics
+        assert d.document is not None
+        return td1(
+            d.document.number,
+            d.surname_latin,
+            d.given_names_latin,
+            d.date_of_birth.strftime("%y%m%d"),
+            d.sex,
+            "341231",
+        )
+
+    def present(self, devices: DeviceClient) -> None:
+        """Step up to the kiosk: face (first photo), fingers, card (another photo on it)."""
+        chip_photo, d = self.photos[-1], self.demographics
+        devices.call(
+            "simulate.citizen",
+            {
+                "photo": str(self.photos[0]),
+                "finger_person": 1000 + self.index,
+                "missing": sorted(self.missing_fingers),
+                "card": {
+                    "mrz": self.card_mrz,
+                    "full_name": f"{d.surname_latin} {d.given_names_latin}",
+                    "photo": str(chip_photo),
+                },
+            },
+            timeout=30,
+        )
+
+
+def enrol(session: EnrolmentSession, devices: DeviceClient, who: Citizen, language: str) -> Entry:
+    """Drive one enrolment through the session, as the UI does; returns the outbox entry."""
+    who.present(devices)
+    d = who.demographics
+    assert d.document is not None
+    session.start()
+    session.choose_language(language)
+    # the card reader needs a moment to see the inserted card
+    for attempt in range(20):
+        try:
+            session.read_card(d.document.number, d.date_of_birth.isoformat(), "2034-12-31")
+            break
+        except StepError as exc:
+            if exc.code != "card_no_card" or attempt == 19:
+                raise
+            time.sleep(0.25)
+    for photo in who.photos:  # a person who cannot pass tries again (another photo stands in)
+        try:
+            session.capture_face()
+            break
+        except StepError as exc:
+            print(f"  {_short(photo):42s} face: {exc.code} ({exc.detail})", flush=True)
+            nxt = who.photos[who.photos.index(photo) + 1 :]
+            if not nxt:
+                raise
+            devices.call("simulate.face", {"photo": str(nxt[0])})
+    while session.step == Step.FINGERS:
+        try:
+            session.capture_finger()
+        except StepError as exc:
+            if exc.code not in ("finger_no_finger", "finger_unusable"):
+                raise
+            session.finger_exception(
+                "amputated" if exc.code == "finger_no_finger" else "unusable", "op-01", OPERATOR_PIN
+            )
+    return session.submit(
+        d.address, d.place_of_birth, d.surname_arabic or "", d.given_names_arabic or ""
     )
-    return st.status.value
 
 
-def run(workdir: Path) -> dict[str, int]:
-    """Run the demo in ``workdir`` (recreated); returns the outcome counts."""
+def wait_final(outbox: Outbox, entry: Entry, timeout: float = 60.0) -> Entry:
+    """Wait for the registry's decision on a queued packet (the sync worker fetches it)."""
+    deadline = time.monotonic() + timeout
+    e = outbox.get(entry.packet_id) or entry
+    while e.state != "final" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        e = outbox.get(entry.packet_id) or e
+    return e
+
+
+def run(workdir: Path, ui: bool = False) -> dict[str, object]:
+    """Run the demo in ``workdir`` (recreated); returns the summary."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     rng = random.Random(2026)
     people = identities(find_faces_dir())
-    kiosk = KioskIdentity.generate(KIOSK_ID)
+    names = list(people)
+    citizens = [
+        Citizen(i, name, people[name], person(i, rng), {7} if i == 2 else set())
+        for i, name in enumerate(names)
+    ]
+    identity = KioskIdentity.generate(KIOSK_ID)
+    operators = Operators(workdir / "operators.json")
+    operators.add("op-01", "operator", OPERATOR_PIN)
+    operators.add("sup-01", "supervisor", SUPERVISOR_PIN)
     counts: Counter[str] = Counter()
-    with central_service(workdir, kiosk) as url, CentralClient(url, kiosk) as client:
-        names = list(people)
-        enrolled: dict[str, Path] = {}
-        plan = [(i, name, path) for i, name in enumerate(names) for path in people[name]]
-        for i, name, path in plan:
-            if name in enrolled:
+    timings: list[float] = []
+    with (
+        central_service(workdir, identity) as (url, registry_key),
+        device_daemon(workdir) as devices,
+    ):
+        kiosk = assemble(
+            KioskSettings(KIOSK_ID, centre="Arrondissement Agdal, Rabat"),
+            workdir / "kiosk",
+            url,
+            registry_key,
+            identity,
+            devices,
+            operators,
+        )
+        session = kiosk.session
+        languages = ("ar", "fr", "zgh", "en")
+        # everyone once, then one of them comes back with a new card (a new document number):
+        # the registry must recognise the face and refuse a second identifier
+        returning = citizens[1]
+        again = Citizen(
+            returning.index,
+            returning.name,
+            list(reversed(returning.photos)),
+            returning.demographics.model_copy(
+                update={
+                    "document": Document(
+                        type="CNIE", number=f"ZX{900000 + returning.index}", issuing_country="MAR"
+                    )
+                }
+            ),
+            set(),
+        )
+        for k, who in enumerate([*citizens, again]):
+            started = time.perf_counter()
+            try:
+                entry = enrol(session, devices, who, languages[k % 4])
+            except StepError as exc:
+                session.cancel()
+                print(f"{who.name:28s} -> not enrolled ({exc.code})", flush=True)
+                counts["not_enrolled"] += 1
                 continue
-            companion = people[names[(i + 1) % len(names)]][0]
-            started = time.perf_counter()
-            shot = capture(path, companion, seed=i, prelude=not enrolled)
-            if shot is None:
-                continue  # the person tries again, with another photo standing in
-            enrolled[name] = path
-            counts[_submit(client, person(i, rng), shot, path, started)] += 1
-        # one person comes back later, photographed anew: the registry must recognise them
-        for name, first in enrolled.items():
-            i = names.index(name)
-            companion = people[names[(i + 1) % len(names)]][0]
-            again = [p for p in people[name] if p != first]
-            started = time.perf_counter()
-            if (hit := _first_capture(again, companion, seed=100 + i)) is not None:
-                path, shot = hit
-                counts[_submit(client, person(i, rng), shot, path, started)] += 1
-                break
+            kiosk_s = time.perf_counter() - started
+            timings.append(kiosk_s)
+            final = wait_final(kiosk.outbox, entry)
+            counts[final.status or final.state] += 1
+            print(
+                f"{who.name:28s} -> {final.status or final.state:12s} IDCS={final.idcs or '-':10s} "
+                f"tracking={final.tracking} receipt={final.receipt_number} "
+                f"(kiosk {kiosk_s:.1f} s)",
+                flush=True,
+            )
+        if ui:
+            guest = Citizen(
+                len(citizens), "guest", people[names[0]], person(len(citizens), rng), set()
+            )
+            guest.present(devices)
+            d = guest.demographics
+            assert d.document is not None
+            print(
+                "\nkiosk UI: http://127.0.0.1:8080  (Ctrl-C to stop)\n"
+                f"  the card on the reader: number {d.document.number}, born {d.date_of_birth}, "
+                "expires 2034-12-31\n"
+                f"  agent op-01 PIN {OPERATOR_PIN}; supervisor sup-01 PIN {SUPERVISOR_PIN}",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                serve_ui(kiosk)
+        assert kiosk.worker is not None
+        kiosk.worker.stop()
+        outbox = kiosk.outbox.counts()
     return {
-        "enrolled": sum(counts.values()),
+        "enrolled": sum(v for k, v in counts.items() if k != "not_enrolled"),
         "issued": counts["issued"],
         "duplicates": counts["duplicate"],
         "adjudication": counts["adjudication"],
+        "not_enrolled": counts["not_enrolled"],
+        "outbox": outbox,
+        "kiosk_seconds_per_enrolment": round(sum(timings) / max(1, len(timings)), 2),
     }
 
 
-def main(workdir: Path | None = None) -> int:
+def main(workdir: Path | None = None, ui: bool = False) -> int:
     """Entry point of ``kiosk demo``: prints the summary JSON as the last stdout line."""
     started = time.perf_counter()
     try:
-        summary = run(workdir or Path("var/demo"))
-    except RuntimeError as exc:
+        summary = run(workdir or Path("var/demo"), ui=ui)
+    except (RuntimeError, emulator.PcscdUnavailable) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     print(f"demo finished in {time.perf_counter() - started:.1f} s", file=sys.stderr)

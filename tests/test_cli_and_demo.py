@@ -38,4 +38,11 @@ def test_demo_enrols_everyone_and_catches_the_returning_person(tmp_path: Path, c
     assert demo.main(tmp_path / "demo") == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     summary = json.loads(last)
-    assert summary == {"enrolled": 13, "issued": 12, "duplicates": 1, "adjudication": 0}
+    assert {k: summary[k] for k in ("enrolled", "issued", "duplicates", "adjudication")} == {
+        "enrolled": 13,
+        "issued": 12,
+        "duplicates": 1,
+        "adjudication": 0,
+    }
+    assert summary["not_enrolled"] == 0
+    assert summary["outbox"] == {"final": 13}  # every packet acknowledged and decided

@@ -1,0 +1,361 @@
+"""The kiosk's durable outbox: packets wait here, encrypted, until the registry has them.
+
+A packet is committed to SQLite (WAL, ``synchronous=FULL``) before the citizen is told it
+was submitted. The :class:`SyncWorker` sends what is due, with exponential backoff and jitter
+while the registry is unreachable; the packet's content is deleted only once the registry
+has acknowledged it, and the decision (IDCS, duplicate, adjudication) is polled for and kept
+for the receipt. The stored bytes are what is sent, every time, so a kiosk killed at any
+moment and restarted resends the *same* packet: the registry stores it once (idempotent on
+the packet id) and never issues a second IDCS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import DateTime, Integer, LargeBinary, String, create_engine, event, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus
+from kiosk.client import CentralClient, PacketRefused
+
+log = logging.getLogger("kiosk.outbox")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def tracking_number(packet_id: uuid.UUID) -> str:
+    """The citizen's tracking number: 50 bits of the packet id, Crockford base 32."""
+    bits = packet_id.int >> 78
+    chars = "".join(_CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(10)))
+    return f"TRK-{chars[:5]}-{chars[5:]}"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Item(_Base):
+    __tablename__ = "outbox"
+
+    packet_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tracking: Mapped[str] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(10), index=True)  # queued|acked|final|refused
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # encrypted packet JSON
+    digest: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    receipt_number: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(16))
+    idcs: Mapped[str | None] = mapped_column(String(10))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the kiosk knows about one queued packet (nothing personal or biometric)."""
+
+    packet_id: uuid.UUID
+    tracking: str
+    created_at: datetime
+    state: str  # queued: not yet acknowledged; acked: registry has it; final; refused
+    attempts: int
+    last_error: str | None
+    receipt_number: str | None
+    status: str | None  # the registry's: received/processing/issued/duplicate/adjudication
+    idcs: str | None
+
+
+def _entry(item: _Item) -> Entry:
+    return Entry(
+        uuid.UUID(item.packet_id),
+        item.tracking,
+        _aware(item.created_at),
+        item.state,
+        item.attempts,
+        item.last_error,
+        item.receipt_number,
+        item.status,
+        item.idcs,
+    )
+
+
+def _aware(d: datetime) -> datetime:
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+class OutboxError(RuntimeError):
+    """The outbox cannot store or read a packet (disk, key)."""
+
+
+class Outbox:
+    """Packets waiting for the registry, in a SQLite file, encrypted with the kiosk's key."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the outbox key must be 32 bytes")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._aead = AESGCM(key)
+        self.engine = create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+        )
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(conn, _):  # type: ignore[no-untyped-def]
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # committed means on disk
+            cur.close()
+
+        _Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def load_key(path: Path) -> bytes:
+        """The kiosk's outbox key from ``path``, created (mode 600) on first use."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+                f.flush()
+                os.fsync(f.fileno())
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise OutboxError(f"{path} does not hold a 32-byte key")
+        return key
+
+    def close(self) -> None:
+        """Release the database."""
+        self.engine.dispose()
+
+    def _seal(self, packet_id: str, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, data, f"outbox:{packet_id}".encode())
+
+    def _open(self, packet_id: str, blob: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], f"outbox:{packet_id}".encode())
+        except InvalidTag as exc:
+            raise OutboxError(f"packet {packet_id} cannot be decrypted (wrong key?)") from exc
+
+    # ------------------------------------------------------------------------ writing
+    def put(self, packet: EnrolmentPacket) -> Entry:
+        """Store a packet durably; returns its entry (with the tracking number). Putting the
+        same packet again is a no-op; a different packet under the same id is refused."""
+        data = packet.model_dump_json().encode()
+        pid = str(packet.packet_id)
+        digest = hashlib.sha256(data).hexdigest()
+        now = datetime.now(UTC)
+        with self._sessions() as s, s.begin():
+            item = s.get(_Item, pid)
+            if item is not None:
+                if item.digest != digest:
+                    raise OutboxError(f"packet {pid} is already queued with other content")
+                return _entry(item)
+            item = _Item(
+                packet_id=pid,
+                tracking=tracking_number(packet.packet_id),
+                created_at=now,
+                updated_at=now,
+                state="queued",
+                payload=self._seal(pid, data),
+                digest=digest,
+                attempts=0,
+                next_attempt_at=now,
+            )
+            s.add(item)
+        return _entry(item)
+
+    def _update(self, packet_id: str, fn: Callable[[_Item], None]) -> Entry | None:
+        with self._sessions() as s, s.begin():
+            item = s.get(_Item, packet_id)
+            if item is None:
+                return None
+            fn(item)
+            item.updated_at = datetime.now(UTC)
+            return _entry(item)
+
+    def acknowledged(self, packet_id: str, st: EnrolmentStatus, poll_after: float) -> Entry | None:
+        """The registry has the packet: forget its content, keep its status; ask for the
+        decision again after ``poll_after`` seconds while it is pending."""
+
+        def apply(item: _Item) -> None:
+            item.attempts = 0 if item.state == "queued" else item.attempts + 1  # polls
+            item.payload = None
+            item.state = "final" if st.final else "acked"
+            item.receipt_number, item.status, item.idcs = st.receipt_number, st.status, st.idcs
+            item.last_error = None
+            item.next_attempt_at = datetime.now(UTC) + timedelta(seconds=poll_after)
+
+        return self._update(packet_id, apply)
+
+    def failed(self, packet_id: str, error: str, delay: float) -> Entry | None:
+        """A send or status poll failed: try again after ``delay`` seconds."""
+
+        def apply(item: _Item) -> None:
+            item.attempts += 1
+            item.last_error = error[:300]
+            item.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+
+        return self._update(packet_id, apply)
+
+    def refused(self, packet_id: str, error: str) -> Entry | None:
+        """The registry refused the packet (4xx): keep it for a supervisor, stop sending."""
+
+        def apply(item: _Item) -> None:
+            item.state, item.last_error = "refused", error[:300]
+
+        return self._update(packet_id, apply)
+
+    # ------------------------------------------------------------------------ reading
+    def get(self, packet_id: uuid.UUID | str) -> Entry | None:
+        """The entry of a packet, if it was ever queued here."""
+        with self._sessions() as s:
+            item = s.get(_Item, str(packet_id))
+            return None if item is None else _entry(item)
+
+    def due(self, limit: int, now: datetime | None = None) -> list[tuple[str, str, bytes | None]]:
+        """Up to ``limit`` (packet id, state, packet JSON or None) whose next attempt is due:
+        queued ones to send, acknowledged ones to ask the decision of. Oldest first."""
+        now = now or datetime.now(UTC)
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(_Item)
+                .where(_Item.state.in_(("queued", "acked")), _Item.next_attempt_at <= now)
+                .order_by(_Item.state.desc(), _Item.created_at)  # queued before acked
+                .limit(limit)
+            ).all()
+            return [
+                (
+                    r.packet_id,
+                    r.state,
+                    None if r.payload is None else self._open(r.packet_id, r.payload),
+                )
+                for r in rows
+            ]
+
+    def counts(self) -> dict[str, int]:
+        """How many entries are in each state."""
+        with self._sessions() as s:
+            return dict(s.execute(select(_Item.state, func.count()).group_by(_Item.state)).all())  # type: ignore[arg-type]
+
+    def next_due(self) -> datetime | None:
+        """When the next attempt is due, if anything is pending."""
+        with self._sessions() as s:
+            d = s.scalar(
+                select(func.min(_Item.next_attempt_at)).where(_Item.state.in_(("queued", "acked")))
+            )
+            return None if d is None else _aware(d)
+
+
+class SyncWorker:
+    """Sends due packets and polls decisions, in the background, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: CentralClient,
+        threads: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        status_every: float = 2.0,
+        on_update: Callable[[Entry], None] | None = None,
+    ) -> None:
+        self.outbox, self.client = outbox, client
+        self.threads, self.backoff, self.max_backoff = threads, backoff, max_backoff
+        self.status_every = status_every
+        self.on_update = on_update
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.online: bool | None = None  # None until the first attempt
+
+    def start(self) -> SyncWorker:
+        """Run in a background thread."""
+        self._thread = threading.Thread(target=self.run, name="outbox-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current round."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Look for due work now (e.g. right after a packet was queued)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        """The loop: one round, then sleep until something is due or :meth:`wake`."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="outbox") as pool:
+            while not self._stop.is_set():
+                try:
+                    worked = self.round(pool)
+                except Exception:  # the database or a bug: log it, never die silently
+                    log.exception("outbox round failed")
+                    worked = 0
+                if worked:
+                    continue
+                nxt = self.outbox.next_due()
+                wait = 5.0 if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
+                self._wake.wait(min(max(wait, 0.05), 5.0))
+                self._wake.clear()
+
+    def round(self, pool: ThreadPoolExecutor | None = None) -> int:
+        """Handle what is due now; returns how many entries were handled."""
+        due = self.outbox.due(self.threads * 8)
+        if not due:
+            return 0
+        if pool is None:
+            for item in due:
+                self._one(*item)
+        else:
+            list(pool.map(lambda it: self._one(*it), due))
+        return len(due)
+
+    def _delay(self, attempts: int) -> float:
+        return min(self.max_backoff, self.backoff * 2**attempts) * random.uniform(0.5, 1.0)
+
+    def _one(self, packet_id: str, state: str, data: bytes | None) -> None:
+        entry = self.outbox.get(packet_id)
+        attempts = entry.attempts if entry else 0
+        try:
+            if state == "queued" and data is not None:
+                st = self.client.submit(data, wait=False)
+            else:
+                st = self.client.status(uuid.UUID(packet_id))
+        except PacketRefused as exc:
+            if state == "queued":
+                entry = self.outbox.refused(packet_id, str(exc))
+            else:
+                entry = self.outbox.failed(packet_id, str(exc), self.max_backoff)
+        except (httpx.HTTPError, OSError) as exc:
+            self.online = False
+            entry = self.outbox.failed(
+                packet_id, f"registry unreachable: {type(exc).__name__}", self._delay(attempts)
+            )
+        else:
+            self.online = True
+            polls = attempts if state == "acked" else 0
+            entry = self.outbox.acknowledged(
+                packet_id, st, min(self.max_backoff, self.status_every * 1.5**polls)
+            )
+        if entry is not None and self.on_update is not None:
+            self.on_update(entry)

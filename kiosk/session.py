@@ -1,0 +1,618 @@
+"""The enrolment session: an explicit state machine from welcome to receipt.
+
+::
+
+    welcome → language → document → face → fingers → review → receipt
+                            │  chip (MRZ key, BAC, passive authentication), or — with a
+                            │  supervisor — a birth-certificate extract or two witnesses
+                            └─ every step: cancel or idle timeout → welcome, data wiped
+
+Each action checks the current step and either moves on or raises :class:`StepError` with a
+stable ``code`` (the UI translates it) and stays where it is, so every failure a person can
+cause has a next step. Overrides (finger exceptions, no document, face/document mismatch)
+need an operator's or supervisor's PIN and are recorded in the packet. Submitting commits
+the packet to the outbox before the receipt is shown; after that the session holds only the
+tracking number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from biometrics import face
+from biometrics import fingerprint as fp
+from central_api.enrolment.schemas import (
+    CaptureInfo,
+    Demographics,
+    DeviceInfo,
+    Document,
+    DocumentSource,
+    DocumentType,
+    FingerException,
+    FingerprintTemplate,
+    Override,
+)
+from devices.bus import DaemonUnavailable, DeviceClient, DeviceError
+from devices.firmware import CameraConfig, by_model
+from kiosk.client import build_packet
+from kiosk.face_capture import FaceCaptureFailed, finish_face
+from kiosk.outbox import Entry, Outbox
+
+# Single-finger reader order: index fingers first (the most useful for matching if the
+# person has to stop), thumbs last, as a 4-4-2 slap sequence would take them.
+FINGER_ORDER = (2, 3, 4, 5, 7, 8, 9, 10, 1, 6)
+MAX_RECAPTURES = 3  # after the first attempt
+SAME_FINGER_BITS = 14.0  # a new print matching an earlier one this well is the same finger
+LANGUAGES = ("ar", "fr", "zgh", "en")
+
+
+class Step(StrEnum):
+    """Where the citizen is."""
+
+    WELCOME = "welcome"
+    LANGUAGE = "language"
+    DOCUMENT = "document"
+    FACE = "face"
+    FINGERS = "fingers"
+    REVIEW = "review"
+    RECEIPT = "receipt"
+
+
+class StepError(Exception):
+    """An action failed; the session stays on its step. ``code`` is translated by the UI."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.code, self.detail = code, detail
+
+
+# ---------------------------------------------------------------------------- operators
+Role = Literal["operator", "supervisor"]
+_ROLE_RANK = {"operator": 1, "supervisor": 2}
+
+
+class Operators:
+    """Operators and supervisors of this centre, with scrypt-hashed PINs (a JSON file).
+
+    Five wrong PINs in a row lock the operator for five minutes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        if not self.path.exists():
+            return {}
+        return {o["id"]: o for o in json.loads(self.path.read_text())["operators"]}
+
+    def add(self, operator_id: str, role: Role, pin: str) -> None:
+        """Create or re-PIN an operator."""
+        if not (pin.isdigit() and 4 <= len(pin) <= 12):
+            raise ValueError("a PIN is 4 to 12 digits")
+        ops = self._load()
+        salt = os.urandom(16)
+        ops[operator_id] = {
+            "id": operator_id,
+            "role": role,
+            "salt": salt.hex(),
+            "hash": _hash(pin, salt),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"operators": list(ops.values())}, indent=1))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def authenticate(self, operator_id: str, pin: str, needs: Role) -> Role:
+        """The operator's role if the PIN is right and the role suffices; StepError if not."""
+        with self._lock:
+            count, until = self._failures.get(operator_id, (0, 0.0))
+            if count >= 5 and time.monotonic() < until:
+                raise StepError("operator_locked")
+            op = self._load().get(operator_id)
+            ok = op is not None and hmac.compare_digest(
+                op["hash"], _hash(pin, bytes.fromhex(op["salt"]))
+            )
+            if not ok:
+                self._failures[operator_id] = (count + 1, time.monotonic() + 300)
+                raise StepError("operator_denied")
+            self._failures.pop(operator_id, None)
+        role: Role = op["role"]  # type: ignore[index,assignment]
+        if _ROLE_RANK[role] < _ROLE_RANK[needs]:
+            raise StepError("supervisor_needed")
+        return role
+
+
+def _hash(pin: str, salt: bytes) -> str:
+    return hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+
+
+# ---------------------------------------------------------------------------- session data
+@dataclass
+class Finger:
+    """One captured finger: its template and quality (the image is not kept)."""
+
+    position: int
+    template: fp.FingerprintTemplate
+    quality: int
+
+
+@dataclass
+class KioskSettings:
+    """What a kiosk is and how strict its session is."""
+
+    kiosk_id: str
+    centre: str = "Centre de services — démo"
+    idle_timeout: float = 180.0
+    max_recaptures: int = MAX_RECAPTURES
+    face_document_fmr: float = 1e-3
+
+
+@dataclass
+class _Data:
+    language: str = "fr"
+    source: DocumentSource | None = None
+    card: dict[str, object] | None = None
+    chip_face: bytes | None = None
+    fields: dict[str, object] = field(default_factory=dict)  # demographics draft
+    birth_certificate: str | None = None
+    witnesses: list[str] = field(default_factory=list)
+    face_template: np.ndarray | None = None
+    face_token: bytes | None = None
+    face_quality: int = 0
+    face_liveness: bool = False
+    face_similarity: float | None = None
+    face_mismatch: bool = False
+    fingers: dict[int, Finger] = field(default_factory=dict)
+    exceptions: dict[int, str] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    overrides: list[Override] = field(default_factory=list)
+    devices: list[DeviceInfo] = field(default_factory=list)
+
+    def wipe(self) -> None:
+        """Overwrite what can be overwritten, then drop every reference."""
+        if self.face_template is not None:
+            self.face_template.fill(0)
+        self.__init__()  # type: ignore[misc]
+
+
+class EnrolmentSession:
+    """One citizen's enrolment at this kiosk (one at a time; thread-safe)."""
+
+    def __init__(
+        self,
+        settings: KioskSettings,
+        devices: DeviceClient,
+        outbox: Outbox,
+        operators: Operators,
+        on_submitted: Callable[[Entry], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings, self.devices, self.outbox, self.operators = (
+            settings,
+            devices,
+            outbox,
+            operators,
+        )
+        self.on_submitted = on_submitted
+        self.clock = clock
+        self.step = Step.WELCOME
+        self.data = _Data()
+        self.receipt: Entry | None = None
+        self.last_error: str | None = None
+        self.session_id = uuid.uuid4().hex
+        self._touched = clock()
+        self._lock = threading.RLock()
+        camera = by_model("simulated-camera")
+        assert isinstance(camera, CameraConfig)
+        self.camera_config = camera
+        self.finger_min_quality = by_model("simulated-fingerprint").capture.min_quality  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------------ plumbing
+    def _expect(self, *steps: Step) -> None:
+        if self.step not in steps:
+            raise StepError("wrong_step", f"not possible at step {self.step}")
+
+    def _touch(self) -> None:
+        self._touched = self.clock()
+
+    @property
+    def language(self) -> str:
+        """The citizen's language (the UI's)."""
+        return self.data.language
+
+    def expire_if_idle(self) -> bool:
+        """Cancel (and wipe) an abandoned session; True if it was."""
+        with self._lock:
+            idle = self.clock() - self._touched > self.settings.idle_timeout
+            if idle and self.step not in (Step.WELCOME,):
+                self.cancel()
+                self.last_error = "timed_out"
+                return True
+            return False
+
+    def cancel(self) -> None:
+        """Abandon the enrolment at any step: wipe its data, back to welcome."""
+        with self._lock:
+            language = self.data.language
+            self.data.wipe()
+            self.data.language = language
+            self.receipt = None
+            self.step = Step.WELCOME
+            self.last_error = None
+            self.session_id = uuid.uuid4().hex
+            self._touch()
+
+    def _fail(self, code: str, detail: str = "") -> StepError:
+        self.last_error = code
+        return StepError(code, detail)
+
+    # ------------------------------------------------------------------------ welcome, language
+    def start(self) -> None:
+        """The citizen touched the welcome screen."""
+        with self._lock:
+            self._expect(Step.WELCOME, Step.RECEIPT)
+            if self.step == Step.RECEIPT:
+                self.cancel()
+            self.step, self.last_error = Step.LANGUAGE, None
+            self._touch()
+
+    def choose_language(self, language: str) -> None:
+        """Set the language for the rest of the session."""
+        with self._lock:
+            self._expect(Step.LANGUAGE, Step.DOCUMENT)
+            if language not in LANGUAGES:
+                raise self._fail("bad_language")
+            self.data.language = language
+            self.step, self.last_error = Step.DOCUMENT, None
+            self._touch()
+
+    # ------------------------------------------------------------------------ document
+    def read_card(self, number: str, birth: str, expiry: str) -> None:
+        """Read the ID card's chip with the document number and the two dates (YYMMDD or
+        ISO dates), as printed on the card."""
+        with self._lock:
+            self._expect(Step.DOCUMENT)
+            self._touch()
+            key = {
+                "number": number.strip().upper(),
+                "birth": _yymmdd(birth),
+                "expiry": _yymmdd(expiry),
+            }
+            try:
+                read = self.devices.read_document(key)
+            except DaemonUnavailable as exc:
+                raise self._fail("devices_unavailable", str(exc)) from exc
+            except DeviceError as exc:
+                raise self._fail(f"card_{exc.code}", str(exc)) from exc
+            f = read.fields
+            if f.get("passive_authentication") != "valid":
+                # a forged or unverifiable chip: no enrolment from it, a person must look
+                raise self._fail("card_not_authentic", str(f.get("passive_authentication_reason")))
+            code, state = str(f["document_code"]), str(f["issuing_state"])
+            doc_type = (
+                DocumentType.PASSPORT
+                if code.startswith("P")
+                else DocumentType.CNIE
+                if state == "MAR"
+                else DocumentType.RESIDENCE_CARD
+            )
+            d = self.data
+            d.source, d.card, d.chip_face = DocumentSource.CHIP, dict(f), read.face_image
+            d.fields = {
+                "surname_latin": str(f["surname"]).title(),
+                "given_names_latin": str(f["given_names"]).title(),
+                "date_of_birth": f["date_of_birth"],
+                "sex": f["sex"] if f["sex"] in ("F", "M") else "X",
+                "nationality": f["nationality"],
+                "document": Document(
+                    type=doc_type, number=str(f["document_number"]), issuing_country=state
+                ),
+            }
+            self.step, self.last_error = Step.FACE, None
+
+    def no_document(
+        self,
+        kind: Literal["birth_certificate", "witnesses"],
+        fields: dict[str, str],
+        operator_id: str,
+        pin: str,
+        reason: str,
+        birth_certificate: str | None = None,
+        witnesses: list[str] | None = None,
+    ) -> None:
+        """Enrol without an ID card, on a supervisor's authority: from a birth-certificate
+        extract (its number), or vouched for by two registered people (their IDCS). ``fields``
+        are the names, date of birth (ISO), sex and nationality the supervisor checked."""
+        with self._lock:
+            self._expect(Step.DOCUMENT)
+            self._touch()
+            role = self.operators.authenticate(operator_id, pin, "supervisor")
+            d = self.data
+            doc = None
+            if kind == "birth_certificate":
+                number = (birth_certificate or "").strip().upper()
+                if not number:
+                    raise self._fail("birth_certificate_missing")
+                doc = Document(
+                    type=DocumentType.BIRTH_CERTIFICATE,
+                    number=number.replace("/", "").replace("-", "")[:20],
+                    issuing_country="MAR",
+                )
+                d.birth_certificate = number
+            else:
+                ws = [w.strip() for w in witnesses or [] if w.strip()]
+                if len(set(ws)) != 2 or not all(w.isdigit() and len(w) == 10 for w in ws):
+                    raise self._fail("witnesses_invalid")
+                d.witnesses = ws
+            d.source = DocumentSource(kind)
+            d.fields = {
+                "surname_latin": fields.get("surname_latin", ""),
+                "given_names_latin": fields.get("given_names_latin", ""),
+                "date_of_birth": fields.get("date_of_birth", ""),
+                "sex": fields.get("sex", "X"),
+                "nationality": fields.get("nationality", "MAR"),
+                "document": doc,
+            }
+            d.overrides.append(_override(operator_id, role, "no_document", kind, reason))
+            self.step, self.last_error = Step.FACE, None
+
+    # ------------------------------------------------------------------------ face
+    def capture_face(self, challenge: Literal["left", "right"] = "left") -> None:
+        """Auto-capture, liveness challenge, template; 1:1 against the chip photo if any."""
+        with self._lock:
+            self._expect(Step.FACE)
+            self._touch()
+            try:
+                frames = self.devices.capture_face(challenge)
+            except DaemonUnavailable as exc:
+                raise self._fail("devices_unavailable", str(exc)) from exc
+            except DeviceError as exc:
+                raise self._fail(f"face_{exc.code}", str(exc)) from exc
+            try:
+                shot = finish_face(
+                    frames.image,
+                    frames.challenge_frames,
+                    challenge,
+                    frames.quality_score,
+                    self.camera_config,
+                )
+            except FaceCaptureFailed as exc:
+                raise self._fail(f"face_{exc.stage}", ", ".join(exc.reasons)) from exc
+            finally:
+                del frames  # the raw frames are not kept (received buffers are read-only)
+            d = self.data
+            d.face_template, d.face_token = shot.template, shot.token_jpeg
+            d.face_quality, d.face_liveness = shot.quality_score, shot.liveness.passed
+            d.face_mismatch = False
+            if d.chip_face:
+                try:
+                    chip_template = face.encode(face.decode_image(d.chip_face), thresholds=None)
+                except face.FaceError as exc:
+                    raise self._fail("face_chip_photo_unusable", str(exc)) from exc
+                score = face.compare(shot.template, chip_template)
+                d.face_similarity = score
+                if score < face.threshold_for_fmr(self.settings.face_document_fmr):
+                    d.face_mismatch = True
+                    raise self._fail("face_document_mismatch")
+            self.step, self.last_error = Step.FINGERS, None
+
+    def accept_face_mismatch(self, operator_id: str, pin: str, reason: str) -> None:
+        """A supervisor confirms the person is the document's holder despite the 1:1 score
+        (e.g. an old photo); recorded in the packet."""
+        with self._lock:
+            self._expect(Step.FACE)
+            if not self.data.face_mismatch:
+                raise self._fail("nothing_to_override")
+            role = self.operators.authenticate(operator_id, pin, "supervisor")
+            self.data.overrides.append(
+                _override(operator_id, role, "face_document_mismatch", None, reason)
+            )
+            self.data.face_mismatch = False
+            self.step, self.last_error = Step.FINGERS, None
+            self._touch()
+
+    # ------------------------------------------------------------------------ fingers
+    @property
+    def next_finger(self) -> int | None:
+        """The position to capture next, or None when all ten are done."""
+        d = self.data
+        return next((p for p in FINGER_ORDER if p not in d.fingers and p not in d.exceptions), None)
+
+    def capture_finger(self) -> Literal["accepted", "retry"]:
+        """Capture the next finger. ``accepted`` moves on; ``retry`` (poor quality, or the
+        same finger as an earlier one) asks again. StepError ``finger_no_finger`` and
+        ``finger_unusable`` (after the last re-capture) need an operator's exception."""
+        with self._lock:
+            self._expect(Step.FINGERS)
+            self._touch()
+            pos = self.next_finger
+            if pos is None:
+                raise self._fail("wrong_step")
+            d = self.data
+            attempt = d.attempts.get(pos, 0)
+            if attempt > self.settings.max_recaptures:
+                raise self._fail("finger_unusable")
+            try:
+                image = self.devices.capture_finger(pos)
+            except DaemonUnavailable as exc:
+                raise self._fail("devices_unavailable", str(exc)) from exc
+            except DeviceError as exc:
+                raise self._fail(f"finger_{exc.code}", str(exc)) from exc
+            d.attempts[pos] = attempt + 1
+            try:
+                template = fp.extract(image, position=pos)
+                quality = template.quality
+            except fp.FingerprintError:
+                template, quality = None, 0
+            if template is None or quality < self.finger_min_quality:
+                if attempt + 1 > self.settings.max_recaptures:
+                    raise self._fail("finger_unusable")
+                self.last_error = "finger_poor_quality"
+                return "retry"
+            matcher = fp.FingerprintMatcher(template)
+            for other in d.fingers.values():
+                if matcher.match(other.template) >= SAME_FINGER_BITS:
+                    if attempt + 1 > self.settings.max_recaptures:
+                        raise self._fail("finger_unusable")
+                    self.last_error = "finger_same_as_before"
+                    return "retry"
+            d.fingers[pos] = Finger(pos, template, quality)
+            self.last_error = None
+            self._after_finger()
+            return "accepted"
+
+    def finger_exception(self, reason: str, operator_id: str, pin: str) -> None:
+        """Record the next finger as missing or unusable, on an operator's authority."""
+        with self._lock:
+            self._expect(Step.FINGERS)
+            self._touch()
+            pos = self.next_finger
+            if pos is None:
+                raise self._fail("wrong_step")
+            if reason not in ("amputated", "bandaged", "injured", "unusable", "other"):
+                raise self._fail("bad_reason")
+            role = self.operators.authenticate(operator_id, pin, "operator")
+            self.data.exceptions[pos] = reason
+            self.data.overrides.append(
+                _override(operator_id, role, "finger_exception", str(pos), reason)
+            )
+            self.last_error = None
+            self._after_finger()
+
+    def _after_finger(self) -> None:
+        # ten exceptions are allowed (e.g. a bilateral amputee): the face alone then
+        if self.next_finger is None:
+            self.step = Step.REVIEW
+
+    # ------------------------------------------------------------------------ review, submit
+    def review(self) -> dict[str, object]:
+        """What the citizen is asked to confirm (no biometric data)."""
+        d = self.data
+        doc = d.fields.get("document")
+        return {
+            **{k: v for k, v in d.fields.items() if k != "document"},
+            "document": doc.model_dump(mode="json") if isinstance(doc, Document) else None,
+            "source": d.source,
+            "fingers_captured": sorted(d.fingers),
+            "finger_exceptions": dict(sorted(d.exceptions.items())),
+            "face_quality": d.face_quality,
+        }
+
+    def submit(
+        self,
+        address: str,
+        place_of_birth: str,
+        surname_arabic: str = "",
+        given_names_arabic: str = "",
+    ) -> Entry:
+        """The citizen confirmed: build the packet and commit it to the outbox. Only then is
+        the receipt shown; the session keeps only the tracking entry."""
+        with self._lock:
+            self._expect(Step.REVIEW)
+            self._touch()
+            d = self.data
+            try:
+                demographics = Demographics(
+                    **{k: v for k, v in d.fields.items()},
+                    address=address,
+                    place_of_birth=place_of_birth,
+                    surname_arabic=surname_arabic.strip() or None,
+                    given_names_arabic=given_names_arabic.strip() or None,
+                )
+            except ValidationError as exc:
+                fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+                raise self._fail("review_invalid", ",".join(fields)) from exc
+            try:
+                status = self.devices.status()
+                d.devices = [
+                    DeviceInfo(
+                        kind=x["kind"],
+                        model=x["model"],
+                        device_id=x["device_id"],
+                        firmware=x["firmware"],
+                    )  # type: ignore[index]
+                    for x in status["devices"]  # type: ignore[attr-defined]
+                ]
+            except DeviceError:
+                pass  # the device list is informative; the capture already happened
+            assert d.face_template is not None and d.face_token is not None and d.source
+            capture = CaptureInfo(
+                document_source=d.source,
+                birth_certificate_number=d.birth_certificate,
+                witnesses=d.witnesses,
+                passive_authentication=(d.card or {}).get("passive_authentication"),  # type: ignore[arg-type]
+                face_quality=d.face_quality,
+                face_liveness=d.face_liveness,
+                face_document_similarity=d.face_similarity,
+                finger_exceptions=[
+                    FingerException(position=p, reason=r) for p, r in sorted(d.exceptions.items())
+                ],  # type: ignore[arg-type]
+                overrides=d.overrides,
+                devices=d.devices,
+                language=d.language,  # type: ignore[arg-type]
+            )
+            fingers = [
+                FingerprintTemplate(
+                    position=f.position, quality=f.quality, data=f.template.to_iso19794_2()
+                )
+                for f in sorted(d.fingers.values(), key=lambda f: f.position)
+            ]
+            packet = build_packet(
+                self.settings.kiosk_id,
+                demographics,
+                [d.face_template],
+                d.face_token,
+                fingerprints=fingers,
+                capture=capture,
+            )
+            entry = self.outbox.put(packet)  # committed to disk before the receipt
+            language = d.language
+            d.wipe()
+            d.language = language
+            self.receipt = entry
+            self.step, self.last_error = Step.RECEIPT, None
+            if self.on_submitted is not None:
+                self.on_submitted(entry)
+            return entry
+
+
+def _override(
+    operator_id: str, role: Role, action: str, subject: str | None, reason: str
+) -> Override:
+    try:
+        return Override(
+            operator_id=operator_id,
+            role=role,
+            action=action,  # type: ignore[arg-type]
+            subject=subject,
+            reason=reason.strip() or "-",
+            at=datetime.now(UTC),
+        )
+    except ValidationError as exc:
+        raise StepError("override_invalid", str(exc.errors()[0]["loc"])) from exc
+
+
+def _yymmdd(value: str) -> str:
+    """Accept YYMMDD or an ISO date (what a date picker gives)."""
+    v = value.strip()
+    try:
+        return date.fromisoformat(v).strftime("%y%m%d")
+    except ValueError:
+        return v

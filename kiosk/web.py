@@ -1,0 +1,438 @@
+"""The citizen's kiosk UI: FastAPI + Jinja2 pages on 127.0.0.1, one enrolment at a time.
+
+Every page is server-rendered and works with plain form posts (post → redirect → get), so a
+click can never leave the session half-changed; a small script adds live feedback (server-sent
+events fed by the device daemon's PUB socket), the receipt's status updates, spoken prompts
+and the idle-timeout return. Texts come from the message catalogues in ``kiosk/locales``
+(Arabic right-to-left, French, Tamazight in Tifinagh, English), never from code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import segno
+import zmq
+import zmq.asyncio
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from devices.bus import DeviceClient
+from kiosk.client import CentralClient, KioskIdentity
+from kiosk.outbox import Entry, Outbox, SyncWorker
+from kiosk.session import (
+    FINGER_ORDER,
+    LANGUAGES,
+    EnrolmentSession,
+    KioskSettings,
+    Operators,
+    Step,
+    StepError,
+)
+
+_HERE = Path(str(resources.files("kiosk")))
+RTL = {"ar"}
+FINGER_NAMES = {
+    1: "right_thumb",
+    2: "right_index",
+    3: "right_middle",
+    4: "right_ring",
+    5: "right_little",
+    6: "left_thumb",
+    7: "left_index",
+    8: "left_middle",
+    9: "left_ring",
+    10: "left_little",
+}
+
+
+@cache
+def catalogue(language: str) -> dict[str, str]:
+    """The message catalogue of ``language`` (falls back to French for missing keys)."""
+    base = json.loads((_HERE / "locales" / "fr.json").read_text(encoding="utf-8"))
+    if language != "fr":
+        base.update(
+            json.loads((_HERE / "locales" / f"{language}.json").read_text(encoding="utf-8"))
+        )
+    return base
+
+
+def translator(language: str):  # type: ignore[no-untyped-def]
+    """``t(key, **values)`` for templates: the catalogue entry, formatted; the key itself when
+    missing (visible in tests, never a crash in front of a citizen)."""
+    cat = catalogue(language)
+
+    def t(key: str, **values: object) -> str:
+        text = cat.get(key)
+        if text is None:  # an unforeseen error code still gets a sentence and a next step
+            prefix = key.split(".", 1)[0]
+            text = cat.get(f"{prefix}.generic", key) if prefix in ("error", "next") else key
+        return text.format(**values) if values else text
+
+    return t
+
+
+@dataclass
+class Kiosk:
+    """Everything the UI drives."""
+
+    session: EnrolmentSession
+    outbox: Outbox
+    worker: SyncWorker | None
+    devices: DeviceClient
+
+
+class _DaemonWatch:
+    """Tracks the device daemon's heartbeat, so pages can say when devices are gone."""
+
+    def __init__(self, devices: DeviceClient) -> None:
+        self.devices = devices
+        self.last_beat = 0.0
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="daemon-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < 3.5
+
+    def _run(self) -> None:
+        with self.devices.subscribe("daemon.heartbeat") as events:
+            while not self._stop.is_set():
+                ev = events.next(0.5)
+                if ev is not None:
+                    self.last_beat = time.monotonic()
+                    devs = ev[1].get("devices") or []
+                    self.lost = {str(d["kind"]) for d in devs if d.get("state") != "ok"}  # type: ignore[union-attr,index]
+
+
+def create_app(kiosk: Kiosk) -> FastAPI:
+    """The kiosk UI application."""
+    env = Environment(
+        loader=FileSystemLoader(str(_HERE / "templates")),
+        autoescape=select_autoescape(["html"]),
+    )
+    watch = _DaemonWatch(kiosk.devices)
+    session = kiosk.session
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watch.start()
+        stop = asyncio.Event()
+
+        async def reaper() -> None:  # idle sessions are wiped even if nobody clicks
+            while not stop.is_set():
+                await asyncio.to_thread(session.expire_if_idle)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+
+        task = asyncio.create_task(reaper())
+        yield
+        stop.set()
+        await task
+        watch.stop()
+
+    app = FastAPI(title="Enrolment kiosk", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    def page(request: Request, name: str, **ctx: object) -> HTMLResponse:
+        lang = session.language
+        t = translator(lang)
+        body = env.get_template(name).render(
+            t=t,
+            lang=lang,
+            dir="rtl" if lang in RTL else "ltr",
+            step=session.step.value,
+            error=session.last_error,
+            session_id=session.session_id,
+            languages=LANGUAGES,
+            daemon_alive=watch.alive,
+            devices_lost=sorted(watch.lost),
+            online=kiosk.worker.online if kiosk.worker else None,
+            idle_timeout=session.settings.idle_timeout,
+            client_strings={
+                k: v for k, v in catalogue(lang).items() if k.startswith(("feedback.", "live."))
+            },
+            **ctx,
+        )
+        return HTMLResponse(body)
+
+    def back() -> RedirectResponse:
+        return RedirectResponse("/", status_code=303)
+
+    async def act(fn, *args, **kw) -> RedirectResponse:  # type: ignore[no-untyped-def]
+        with suppress(StepError):  # session.last_error holds the code; the page shows it
+            await asyncio.to_thread(fn, *args, **kw)
+        return back()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index(request: Request) -> HTMLResponse:
+        """The current step's page."""
+        ctx: dict[str, object] = {}
+        if session.step == Step.FINGERS:
+            d = session.data
+            ctx["fingers"] = [
+                {
+                    "position": p,
+                    "name": FINGER_NAMES[p],
+                    "state": "done"
+                    if p in d.fingers
+                    else "exception"
+                    if p in d.exceptions
+                    else "todo",
+                    "attempts": d.attempts.get(p, 0),
+                }
+                for p in FINGER_ORDER
+            ]
+            nxt = session.next_finger
+            ctx["next_finger"] = FINGER_NAMES[nxt] if nxt else None
+            ctx["attempt"] = d.attempts.get(nxt, 0) if nxt else 0
+        elif session.step == Step.REVIEW:
+            ctx["review"] = session.review()
+        elif session.step == Step.RECEIPT and session.receipt is not None:
+            ctx["receipt"] = _receipt_context(kiosk, session.receipt)
+        return page(request, "kiosk.html", **ctx)
+
+    @app.get("/state")
+    def state() -> dict[str, object]:
+        """Where the session is (the page reloads when this changes)."""
+        return {
+            "step": session.step.value,
+            "session_id": session.session_id,
+            "daemon_alive": watch.alive,
+            "devices_lost": sorted(watch.lost),
+        }
+
+    @app.post("/start")
+    async def start() -> RedirectResponse:
+        return await act(session.start)
+
+    @app.post("/language")
+    async def language(language: Annotated[str, Form()]) -> RedirectResponse:
+        return await act(session.choose_language, language)
+
+    @app.post("/cancel")
+    async def cancel() -> RedirectResponse:
+        return await act(session.cancel)
+
+    @app.post("/document/card")
+    async def read_card(
+        number: Annotated[str, Form()],
+        birth: Annotated[str, Form()],
+        expiry: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        return await act(session.read_card, number, birth, expiry)
+
+    @app.post("/document/none")
+    async def no_document(
+        kind: Annotated[str, Form()],
+        surname_latin: Annotated[str, Form()],
+        given_names_latin: Annotated[str, Form()],
+        date_of_birth: Annotated[str, Form()],
+        sex: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+        reason: Annotated[str, Form()] = "",
+        nationality: Annotated[str, Form()] = "MAR",
+        birth_certificate: Annotated[str, Form()] = "",
+        witness1: Annotated[str, Form()] = "",
+        witness2: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        if kind not in ("birth_certificate", "witnesses"):
+            raise HTTPException(422, "kind must be birth_certificate or witnesses")
+        fields = {
+            "surname_latin": surname_latin,
+            "given_names_latin": given_names_latin,
+            "date_of_birth": date_of_birth,
+            "sex": sex,
+            "nationality": nationality,
+        }
+        return await act(
+            session.no_document,
+            kind,
+            fields,
+            operator_id,
+            pin,
+            reason or kind,
+            birth_certificate=birth_certificate,
+            witnesses=[witness1, witness2],
+        )
+
+    @app.post("/face/capture")
+    async def capture_face() -> RedirectResponse:
+        return await act(session.capture_face)
+
+    @app.post("/face/override")
+    async def face_override(
+        operator_id: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+        reason: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        return await act(session.accept_face_mismatch, operator_id, pin, reason)
+
+    @app.post("/fingers/capture")
+    async def capture_finger() -> RedirectResponse:
+        return await act(session.capture_finger)
+
+    @app.post("/fingers/exception")
+    async def finger_exception(
+        reason: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        return await act(session.finger_exception, reason, operator_id, pin)
+
+    @app.post("/review/submit")
+    async def submit(
+        address: Annotated[str, Form()] = "",
+        place_of_birth: Annotated[str, Form()] = "",
+        surname_arabic: Annotated[str, Form()] = "",
+        given_names_arabic: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        return await act(
+            session.submit, address, place_of_birth, surname_arabic, given_names_arabic
+        )
+
+    @app.get("/receipt/{packet_id}", response_class=HTMLResponse)
+    def receipt(request: Request, packet_id: uuid.UUID) -> HTMLResponse:
+        """The printable receipt of a packet queued at this kiosk."""
+        entry = kiosk.outbox.get(packet_id)
+        if entry is None:
+            raise HTTPException(404, "no such receipt at this kiosk")
+        return page(request, "receipt.html", receipt=_receipt_context(kiosk, entry), printable=True)
+
+    @app.get("/receipt/{packet_id}/status")
+    def receipt_status(packet_id: uuid.UUID) -> JSONResponse:
+        """The receipt's live fields (for the page's updates)."""
+        entry = kiosk.outbox.get(packet_id)
+        if entry is None:
+            raise HTTPException(404, "no such receipt at this kiosk")
+        t = translator(session.language)
+        ctx = _receipt_context(kiosk, entry)
+        return JSONResponse(
+            {
+                "state": entry.state,
+                "status": entry.status,
+                "message": t(f"receipt.status.{ctx['status_key']}"),
+                "idcs": entry.idcs,
+                "receipt_number": entry.receipt_number,
+                "qr": ctx["qr"],
+            }
+        )
+
+    @app.get("/events")
+    async def events() -> StreamingResponse:
+        """Server-sent events: the device daemon's live feedback, progress and health."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            ctx = zmq.asyncio.Context.instance()
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            for topic in ("face.", "finger.", "card.", "device."):
+                sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            sub.connect(kiosk.devices.events_endpoint)
+            try:
+                yield b"retry: 2000\n\n"
+                while True:
+                    if await sub.poll(15000):
+                        topic, body = await sub.recv_multipart()
+                        data = json.dumps({"topic": topic.decode(), **json.loads(body)})
+                        yield f"event: device\ndata: {data}\n\n".encode()
+                    else:
+                        yield b": keep-alive\n\n"
+            finally:
+                sub.close()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        """Kiosk health for technicians: devices, outbox, registry reachability."""
+        return {
+            "daemon_alive": watch.alive,
+            "devices_lost": sorted(watch.lost),
+            "outbox": kiosk.outbox.counts(),
+            "registry_online": kiosk.worker.online if kiosk.worker else None,
+        }
+
+    return app
+
+
+def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
+    status_key = (
+        entry.status
+        if entry.state in ("acked", "final") and entry.status
+        else ("refused" if entry.state == "refused" else "queued")
+    )
+    payload = {
+        "trk": entry.tracking,
+        "pid": str(entry.packet_id),
+        "kiosk": kiosk.session.settings.kiosk_id,
+        "date": entry.created_at.date().isoformat(),
+    }
+    if entry.idcs:
+        payload["idcs"] = entry.idcs
+    qr = segno.make(json.dumps(payload, separators=(",", ":")), error="m")
+    buf = io.StringIO()
+    qr.save(buf, kind="svg", scale=4, xmldecl=False, svgns=True, title="QR")
+    return {
+        "packet_id": str(entry.packet_id),
+        "tracking": entry.tracking,
+        "date": entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "centre": kiosk.session.settings.centre,
+        "kiosk_id": kiosk.session.settings.kiosk_id,
+        "state": entry.state,
+        "status_key": status_key,
+        "receipt_number": entry.receipt_number,
+        "idcs": entry.idcs,
+        "qr": buf.getvalue(),
+        "now": datetime.now(UTC).isoformat(),
+    }
+
+
+def assemble(
+    settings: KioskSettings,
+    data_dir: Path,
+    central_url: str,
+    registry_key: bytes,
+    identity: KioskIdentity,
+    devices: DeviceClient,
+    operators: Operators,
+) -> Kiosk:
+    """Wire a kiosk: outbox (encrypted, in ``data_dir``), sync worker, session."""
+    outbox = Outbox(data_dir / "outbox.db", Outbox.load_key(data_dir / "outbox.key"))
+    client = CentralClient(central_url, identity, registry_key, timeout=15.0, retries=0)
+    worker = SyncWorker(outbox, client).start()
+    session = EnrolmentSession(
+        settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()
+    )
+    return Kiosk(session, outbox, worker, devices)
+
+
+def serve_ui(kiosk: Kiosk, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve the UI until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(kiosk), host=host, port=port, log_level="warning")
