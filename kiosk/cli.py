@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,85 @@ def _keygen(args: argparse.Namespace) -> int:
     ident.save(Path(args.out))
     print(ident.public_key_b64())
     return 0
+
+
+def _registry_key(args: argparse.Namespace) -> bytes:
+    import base64
+
+    raw = args.registry_key or Path(args.registry_key_file).read_text().strip()
+    return base64.b64decode(raw, validate=True)
+
+
+def _identity(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from kiosk.client import KioskIdentity
+
+    return KioskIdentity.load(args.kiosk_id, Path(args.key))
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """Run only the outbox sync worker (technicians; the kill -9 tests)."""
+    import signal
+    import threading
+
+    from kiosk.client import CentralClient
+    from kiosk.outbox import Outbox, SyncWorker
+
+    data = Path(args.data_dir)
+    outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
+    client = CentralClient(
+        args.central, _identity(args), _registry_key(args), timeout=15, retries=0
+    )
+    worker = SyncWorker(outbox, client, backoff=args.backoff, status_every=args.status_every)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    worker.start()
+    while not done.wait(0.5):
+        counts = outbox.counts()
+        if args.until_empty and not counts.get("queued") and not counts.get("acked"):
+            break
+    worker.stop()
+    print(json.dumps(outbox.counts(), sort_keys=True))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from devices.bus import DeviceClient
+    from kiosk.session import KioskSettings, Operators
+    from kiosk.web import assemble, serve_ui
+
+    kiosk = assemble(
+        KioskSettings(args.kiosk_id, centre=args.centre, idle_timeout=args.idle_timeout),
+        Path(args.data_dir),
+        args.central,
+        _registry_key(args),
+        _identity(args),
+        DeviceClient(args.commands, args.events),
+        Operators(Path(args.operators)),
+    )
+    serve_ui(kiosk, args.host, args.port)
+    return 0
+
+
+def _operator_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kiosk.session import Operators
+
+    pin = args.pin or getpass.getpass("PIN (4-12 digits): ")
+    Operators(Path(args.operators)).add(args.operator_id, args.role, pin)
+    print(f"{args.role} {args.operator_id} saved")
+    return 0
+
+
+def _kiosk_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--kiosk-id", required=True)
+    sp.add_argument("--key", required=True, help="this kiosk's Ed25519 PEM key (kiosk keygen)")
+    sp.add_argument("--central", required=True, help="registry base URL")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--registry-key", help="base64 X25519 public key packets are sealed to")
+    g.add_argument("--registry-key-file", help="file holding that key")
+    sp.add_argument("--data-dir", default="var/kiosk", help="outbox and its key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +122,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kiosk_id")
     sp.add_argument("--out", required=True, help="file for the PEM private key (mode 600)")
     sp.set_defaults(func=_keygen)
+
+    from devices import bus
+
+    sp = sub.add_parser("serve", help="run the kiosk UI (http://127.0.0.1:8080) and outbox sync")
+    _kiosk_args(sp)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--commands", default=bus.COMMANDS, help="device daemon ROUTER endpoint")
+    sp.add_argument("--events", default=bus.EVENTS, help="device daemon PUB endpoint")
+    sp.add_argument("--operators", default="var/kiosk/operators.json")
+    sp.add_argument("--centre", default="Centre de services")
+    sp.add_argument("--idle-timeout", type=float, default=180.0)
+    sp.set_defaults(func=_serve)
+
+    sp = sub.add_parser("sync", help="send the outbox to the registry (no UI)")
+    _kiosk_args(sp)
+    sp.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
+    sp.add_argument("--status-every", type=float, default=2.0)
+    sp.add_argument("--until-empty", action="store_true", help="exit when all are decided")
+    sp.set_defaults(func=_sync)
+
+    sp = sub.add_parser("operator-add", help="add an operator or supervisor with a PIN")
+    sp.add_argument("operator_id")
+    sp.add_argument("--role", choices=["operator", "supervisor"], default="operator")
+    sp.add_argument("--pin", help="(prompted when not given)")
+    sp.add_argument("--operators", default="var/kiosk/operators.json")
+    sp.set_defaults(func=_operator_add)
     return p
 
 

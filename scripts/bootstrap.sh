@@ -13,8 +13,9 @@ if [ "$(id -u)" = 0 ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; th
 fi
 
 # system packages: the PC/SC daemon and the virtual reader driver the card tests run against,
-# and what building pyscard needs (it ships no Linux wheel)
-pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev"
+# what building pyscard needs (it ships no Linux wheel), and Chromium with Arabic and Tifinagh
+# fonts for the kiosk UI (and its end-to-end tests, which drive it with Playwright)
+pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core"
 if command -v dpkg >/dev/null 2>&1; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
   if [ -n "$missing" ]; then
@@ -40,6 +41,6 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 # face_recognition's metadata asks for the source `dlib` (a long C++ compile); dlib-bin,
 # installed above, ships the same module prebuilt, so the wrapper goes in without deps.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
-.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto' 2>/dev/null \
+.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"

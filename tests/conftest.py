@@ -212,3 +212,19 @@ def count(url: str, table: str, where: str = "1=1") -> int:
             return int(conn.execute(text(sql)).scalar_one())
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[None]:
+    """The real PC/SC daemon with vsmartcard's vpcd driver, in the foreground (no systemd).
+    Reuses one that already runs with the vpcd driver loaded."""
+    from devices.icao import emulator
+
+    try:
+        proc = emulator.start_pcscd()
+    except emulator.PcscdUnavailable as exc:
+        pytest.fail(f"{exc}; run `make test` (installs them)")
+    yield
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -227,20 +227,6 @@ def test_lds_files_parse(document, face_jpeg):
 
 
 # ----------------------------------------------------------------------- PC/SC stack
-@pytest.fixture(scope="module")
-def pcscd() -> Iterator[None]:
-    """The real PC/SC daemon with vsmartcard's vpcd driver, in the foreground (no systemd).
-    Reuses one that already runs with the vpcd driver loaded."""
-    try:
-        proc = emulator.start_pcscd()
-    except emulator.PcscdUnavailable as exc:
-        pytest.fail(f"{exc}; run `make test` (installs them)")
-    yield
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
 def inserted(pcscd, document) -> Iterator[emulator.EmulatedChip]:
     chip = emulator.EmulatedChip(document)
