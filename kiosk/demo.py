@@ -172,12 +172,12 @@ def _central(*args: str, env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def serve_central(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Run ``central-api serve`` in its own process on a free port until the block ends;
-    yields its base URL once it answers its health check."""
-    port = _free_port()
+def serve_central(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[str]:
+    """Run ``central-api serve`` in its own process (on ``port``, or a free one) until the
+    block ends; yields its base URL once it answers its health check."""
+    port = port or _free_port()
     cmd = [sys.executable, "-m", "central_api.cli", "--log-level", "warning", "serve"]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [*cmd, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
         )

@@ -10,7 +10,6 @@ and the idle-timeout return. Texts come from the message catalogues in ``kiosk/l
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 import time
@@ -254,7 +253,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         sex: Annotated[str, Form()],
         operator_id: Annotated[str, Form()],
         pin: Annotated[str, Form()],
-        reason: Annotated[str, Form()] = "",
+        note: Annotated[str, Form()] = "",
         nationality: Annotated[str, Form()] = "MAR",
         birth_certificate: Annotated[str, Form()] = "",
         witness1: Annotated[str, Form()] = "",
@@ -275,7 +274,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             fields,
             operator_id,
             pin,
-            reason or kind,
+            note or kind,
             birth_certificate=birth_certificate,
             witnesses=[witness1, witness2],
         )
@@ -288,9 +287,9 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     async def face_override(
         operator_id: Annotated[str, Form()],
         pin: Annotated[str, Form()],
-        reason: Annotated[str, Form()],
+        note: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
-        return await act(session.accept_face_mismatch, operator_id, pin, reason)
+        return await act(session.accept_face_mismatch, operator_id, pin, note or "confirmed")
 
     @app.post("/fingers/capture")
     async def capture_finger() -> RedirectResponse:
@@ -395,8 +394,6 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
     if entry.idcs:
         payload["idcs"] = entry.idcs
     qr = segno.make(json.dumps(payload, separators=(",", ":")), error="m")
-    buf = io.StringIO()
-    qr.save(buf, kind="svg", scale=4, xmldecl=False, svgns=True, title="QR")
     return {
         "packet_id": str(entry.packet_id),
         "tracking": entry.tracking,
@@ -407,7 +404,7 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
         "status_key": status_key,
         "receipt_number": entry.receipt_number,
         "idcs": entry.idcs,
-        "qr": buf.getvalue(),
+        "qr": qr.svg_inline(scale=4, title="QR"),
         "now": datetime.now(UTC).isoformat(),
     }
 
