@@ -6,7 +6,7 @@ venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
-	.venv/bin/kiosk demo
+	.venv/bin/kiosk demo $(DEMO_ARGS)
 
 test: venv
 	@export RNP_TEST_POSTGRES_URL="$$(bash scripts/ensure-postgres.sh)" && \
@@ -16,6 +16,7 @@ test: venv
 bench: venv
 	.venv/bin/python bench/bench_dedup.py
 	.venv/bin/python bench/bench_idcs.py
+	.venv/bin/python bench/bench_kiosk.py
 
 lock:
 	.venv/bin/pip freeze --exclude-editable | grep -v -i '^face-recognition==' > requirements.lock.new

@@ -15,7 +15,7 @@ fi
 # system packages: the PC/SC daemon and the virtual reader driver the card tests run against,
 # what building pyscard needs (it ships no Linux wheel), and Chromium with Arabic and Tifinagh
 # fonts for the kiosk UI (and its end-to-end tests, which drive it with Playwright)
-pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core"
+pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji"
 if command -v dpkg >/dev/null 2>&1; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
   if [ -n "$missing" ]; then
