@@ -132,7 +132,7 @@ def throughput(queued: int, work: Path) -> None:
         base = fill(n0, "baseline")
         client = CentralClient(url, identity, key, retries=0)
         t = time.perf_counter()
-        for pid, _state, data in base.due(n0):
+        for pid, _state, _attempts, data in base.due(n0):
             st = client.submit(data, wait=True)
             base.acknowledged(pid, st, 0)
         t_base = time.perf_counter() - t

@@ -157,7 +157,11 @@ class DeviceDaemon:
         poller.register(router, zmq.POLLIN)
         poller.register(replies, zmq.POLLIN)
         self.ready.set()
-        log.info("device daemon listening (commands %s, events %s)", *self._endpoints())
+        log.info(
+            "device daemon listening (commands %s, events %s)",
+            self.config.commands,
+            self.config.events,
+        )
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(200))
@@ -175,9 +179,6 @@ class DeviceDaemon:
                 self._vcard.remove()
             for s in (router, pub, replies):
                 s.close()
-
-    def _endpoints(self) -> tuple[str, str]:
-        return self.config.commands, self.config.events
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return."""

@@ -229,9 +229,11 @@ class Outbox:
             item = s.get(_Item, str(packet_id))
             return None if item is None else _entry(item)
 
-    def due(self, limit: int, now: datetime | None = None) -> list[tuple[str, str, bytes | None]]:
-        """Up to ``limit`` (packet id, state, packet JSON or None) whose next attempt is due:
-        queued ones to send, acknowledged ones to ask the decision of. Oldest first."""
+    def due(
+        self, limit: int, now: datetime | None = None
+    ) -> list[tuple[str, str, int, bytes | None]]:
+        """Up to ``limit`` (packet id, state, attempts, packet JSON or None) whose next attempt
+        is due: queued ones to send, acknowledged ones to ask the decision of. Oldest first."""
         now = now or datetime.now(UTC)
         with self._sessions() as s:
             rows = s.scalars(
@@ -244,6 +246,7 @@ class Outbox:
                 (
                     r.packet_id,
                     r.state,
+                    r.attempts,
                     None if r.payload is None else self._open(r.packet_id, r.payload),
                 )
                 for r in rows
@@ -333,9 +336,7 @@ class SyncWorker:
     def _delay(self, attempts: int) -> float:
         return min(self.max_backoff, self.backoff * 2**attempts) * random.uniform(0.5, 1.0)
 
-    def _one(self, packet_id: str, state: str, data: bytes | None) -> None:
-        entry = self.outbox.get(packet_id)
-        attempts = entry.attempts if entry else 0
+    def _one(self, packet_id: str, state: str, attempts: int, data: bytes | None) -> None:
         try:
             if state == "queued" and data is not None:
                 st = self.client.submit(data, wait=False)

@@ -197,8 +197,8 @@ def receive(
 ) -> tuple[Enrolment, bool]:
     """Store a sealed packet (or find it again). Returns the enrolment and whether it is new.
 
-    Raises an IntakeError (see :func:`open_packet`, PacketConflict, UnknownWitness); nothing is
-    stored in those cases.
+    Raises an IntakeError (see :func:`open_packet`; PacketConflict; InvalidPacket for an unknown
+    witness); nothing is stored in those cases.
     """
     kiosk, packet = open_packet(session, body, packet_key, replay_window)
     digest = packet_digest(packet)
