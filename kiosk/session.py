@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
@@ -59,6 +59,7 @@ FINGER_ORDER = (2, 3, 4, 5, 7, 8, 9, 10, 1, 6)
 MAX_RECAPTURES = 3  # after the first attempt
 SAME_FINGER_BITS = 14.0  # a new print matching an earlier one this well is the same finger
 LANGUAGES = ("ar", "fr", "zgh", "en")
+_T = TypeVar("_T")
 
 
 class Step(StrEnum):
@@ -263,6 +264,16 @@ class EnrolmentSession:
         self.last_error = code
         return StepError(code, detail)
 
+    def _device(self, prefix: str, call: Callable[..., _T], *args: object) -> _T:
+        """Call the device daemon; its failures become StepErrors ``<prefix>_<code>``, or
+        ``devices_unavailable`` when the daemon does not answer."""
+        try:
+            return call(*args)
+        except DaemonUnavailable as exc:
+            raise self._fail("devices_unavailable", str(exc)) from exc
+        except DeviceError as exc:
+            raise self._fail(f"{prefix}_{exc.code}", str(exc)) from exc
+
     # ------------------------------------------------------------------------ welcome, language
     def start(self) -> None:
         """The citizen touched the welcome screen."""
@@ -295,12 +306,7 @@ class EnrolmentSession:
                 "birth": _yymmdd(birth),
                 "expiry": _yymmdd(expiry),
             }
-            try:
-                read = self.devices.read_document(key)
-            except DaemonUnavailable as exc:
-                raise self._fail("devices_unavailable", str(exc)) from exc
-            except DeviceError as exc:
-                raise self._fail(f"card_{exc.code}", str(exc)) from exc
+            read = self._device("card", self.devices.read_document, key)
             f = read.fields
             if f.get("passive_authentication") != "valid":
                 # a forged or unverifiable chip: no enrolment from it, a person must look
@@ -379,12 +385,7 @@ class EnrolmentSession:
         with self._lock:
             self._expect(Step.FACE)
             self._touch()
-            try:
-                frames = self.devices.capture_face(challenge)
-            except DaemonUnavailable as exc:
-                raise self._fail("devices_unavailable", str(exc)) from exc
-            except DeviceError as exc:
-                raise self._fail(f"face_{exc.code}", str(exc)) from exc
+            frames = self._device("face", self.devices.capture_face, challenge)
             try:
                 shot = finish_face(
                     frames.image,
@@ -449,12 +450,7 @@ class EnrolmentSession:
             attempt = d.attempts.get(pos, 0)
             if attempt > self.settings.max_recaptures:
                 raise self._fail("finger_unusable")
-            try:
-                image = self.devices.capture_finger(pos)
-            except DaemonUnavailable as exc:
-                raise self._fail("devices_unavailable", str(exc)) from exc
-            except DeviceError as exc:
-                raise self._fail(f"finger_{exc.code}", str(exc)) from exc
+            image = self._device("finger", self.devices.capture_finger, pos)
             d.attempts[pos] = attempt + 1
             try:
                 template = fp.extract(image, position=pos)
