@@ -131,13 +131,15 @@ class DeviceClient:
         the liveness challenge. Raises DeviceError ``face_timeout`` when no good frame came."""
         r = self.call("face.capture", {"challenge": challenge}, timeout=timeout)
         arrays = r.arrays()
-        return FaceFrames(arrays[0], arrays[1:], int(r.result["quality_score"]), challenge)  # type: ignore[call-overload]
+        quality = int(r.result["quality_score"])  # type: ignore[call-overload]
+        return FaceFrames(arrays[0], arrays[1:], quality, challenge, str(r.result["model"]))
 
-    def capture_finger(self, position: int, timeout: float = 30.0) -> np.ndarray:
-        """One fingerprint image (uint8, 500 dpi). DeviceError ``no_finger`` when none is on
-        the reader."""
+    def capture_finger(self, position: int, timeout: float = 30.0) -> FingerImage:
+        """One fingerprint image (uint8) at the reader's resolution. DeviceError ``no_finger``
+        when none is on the reader."""
         r = self.call("finger.capture", {"position": position}, timeout=timeout)
-        return r.arrays()[0]
+        dpi = int(r.result["dpi"])  # type: ignore[call-overload]
+        return FingerImage(r.arrays()[0], dpi, str(r.result["model"]))
 
     def read_document(self, key: dict[str, str], timeout: float = 30.0) -> CardRead:
         """Read the ID card's chip with ``key`` (``{"mrz": lines}``, ``{"number", "birth",
@@ -155,6 +157,16 @@ class FaceFrames:
     challenge_frames: list[np.ndarray]
     quality_score: int
     challenge: str
+    model: str  # the camera's firmware-configuration model (its quality thresholds)
+
+
+@dataclass(frozen=True)
+class FingerImage:
+    """One fingerprint capture and the reader that took it."""
+
+    image: np.ndarray
+    dpi: int
+    model: str  # the reader's firmware-configuration model (its quality threshold)
 
 
 @dataclass(frozen=True)

@@ -352,7 +352,7 @@ class DeviceDaemon:
                 cam.close()
         self.publish("face.feedback", {"codes": ["captured"], "score": result.quality.score})
         specs, blobs = pack_arrays([result.image, *frames])
-        return {"quality_score": result.quality.score, "arrays": specs}, blobs
+        return {"quality_score": result.quality.score, "model": cfg.model, "arrays": specs}, blobs
 
     # ------------------------------------------------------------------------ fingerprints
     def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
@@ -373,7 +373,13 @@ class DeviceDaemon:
             raise CommandError("no_finger", str(exc)) from exc
         self.publish("finger.progress", {"position": position, "state": "captured"})
         specs, blobs = pack_arrays([image])
-        return {"position": position, "dpi": self.finger_config.capture.dpi, "arrays": specs}, blobs
+        fp = self.finger_config
+        return {
+            "position": position,
+            "dpi": fp.capture.dpi,
+            "model": fp.model,
+            "arrays": specs,
+        }, blobs
 
     # ------------------------------------------------------------------------ card
     def _card_read(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:

@@ -48,7 +48,7 @@ from central_api.enrolment.schemas import (
     Override,
 )
 from devices.bus import DaemonUnavailable, DeviceClient, DeviceError
-from devices.firmware import CameraConfig, by_model
+from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from kiosk.client import build_packet
 from kiosk.face_capture import FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
@@ -60,6 +60,7 @@ MAX_RECAPTURES = 3  # after the first attempt
 SAME_FINGER_BITS = 14.0  # a new print matching an earlier one this well is the same finger
 LANGUAGES = ("ar", "fr", "zgh", "en")
 _T = TypeVar("_T")
+_C = TypeVar("_C", CameraConfig, FingerprintConfig)
 
 
 class Step(StrEnum):
@@ -220,12 +221,18 @@ class EnrolmentSession:
         self.session_id = uuid.uuid4().hex
         self._touched = clock()
         self._lock = threading.RLock()
-        camera = by_model("simulated-camera")
-        assert isinstance(camera, CameraConfig)
-        self.camera_config = camera
-        self.finger_min_quality = by_model("simulated-fingerprint").capture.min_quality  # type: ignore[union-attr]
+        self._configs: dict[str, CameraConfig | FingerprintConfig] = {}
 
     # ------------------------------------------------------------------------ plumbing
+    def _config(self, model: str, kind: type[_C]) -> _C:
+        """The firmware configuration of the device model the daemon reports (read once)."""
+        if model not in self._configs:
+            self._configs[model] = by_model(model)
+        config = self._configs[model]
+        if not isinstance(config, kind):
+            raise self._fail("device_error", f"{model} is not a {kind.__name__}")
+        return config
+
     def _expect(self, *steps: Step) -> None:
         if self.step not in steps:
             raise StepError("wrong_step", f"not possible at step {self.step}")
@@ -392,7 +399,7 @@ class EnrolmentSession:
                     frames.challenge_frames,
                     challenge,
                     frames.quality_score,
-                    self.camera_config,
+                    self._config(frames.model, CameraConfig),
                 )
             except FaceCaptureFailed as exc:
                 raise self._fail(f"face_{exc.stage}", ", ".join(exc.reasons)) from exc
@@ -450,14 +457,15 @@ class EnrolmentSession:
             attempt = d.attempts.get(pos, 0)
             if attempt > self.settings.max_recaptures:
                 raise self._fail("finger_unusable")
-            image = self._device("finger", self.devices.capture_finger, pos)
+            shot = self._device("finger", self.devices.capture_finger, pos)
+            reader = self._config(shot.model, FingerprintConfig)
             d.attempts[pos] = attempt + 1
             try:
-                template = fp.extract(image, position=pos)
+                template = fp.extract(shot.image, dpi=shot.dpi, position=pos)
                 quality = template.quality
             except fp.FingerprintError:
                 template, quality = None, 0
-            if template is None or quality < self.finger_min_quality:
+            if template is None or quality < reader.capture.min_quality:
                 if attempt + 1 > self.settings.max_recaptures:
                     raise self._fail("finger_unusable")
                 self.last_error = "finger_poor_quality"
