@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 import time
-import uuid
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -436,7 +436,7 @@ class DeviceDaemon:
             prelude=bool(args.get("prelude", False)),
             companion=str(args["companion"]) if args.get("companion") else None,
         )
-        seed = uuid.uuid4().int % 2**31
+        seed = _seed(args, c.photo)
         try:
             self._camera = SimulatedCamera.enrolment(
                 c.photo, companion=c.companion, seed=seed, prelude=c.prelude
@@ -491,7 +491,7 @@ class DeviceDaemon:
         self.citizen.photo = str(args["photo"])
         try:
             self._camera = SimulatedCamera.enrolment(
-                self.citizen.photo, seed=uuid.uuid4().int % 2**31, prelude=False
+                self.citizen.photo, seed=_seed(args, self.citizen.photo), prelude=False
             )
         except (OSError, ValueError) as exc:
             raise CommandError(
@@ -520,6 +520,12 @@ class DeviceDaemon:
             self._unplugged.add(kind)
             self.publish("device.lost", {"kind": kind})
         return {}, []
+
+
+def _seed(args: dict[str, object], photo: str) -> int:
+    """The simulated person's randomness: ``seed`` when given, else fixed by the photo, so a
+    demo or test run repeats exactly."""
+    return int(args.get("seed", zlib.crc32(Path(photo).name.encode())))  # type: ignore[call-overload]
 
 
 def _error(rid: str, code: str, message: str) -> dict[str, object]:
