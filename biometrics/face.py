@@ -11,7 +11,9 @@ Public API: ``detect``, ``assess``, ``encode``, ``compare``, ``threshold_for_fmr
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,13 @@ with warnings.catch_warnings():  # face_recognition_models still imports pkg_res
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 TEMPLATE_DIM = 128
+
+# face_recognition holds one dlib detector, shape predictor and ResNet for the whole process,
+# and dlib's models are not thread-safe (the network keeps its activations in the model): two
+# threads encoding at once corrupt the heap ("double free", seen when the registry checked
+# packets in parallel). Every call into them takes this lock; dlib holds the GIL meanwhile
+# anyway, so nothing runs slower.
+_DLIB = threading.Lock()
 
 
 # --------------------------------------------------------------------------------- errors
@@ -156,13 +165,15 @@ def detect(image: np.ndarray, upsample: int | None = None) -> list[FaceBox]:
     image = _check(image)
     if upsample is None:
         upsample = 0 if max(image.shape[:2]) >= 640 else 1
-    boxes = [FaceBox(*loc) for loc in face_recognition.face_locations(image, upsample, model="hog")]
+    with _DLIB:
+        found = face_recognition.face_locations(image, upsample, model="hog")
+    boxes = [FaceBox(*loc) for loc in found]
     return sorted(boxes, key=lambda b: b.width * b.height, reverse=True)
 
 
-def _one_face(image: np.ndarray) -> FaceBox:
-    boxes = detect(image)
-    if not boxes and max(image.shape[:2]) >= 640:
+def _one_face(image: np.ndarray, upsample: int | None = None) -> FaceBox:
+    boxes = detect(image, upsample)
+    if not boxes and (upsample == 0 or max(image.shape[:2]) >= 640):
         boxes = detect(image, upsample=1)  # a small face: find it, so that it can be measured
     if not boxes:
         raise NoFaceError()
@@ -173,7 +184,8 @@ def _one_face(image: np.ndarray) -> FaceBox:
 
 # --------------------------------------------------------------------------- measurements
 def _landmarks(image: np.ndarray, box: FaceBox) -> dict[str, np.ndarray]:
-    (marks,) = face_recognition.face_landmarks(image, [box._css()], model="large")
+    with _DLIB:
+        (marks,) = face_recognition.face_landmarks(image, [box._css()], model="large")
     return {k: np.asarray(v, dtype=np.float64) for k, v in marks.items()}
 
 
@@ -308,13 +320,17 @@ def _margin(value: float, threshold: float, higher_is_better: bool) -> float:
 
 # ------------------------------------------------------------------------------ templates
 def encode(
-    image: np.ndarray, thresholds: QualityThresholds | None = DEFAULT_THRESHOLDS
+    image: np.ndarray,
+    thresholds: QualityThresholds | None = DEFAULT_THRESHOLDS,
+    upsample: int | None = None,
 ) -> np.ndarray:
     """The face template of the one face in an RGB image: 128 float32 of unit length.
 
     Raises NoFaceError, MultipleFacesError, or PoorQualityError (with the reasons) when
     ``thresholds`` are given and :func:`assess` fails; pass ``thresholds=None`` to skip the
     quality gate (e.g. for a small document photo whose quality the kiosk cannot change).
+    ``upsample`` as for :func:`detect` (without a quality gate): 0 on an ICAO token image,
+    whose face fills the frame, is 4x faster than the default for small images.
     """
     image = _check(image)
     if thresholds is not None:
@@ -328,8 +344,9 @@ def encode(
         assert quality.box is not None
         box = quality.box
     else:
-        box = _one_face(image)
-    (vec,) = face_recognition.face_encodings(image, [box._css()], model="small")
+        box = _one_face(image, upsample)
+    with _DLIB:
+        (vec,) = face_recognition.face_encodings(image, [box._css()], model="small")
     vec = np.asarray(vec, dtype=np.float32)
     return vec / np.linalg.norm(vec)
 
@@ -415,24 +432,33 @@ class LivenessResult:
     passed: bool
     blink: bool
     turn: bool
-    reasons: list[str]  # no_face, multiple_faces, static, no_blink, no_turn, too_few_frames
+    reasons: list[str]  # no_face, multiple_faces, static, no_blink, no_turn, too_few_frames,
+    # too_short
     frames_used: int
 
 
 def liveness(
     frames: Sequence[np.ndarray],
     turn: Literal["left", "right"] | None = "left",
-    min_frames: int = 6,
+    min_frames: int = 5,
     blink_drop: float = 0.2,
     turn_degrees: float = 15.0,
+    timestamps: Sequence[float] | None = None,
+    min_seconds: float = 1.5,
+    max_blink_seconds: float = 1.0,
 ) -> LivenessResult:
     """Challenge-response liveness over a short RGB frame sequence.
 
     The person is asked to blink and (if ``turn``) to turn their head to the given side of
     the image. Passes when one face is tracked throughout, the frames are not all the same
     (a replayed single frame), the eye aspect ratio drops at least ``blink_drop`` below the
-    person's open-eye level and comes back (a blink), and the yaw goes past
-    ``turn_degrees`` the requested way and returns.
+    person's open-eye level and comes back within ``max_blink_seconds`` (a blink, not eyes
+    kept shut), and the yaw goes past ``turn_degrees`` the requested way and returns.
+
+    Motion is judged by time, not by frame counts: with the frames' ``timestamps`` (seconds,
+    camera clock) the recording must last ``min_seconds``, however few frames a busy machine
+    kept (a real blink of 0.1-0.4 s is still seen at 5 frames/s: one closed frame between
+    open ones suffices). Without timestamps the frames count as evenly spaced at 15 frames/s.
 
     It does NOT defend against: a video of the person replayed on a screen, a 3D mask, a
     printed photo with cut-out eyes moved by hand, or frames injected behind the camera
@@ -442,6 +468,14 @@ def liveness(
     reasons: list[str] = []
     if len(frames) < min_frames:
         return LivenessResult(False, False, False, ["too_few_frames"], len(frames))
+    if timestamps is not None:
+        times = [float(t) for t in timestamps]
+        if len(times) != len(frames) or any(b < a for a, b in itertools.pairwise(times)):
+            raise ValueError("one non-decreasing timestamp per frame")
+        if times[-1] - times[0] < min_seconds:
+            return LivenessResult(False, False, False, ["too_short"], len(frames))
+    else:
+        times = [i / 15.0 for i in range(len(frames))]
     ears, yaws, prev = [], [], None
     still = True
     for frame in frames:
@@ -461,13 +495,22 @@ def liveness(
         reasons.append("static")
     open_level = float(np.percentile(ears, 75))
     closed = [e < open_level * (1 - blink_drop) for e in ears]
-    blink = any(closed) and not closed[0] and not closed[-1]
+    blink = False
+    for i in range(1, len(closed)):
+        if closed[i] and not closed[i - 1]:  # eyes shut after being open ...
+            j = next((k for k in range(i, len(closed)) if not closed[k]), None)
+            # ... and open again soon: the last open frame before and the first one after
+            # bound the closure (at 5 frames/s a 0.3 s blink spans at most 0.7 s)
+            if j is not None and times[j] - times[i - 1] <= max_blink_seconds:
+                blink = True
+                break
     if not blink:
         reasons.append("no_blink")
     turned = False
     if turn is not None:
         sign = -1 if turn == "left" else 1
-        base = float(np.median(yaws[:3]))
+        start = [y for y, t in zip(yaws, times, strict=True) if t - times[0] <= 0.3]
+        base = float(np.median(start))
         peak = max(sign * (y - base) for y in yaws)
         turned = peak >= turn_degrees and abs(yaws[-1] - base) < turn_degrees
         if not turned:

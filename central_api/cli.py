@@ -8,10 +8,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from central_api.config import ConfigError, Settings
-from central_api.db import DatabaseNotMigrated
+from central_api.db import DatabaseNotMigrated, transaction
+from central_api.exceptions import RegistryError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -44,43 +49,120 @@ def _keygen(_: argparse.Namespace) -> int:
     return 0
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a secret to ``path`` readable by its owner only, whatever was there before: a new
+    file created 0600 beside it, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _packet_keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     key = X25519PrivateKey.generate()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.touch(mode=0o600)
-    out.write_text(base64.b64encode(key.private_bytes_raw()).decode() + "\n")
+    write_private(Path(args.out), base64.b64encode(key.private_bytes_raw()).decode() + "\n")
     print(base64.b64encode(key.public_key().public_bytes_raw()).decode())
     return 0
 
 
-def _kiosk_add(args: argparse.Namespace) -> int:
-    from central_api.db import ensure_migrated, make_engine, make_session_factory, transaction
-    from central_api.enrolment.service import register_kiosk
+def _signing_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    write_private(Path(args.out), base64.b64encode(key.private_bytes_raw()).decode() + "\n")
+    print(base64.b64encode(key.public_key().public_bytes_raw()).decode())
+    return 0
+
+
+@contextmanager
+def _database(args: argparse.Namespace) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the migrated registry database (audited like the server's)."""
+    from central_api.db import ensure_migrated, make_engine, make_session_factory
 
     settings = _settings(args)
     engine = make_engine(settings.database_url)
-    ensure_migrated(engine)
-    raw = args.public_key or open(args.public_key_file).read().strip()  # noqa: SIM115
-    with transaction(make_session_factory(engine)) as s:
-        register_kiosk(s, args.kiosk_id, base64.b64decode(raw, validate=True), actor="cli")
-    engine.dispose()
+    try:
+        ensure_migrated(engine)
+        yield make_session_factory(engine, settings.key_bytes())
+    finally:
+        engine.dispose()
+
+
+def _public_key(args: argparse.Namespace) -> bytes:
+    raw = args.public_key or Path(args.public_key_file).read_text().strip()
+    return base64.b64decode(raw, validate=True)
+
+
+def _kiosk_add(args: argparse.Namespace) -> int:
+    from central_api.enrolment.service import register_kiosk
+
+    with _database(args) as factory, transaction(factory) as s:
+        register_kiosk(s, args.kiosk_id, _public_key(args), actor=f"cli:{_operator()}")
     print(f"kiosk {args.kiosk_id} registered")
     return 0
 
 
+def _kiosk_rotate(args: argparse.Namespace) -> int:
+    from central_api.enrolment.service import rotate_kiosk
+
+    with _database(args) as factory, transaction(factory) as s:
+        rotate_kiosk(s, args.kiosk_id, _public_key(args), actor=f"cli:{_operator()}")
+    print(f"kiosk {args.kiosk_id} now signs with the new key; the old key is refused")
+    return 0
+
+
+def _kiosk_deactivate(args: argparse.Namespace) -> int:
+    from central_api.enrolment.service import deactivate_kiosk
+
+    with _database(args) as factory, transaction(factory) as s:
+        deactivate_kiosk(s, args.kiosk_id, actor=f"cli:{_operator()}", reason=args.reason)
+    print(f"kiosk {args.kiosk_id} deactivated: its new packets get 403")
+    return 0
+
+
+def _kiosk_list(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from central_api.enrolment.service import list_kiosks
+
+    with _database(args) as factory, factory() as s:
+        rows = [
+            {
+                "kiosk_id": k.id,
+                "active": k.active,
+                "registered_at": k.registered_at.isoformat(),
+                "key_fingerprint": hashlib.sha256(k.public_key).hexdigest()[:16],
+            }
+            for k in list_kiosks(s)
+        ]
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def _delete_person(args: argparse.Namespace) -> int:
-    from central_api.db import ensure_migrated, make_engine, make_session_factory, transaction
     from central_api.identity.service import delete_person
 
-    settings = _settings(args)
-    engine = make_engine(settings.database_url)
-    ensure_migrated(engine)
-    with transaction(make_session_factory(engine)) as s:
-        pid = delete_person(s, args.idcs, actor="cli")
-    engine.dispose()
+    with _database(args) as factory, transaction(factory) as s:
+        pid = delete_person(s, args.idcs, actor=f"cli:{_operator()}")
     if pid is None:
         print("no such person", file=sys.stderr)
         return 1
@@ -91,16 +173,46 @@ def _delete_person(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from central_api.db import ensure_migrated, make_engine, make_session_factory
     from central_api.enrolment.models import Enrolment
 
-    settings = _settings(args)
-    engine = make_engine(settings.database_url)
-    ensure_migrated(engine)
-    with make_session_factory(engine)() as s:
+    with _database(args) as factory, factory() as s:
         rows = s.execute(select(Enrolment.status, func.count()).group_by(Enrolment.status))
         print(json.dumps({str(k): v for k, v in rows}, sort_keys=True))
-    engine.dispose()
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from central_api.audit.service import chain_key, verify
+
+    settings = _settings(args)
+    public = settings.signing_private_key().public_key().public_bytes_raw()
+    with _database(args) as factory, factory() as s:
+        report = verify(s, chain_key(settings.key_bytes()), public)
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "rows": report.rows,
+                "legacy_rows": report.legacy_rows,
+                "last_seq": report.last_seq,
+                "checkpoints": report.checkpoints,
+                "findings": [
+                    {"seq": f.seq, "kind": f.kind, "detail": f.detail} for f in report.findings
+                ],
+            },
+            indent=1,
+        )
+    )
+    return 0 if report.ok else 1
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from central_api.audit.service import checkpoint
+
+    key = _settings(args).signing_private_key()
+    with _database(args) as factory, transaction(factory) as s:
+        cp = checkpoint(s, key.sign)
+        print(f"checkpoint at row {cp.seq}" if cp else "nothing new since the last checkpoint")
     return 0
 
 
@@ -139,13 +251,47 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="file for the base64 private key")
     sp.set_defaults(func=_packet_keygen)
 
-    sp = sub.add_parser("kiosk-add", help="register a kiosk and its Ed25519 public key")
+    sp = sub.add_parser(
+        "signing-keygen",
+        help="create the registry's Ed25519 signing key (file, mode 600): it signs every "
+        "decision and the audit checkpoints; prints the public key that kiosks verify with",
+    )
+    sp.add_argument("--out", required=True, help="file for the base64 private key")
+    sp.set_defaults(func=_signing_keygen)
+
+    for name, func, text in (
+        ("kiosk-add", _kiosk_add, "register a kiosk and its Ed25519 public key"),
+        ("kiosk-rotate", _kiosk_rotate, "give a kiosk a new key (the old one stops working)"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        db_arg(sp)
+        sp.add_argument("kiosk_id")
+        g = sp.add_mutually_exclusive_group(required=True)
+        g.add_argument("--public-key", help="base64 raw 32-byte Ed25519 public key")
+        g.add_argument("--public-key-file", help="file holding that base64 key")
+        sp.set_defaults(func=func)
+
+    sp = sub.add_parser("kiosk-deactivate", help="revoke a kiosk: its new packets get 403")
     db_arg(sp)
     sp.add_argument("kiosk_id")
-    g = sp.add_mutually_exclusive_group(required=True)
-    g.add_argument("--public-key", help="base64 raw 32-byte Ed25519 public key")
-    g.add_argument("--public-key-file", help="file holding that base64 key")
-    sp.set_defaults(func=_kiosk_add)
+    sp.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    sp.set_defaults(func=_kiosk_deactivate)
+
+    sp = sub.add_parser("kiosk-list", help="list the kiosks (JSON), active or not")
+    db_arg(sp)
+    sp.set_defaults(func=_kiosk_list)
+
+    ap = sub.add_parser("audit", help="the append-only, tamper-evident audit trail")
+    asub = ap.add_subparsers(dest="audit_command", required=True)
+    sp = asub.add_parser(
+        "verify",
+        help="check every row and checkpoint; exit 1 and list what was edited, deleted or inserted",
+    )
+    db_arg(sp)
+    sp.set_defaults(func=_audit_verify)
+    sp = asub.add_parser("checkpoint", help="sign the chain's head now")
+    db_arg(sp)
+    sp.set_defaults(func=_audit_checkpoint)
 
     sp = sub.add_parser("delete-person", help="remove a person (the IDCS is never reused)")
     db_arg(sp)
@@ -166,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (ConfigError, DatabaseNotMigrated) as exc:
+    except (ConfigError, DatabaseNotMigrated, RegistryError) as exc:
         print(f"central-api: {exc}", file=sys.stderr)
         return 2
 

@@ -6,8 +6,9 @@ import base64
 import binascii
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,11 +40,62 @@ class Settings(BaseSettings):
     packet_key_file: Path | None = Field(
         default=None, description="file holding the base64 packet key (instead of packet_key)"
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of the registry's raw 32-byte Ed25519 private key: it signs every "
+        "decision returned to kiosks and the audit checkpoints",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="file holding the base64 signing key (instead of signing_key)"
+    )
     replay_window_seconds: int = Field(
         default=600, ge=30, description="how far a packet's sent_at may be from the server clock"
     )
 
+    # Intake guards: what an unauthenticated or misbehaving sender can cost
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_concurrent_bodies: int = Field(
+        default=16, ge=1, description="request bodies received at once; more get 503 busy"
+    )
+    body_idle_seconds: float = Field(
+        default=10.0, gt=0, description="longest pause between two parts of a body (408)"
+    )
+    body_total_seconds: float = Field(default=60.0, gt=0, description="longest body upload")
+    max_queue_depth: int = Field(
+        default=5000, ge=1, description="enrolments awaiting a decision; more get 503 overloaded"
+    )
+    refusals_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="refused packets a kiosk may send per minute; then 429 for a minute",
+    )
+    witness_failures_per_hour: int = Field(
+        default=5, ge=1, description="failed witness checks a kiosk may make per hour (429)"
+    )
+
+    # Intake policy: the capture evidence a packet must carry (see README, security)
+    intake_require_capture: bool = True
+    intake_on_violation: Literal["refuse", "adjudicate"] = Field(
+        default="refuse",
+        description="refuse: 422 capture_policy; adjudicate: store it, never issue without a "
+        "person's decision",
+    )
+    intake_min_face_quality: int = Field(default=50, ge=0, le=100)
+    intake_min_finger_quality: int = Field(default=20, ge=0, le=100)
+    intake_min_face_document_similarity: float = Field(
+        default=0.90,
+        ge=-1,
+        le=1,
+        description="1:1 live face vs chip photo unless a supervisor overrode (about FMR 1e-2 "
+        "under the kiosk's impostor model)",
+    )
+    face_template_agreement: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="the kiosk's face template against the registry's own from the token "
+        "image: same image >= 0.973, another person's <= 0.911 on the shared photos",
+    )
     max_face_templates: int = Field(default=4, ge=1)
 
     # Face dedup thresholds on cosine similarity of L2-normalised dlib descriptors.
@@ -59,6 +111,17 @@ class Settings(BaseSettings):
     idcs_repeating_limit: int = Field(default=1, ge=1)
     idcs_repeating_block_limit: int = Field(default=3, ge=2)
     idcs_even_digits_limit: int = Field(default=4, ge=2)
+
+    expose_docs: bool = Field(
+        default=False, description="serve /docs and /openapi.json (never in production)"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token of /v1/metrics; unset: no metrics endpoint"
+    )
+    metrics_token_file: Path | None = None
+    audit_checkpoint_seconds: float = Field(
+        default=300.0, gt=0, description="how often the server signs an audit checkpoint"
+    )
 
     sync_wait_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
@@ -100,16 +163,42 @@ class Settings(BaseSettings):
         )
         return X25519PrivateKey.from_private_bytes(raw)
 
+    def signing_private_key(self) -> Ed25519PrivateKey:
+        """The registry's Ed25519 key that signs decisions and audit checkpoints."""
+        raw = _key32(
+            self.signing_key, self.signing_key_file, "SIGNING_KEY", "signing key", "signing-keygen"
+        )
+        return Ed25519PrivateKey.from_private_bytes(raw)
+
+    def metrics_bearer(self) -> str | None:
+        """The metrics endpoint's token, if one is configured."""
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value() or None
+        if self.metrics_token_file is not None:
+            return read_secret_file(self.metrics_token_file, "CENTRAL_METRICS_TOKEN_FILE")
+        return None
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The stripped text of a key file, refused when group or others may read it."""
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ConfigError(
+                f"{what} {path} is readable by group or others (mode {mode & 0o777:o}); "
+                f"run: chmod 600 {path}"
+            )
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc}") from exc
+
 
 def _key32(value: SecretStr | None, file: Path | None, env: str, what: str, cmd: str) -> bytes:
     raw: str | None = None
     if value is not None:
         raw = value.get_secret_value()
     elif file is not None:
-        try:
-            raw = file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read CENTRAL_{env}_FILE: {exc}") from exc
+        raw = read_secret_file(file, f"CENTRAL_{env}_FILE")
     if not raw:
         raise ConfigError(
             f"no {what}: set CENTRAL_{env} or CENTRAL_{env}_FILE (create one with "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,13 +59,24 @@ class DatabaseNotMigrated(RuntimeError):
     """The database schema is not at the revision this code expects."""
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file readable by its owner only (SQLite gives its -wal and
+    -shm files the same mode)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and serialised write transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    _private_sqlite_file(url)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -85,9 +97,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Session factory that keeps loaded attributes usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, data_key: bytes) -> sessionmaker[Session]:
+    """Session factory that keeps loaded attributes usable after commit and writes the audit
+    rows its transactions queue, chained under a key derived from ``data_key``, at commit."""
+    from central_api.audit.service import chain_key, install  # audit's models need this module
+
+    return install(sessionmaker(engine, expire_on_commit=False), chain_key(data_key))
 
 
 @contextmanager
@@ -130,7 +145,5 @@ def ensure_migrated(engine: Engine) -> None:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision``."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    _private_sqlite_file(url)
     command.upgrade(_alembic_config(url), revision)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -11,120 +10,113 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, text
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from central_api.audit.service import chain_key, checkpoint
 from central_api.config import Settings, get_settings
 from central_api.crypto import FieldCipher
-from central_api.db import ensure_migrated, make_engine, make_session_factory
+from central_api.db import ensure_migrated, make_engine, make_session_factory, transaction
 from central_api.dedup.service import Deduplicator
+from central_api.dependencies import Registry
+from central_api.enrolment.gate import BodySlots, IntakeGate, RefusalThrottle
 from central_api.enrolment.router import router as enrolment_router
-from central_api.identity.models import Person
+from central_api.enrolment.schemas import ErrorAnswer, ErrorCode
+from central_api.enrolment.service import KioskDirectory
+from central_api.exceptions import RegistryError
+from central_api.ops.router import router as ops_router
+from central_api.ops.service import Counters, QueueGauge
 
 log = logging.getLogger("central_api")
 
 
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before anything parses them."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps(
-            {"detail": f"request body exceeds the limit of {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Raises ConfigError (no key) or DatabaseNotMigrated, with a clear message."""
+    """Build the app. Raises ConfigError (a key missing or unreadable) or DatabaseNotMigrated,
+    with a clear message."""
     settings = settings or get_settings()
-    cipher = FieldCipher(settings.key_bytes())
+    data_key = settings.key_bytes()
+    cipher = FieldCipher(data_key)
     packet_key = settings.packet_private_key()
+    signing_key = settings.signing_private_key()
+    settings.metrics_bearer()  # a metrics token file with a loose mode is refused at start
     engine = make_engine(settings.database_url)
     try:
         ensure_migrated(engine)
     except Exception:
         engine.dispose()
         raise
-    sessions = make_session_factory(engine)
+    sessions = make_session_factory(engine, data_key)
     dedup = Deduplicator(sessions, cipher, settings)
+    registry = Registry(
+        settings=settings,
+        cipher=cipher,
+        audit_key=chain_key(data_key),
+        packet_key=packet_key,
+        signing_key=signing_key,
+        sessions=sessions,
+        dedup=dedup,
+        kiosks=KioskDirectory(sessions),
+        queue=QueueGauge(sessions, dedup.queue_depth, settings.max_queue_depth),
+        slots=BodySlots(settings.max_concurrent_bodies),
+        throttle=RefusalThrottle(settings.refusals_per_minute),
+        intake_answers=Counters(),
+    )
+
+    def sign_checkpoint() -> None:
+        try:
+            with transaction(sessions) as s:
+                checkpoint(s, signing_key.sign)
+        except Exception:  # the next round tries again; verify reports what is not covered
+            log.exception("audit checkpoint failed")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dedup.load()
         stop = threading.Event()
-        worker = None
+        threads = []
         if settings.start_worker:
-            worker = threading.Thread(target=dedup.run, args=(stop,), name="dedup", daemon=True)
-            worker.start()
+            threads.append(threading.Thread(target=dedup.run, args=(stop,), name="dedup"))
+
+        def checkpoints() -> None:
+            while not stop.wait(settings.audit_checkpoint_seconds):
+                sign_checkpoint()
+
+        threads.append(threading.Thread(target=checkpoints, name="audit-checkpoints"))
+        for t in threads:
+            t.daemon = True
+            t.start()
         try:
             yield
         finally:
             stop.set()
             dedup.wake()
-            if worker is not None:
-                worker.join(timeout=30)
+            for t in threads:
+                t.join(timeout=30)
+            sign_checkpoint()
             engine.dispose()
 
+    docs = settings.expose_docs
     app = FastAPI(
         title="RNP central registry",
         version="0.1.0",
         summary="Enrolment intake, 1:N deduplication and IDCS issuance",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
     )
-    app.state.settings = settings
-    app.state.cipher = cipher
-    app.state.packet_key = packet_key
-    app.state.engine = engine
-    app.state.sessions = sessions
-    app.state.dedup = dedup
+    app.state.registry = registry
     app.include_router(enrolment_router)
+    app.include_router(ops_router)
+
+    @app.exception_handler(RegistryError)
+    async def refused(_: Request, exc: RegistryError) -> JSONResponse:
+        registry.intake_answers.add(exc.code.value)
+        if exc.sender is not None:
+            registry.throttle.record(exc.sender)
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=exc.answer().model_dump(mode="json"),
+            headers=exc.headers(),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -134,21 +126,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+        body = ErrorAnswer(code=ErrorCode.INVALID_REQUEST, retryable=False, detail=errors)
+        return JSONResponse(status_code=422, content=body.model_dump(mode="json"))
 
-    @app.get("/v1/health", tags=["ops"])
-    def health(request: Request) -> dict[str, object]:
-        """Liveness and a few gauges (no personal data)."""
-        with sessions() as s:
-            s.execute(text("SELECT 1"))
-            persons = s.scalar(select(func.count()).select_from(Person))
-            queued = dedup.queue_depth(s)
-        return {
-            "status": "ok",
-            "persons": persons,
-            "gallery_references": len(dedup.gallery),
-            "queued": queued,
-        }
-
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        IntakeGate,
+        max_bytes=settings.max_body_bytes,
+        slots=registry.slots,
+        idle_seconds=settings.body_idle_seconds,
+        total_seconds=settings.body_total_seconds,
+        known_kiosk=lambda kiosk_id: registry.kiosks.get(kiosk_id) is not None,
+        queue_full=registry.queue.full,
+        throttle=registry.throttle,
+        on_refusal=registry.intake_answers.add,
+    )
     return app

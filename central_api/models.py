@@ -1,6 +1,6 @@
 """Every table of the registry, imported in one place for Alembic and the app."""
 
-from central_api.audit.models import AuditEvent
+from central_api.audit.models import AuditCheckpoint, AuditEvent
 from central_api.db import Base
 from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment, Kiosk, Status
@@ -8,6 +8,7 @@ from central_api.identity.models import FaceReference, IssuedIdentifier, Person
 
 __all__ = [
     "AdjudicationCase",
+    "AuditCheckpoint",
     "AuditEvent",
     "Base",
     "Enrolment",

@@ -35,8 +35,13 @@ su_psql() {
 
 if ! PGPASSWORD=$PASS psql -h "$HOST" -p "$PORT" -U "$ROLE" -d "$DB" -tAc 'select 1' >/dev/null 2>&1; then
   su_psql -tAc "select 1 from pg_roles where rolname='$ROLE'" | grep -q 1 \
-    || su_psql -c "create role $ROLE login password '$PASS' createdb"
+    || su_psql -c "create role $ROLE login password '$PASS' createdb createrole"
   su_psql -tAc "select 1 from pg_database where datname='$DB'" | grep -q 1 \
     || su_psql -c "create database $DB owner $ROLE"
+fi
+# the audit tests create an application role that may only read and append the audit trail
+if ! PGPASSWORD=$PASS psql -h "$HOST" -p "$PORT" -U "$ROLE" -d "$DB" -tAc \
+    "select rolcreaterole from pg_roles where rolname = current_user" | grep -q t; then
+  su_psql -c "alter role $ROLE createrole"
 fi
 echo "postgresql+psycopg://$ROLE:$PASS@$HOST:$PORT/$DB"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 import uuid
@@ -13,17 +14,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from biometrics import face
+from biometrics import fingerprint as fp
 from central_api.config import Settings
-from central_api.db import migrate
+from central_api.db import make_engine, make_session_factory, migrate, transaction
 from central_api.enrolment.schemas import (
+    CaptureInfo,
     Demographics,
     Document,
     EnrolmentPacket,
+    FingerprintTemplate,
     read_message,
     seal,
 )
@@ -39,6 +45,14 @@ KEY = base64.b64encode(b"k" * 32).decode()
 PACKET_KEY = X25519PrivateKey.from_private_bytes(b"p" * 32)
 PACKET_PUB = PACKET_KEY.public_key().public_bytes_raw()
 PACKET_KEY_B64 = base64.b64encode(PACKET_KEY.private_bytes_raw()).decode()
+SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(b"s" * 32)
+SIGNING_PUB = SIGNING_KEY.public_key().public_bytes_raw()
+SIGNING_KEY_B64 = base64.b64encode(SIGNING_KEY.private_bytes_raw()).decode()
+REGISTRY_ENV = {  # what a registry process needs (tests add the database URL)
+    "CENTRAL_DATA_KEY": KEY,
+    "CENTRAL_PACKET_KEY": PACKET_KEY_B64,
+    "CENTRAL_SIGNING_KEY": SIGNING_KEY_B64,
+}
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +113,47 @@ def demographics(**overrides: object) -> Demographics:
     return Demographics(**fields)
 
 
+def fingers(seed: int = 0) -> list[FingerprintTemplate]:
+    """Ten ISO/IEC 19794-2 finger templates of random minutiae (cheap, deterministic): what the
+    intake policy asks of a packet, for tests that are not about fingerprints."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for position in range(1, 11):
+        minutiae = tuple(
+            fp.Minutia(
+                int(rng.integers(20, 380)),
+                int(rng.integers(20, 480)),
+                float(rng.uniform(0, 6.28)),
+                "ending" if rng.random() < 0.5 else "bifurcation",
+                60,
+            )
+            for _ in range(40)
+        )
+        t = fp.FingerprintTemplate(400, 500, minutiae, quality=70, position=position)
+        out.append(FingerprintTemplate(position=position, quality=70, data=t.to_iso19794_2()))
+    return out
+
+
+def capture(**overrides: object) -> CaptureInfo:
+    """Capture evidence that satisfies the default intake policy (chip read and verified,
+    live face of good quality matching the chip photo), changed by ``overrides``."""
+    fields: dict[str, object] = {
+        "document_source": "chip",
+        "passive_authentication": "valid",
+        "face_quality": 80,
+        "face_liveness": True,
+        "face_document_similarity": 0.95,
+        "language": "fr",
+    }
+    fields.update(overrides)
+    return CaptureInfo(**fields)
+
+
+def evidence(seed: int = 0, **overrides: object) -> dict[str, object]:
+    """``build_packet`` keywords for a packet that satisfies the intake policy."""
+    return {"capture": capture(**overrides), "fingerprints": fingers(seed)}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated registry database on each backend."""
@@ -127,17 +182,23 @@ class Registry:
         self.app = client.app
 
     def packet(self, templates: list[np.ndarray], image: bytes, **kw: object) -> EnrolmentPacket:
+        """A packet of this kiosk that satisfies the intake policy unless ``kw`` change it."""
         demo = kw.pop("demographics", None) or demographics()
+        kw = {**evidence(), **kw}
         return build_packet(self.kiosk.kiosk_id, demo, templates, image, **kw)  # type: ignore[arg-type]
 
     def post(self, body: bytes, signer: KioskIdentity | None = None, **seal_kw: object):  # type: ignore[no-untyped-def]
         """POST ``body`` (packet JSON, valid or not) sealed by ``signer`` as a kiosk does."""
         signer = signer or self.kiosk
         sealed = seal(body, signer.kiosk_id, signer.key.sign, PACKET_PUB, **seal_kw)  # type: ignore[arg-type]
-        return self.post_raw(sealed)
+        return self.post_raw(sealed, kiosk_id=signer.kiosk_id)
 
-    def post_raw(self, envelope: bytes, **headers: str):  # type: ignore[no-untyped-def]
-        h = {"content-type": "application/json", **headers}
+    def post_raw(self, envelope: bytes, kiosk_id: str | None = None, **headers: str):  # type: ignore[no-untyped-def]
+        h = {
+            "content-type": "application/json",
+            "x-kiosk-id": kiosk_id or self.kiosk.kiosk_id,
+            **headers,
+        }
         return self.client.post("/v1/enrolments", content=envelope, headers=h)
 
     def get(self, packet_id: object, signer: KioskIdentity | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
@@ -159,17 +220,30 @@ class Registry:
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
-    return Settings(database_url=url, data_key=KEY, packet_key=PACKET_KEY_B64, **overrides)
+    return Settings(
+        database_url=url,
+        data_key=KEY,
+        packet_key=PACKET_KEY_B64,
+        signing_key=SIGNING_KEY_B64,
+        **overrides,
+    )
+
+
+@contextlib.contextmanager
+def registry_sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the registry database at ``url``, audited as the server's are."""
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine, base64.b64decode(KEY))
+    finally:
+        engine.dispose()
 
 
 def register_kiosk(url: str, kiosk: KioskIdentity) -> None:
-    from central_api.db import make_engine, make_session_factory, transaction
     from central_api.enrolment.service import register_kiosk as reg
 
-    engine = make_engine(url)
-    with transaction(make_session_factory(engine)) as s:
+    with registry_sessions(url) as factory, transaction(factory) as s:
         reg(s, kiosk.kiosk_id, base64.b64decode(kiosk.public_key_b64()), actor="test")
-    engine.dispose()
 
 
 @pytest.fixture

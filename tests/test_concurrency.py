@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KEY, PACKET_KEY_B64, PACKET_PUB, count, demographics, register_kiosk
+from conftest import (
+    PACKET_PUB,
+    REGISTRY_ENV,
+    SIGNING_PUB,
+    count,
+    demographics,
+    evidence,
+    register_kiosk,
+)
 
 from kiosk.client import CentralClient, KioskIdentity, build_packet
 from kiosk.demo import serve_central
@@ -24,11 +32,7 @@ def servers(db_url: str, tmp_path: Path) -> Iterator[tuple[list[str], KioskIdent
     kiosk = KioskIdentity.generate("KIOSK-RABAT-07")
     register_kiosk(db_url, kiosk)
     env = dict(
-        os.environ,
-        CENTRAL_DATABASE_URL=db_url,
-        CENTRAL_DATA_KEY=KEY,
-        CENTRAL_PACKET_KEY=PACKET_KEY_B64,
-        CENTRAL_SYNC_WAIT_SECONDS="30",
+        os.environ, **REGISTRY_ENV, CENTRAL_DATABASE_URL=db_url, CENTRAL_SYNC_WAIT_SECONDS="30"
     )
     with contextlib.ExitStack() as stack:
         urls = [
@@ -60,12 +64,12 @@ def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
     servers, db_url, template, photo
 ):
     urls, kiosk = servers
-    clients = [CentralClient(u, kiosk, PACKET_PUB) for u in urls]
+    clients = [CentralClient(u, kiosk, PACKET_PUB, SIGNING_PUB) for u in urls]
     tpl, jpeg = template("obama__obama.jpg"), photo("obama__obama.jpg")
 
     def enrol(i: int):  # type: ignore[no-untyped-def]
         client = clients[i % 2]
-        packet = build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg)
+        packet = build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg, **evidence())
         st = client.submit(packet)
         return st if st.final else client.wait_final(packet.packet_id)
 
@@ -84,9 +88,13 @@ def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
 
 def test_fifty_concurrent_copies_of_one_packet_store_it_once(servers, db_url, template, photo):
     urls, kiosk = servers
-    clients = [CentralClient(u, kiosk, PACKET_PUB) for u in urls]
+    clients = [CentralClient(u, kiosk, PACKET_PUB, SIGNING_PUB) for u in urls]
     packet = build_packet(
-        kiosk.kiosk_id, demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
+        kiosk.kiosk_id,
+        demographics(),
+        [template("biden__biden.jpg")],
+        photo("biden__biden.jpg"),
+        **evidence(),
     )
     results = _run_threads(lambda i: clients[i % 2].submit(packet))
     for c in clients:

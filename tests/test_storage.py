@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import KEY, PACKET_KEY_B64, Registry, demographics, settings_for
+from conftest import KEY, PACKET_KEY_B64, SIGNING_KEY_B64, Registry, demographics, settings_for
 from sqlalchemy import create_engine, select, text
 
 from central_api.audit.models import AuditEvent
@@ -58,11 +58,11 @@ def test_personal_and_biometric_data_are_encrypted_at_rest(
     assert len(refs) == 1
     assert idcs.encode() not in repr([dict(a) for a in audit]).encode()
     # and the registry itself reads them back intact
-    cipher = registry.app.state.cipher
-    with registry.app.state.sessions() as s:
+    reg = registry.app.state.registry
+    with reg.sessions() as s:
         e = s.scalars(select(Enrolment)).one()
-        assert cipher.decrypt(e.face_image, ctx(e.packet_id, "face_image")) == jpeg
-        stored = cipher.decrypt(e.demographics, ctx(e.packet_id, "demographics"))
+        assert reg.cipher.decrypt(e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image")) == jpeg
+        stored = reg.cipher.decrypt(e.demographics, ctx(e.kiosk_id, e.packet_id, "demographics"))
         assert stored == demographics().model_dump_json().encode()
 
 
@@ -71,12 +71,14 @@ def test_every_state_change_is_audited(registry: Registry, template, photo):
     p2 = registry.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg"))
     registry.submit(p1)
     registry.submit(p2)
-    with registry.app.state.sessions() as s:
+    with registry.app.state.registry.sessions() as s:
+        ids = {e.packet_id: str(e.id) for e in s.scalars(select(Enrolment).order_by(Enrolment.id))}
         actions = [
-            (a.action, a.entity_id) for a in s.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            (a.action, a.entity_id if a.entity == "enrolment" else None)
+            for a in s.scalars(select(AuditEvent).order_by(AuditEvent.seq))
         ]
-    first = [a for a, eid in actions if eid == str(p1.packet_id)]
-    second = [a for a, eid in actions if eid == str(p2.packet_id)]
+    first = [a for a, eid in actions if eid == ids[p1.packet_id]]
+    second = [a for a, eid in actions if eid == ids[p2.packet_id]]
     assert first == ["enrolment.received", "enrolment.processing", "enrolment.issued"]
     assert second == ["enrolment.received", "enrolment.processing", "enrolment.duplicate"]
     assert [a for a, _ in actions].count("person.created") == 1
@@ -112,6 +114,7 @@ def test_app_refuses_an_unmigrated_database(tmp_path):
         env={
             "CENTRAL_DATA_KEY": KEY,
             "CENTRAL_PACKET_KEY": PACKET_KEY_B64,
+            "CENTRAL_SIGNING_KEY": SIGNING_KEY_B64,
             "PATH": "/usr/bin:/bin",
         },
         capture_output=True,
@@ -129,6 +132,8 @@ def test_app_refuses_to_start_without_a_usable_key(db_url):
         create_app(Settings(database_url=db_url, data_key=base64.b64encode(b"short").decode()))
     with pytest.raises(ConfigError, match=r"CENTRAL_PACKET_KEY.*packet-keygen"):
         create_app(Settings(database_url=db_url, data_key=KEY))
+    with pytest.raises(ConfigError, match=r"CENTRAL_SIGNING_KEY.*signing-keygen"):
+        create_app(Settings(database_url=db_url, data_key=KEY, packet_key=PACKET_KEY_B64))
 
 
 def test_models_and_migrations_agree(db_url):

@@ -21,5 +21,6 @@ class AdjudicationCase(Base):
         BigId, ForeignKey("persons.id", ondelete="SET NULL")
     )
     score: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(String(200))  # near_match, or policy:<codes>
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)

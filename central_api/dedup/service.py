@@ -76,7 +76,7 @@ class Deduplicator:
         self.gallery = FaceGallery()
         self._mutex = threading.Lock()
         self._wake = threading.Event()
-        self._done: dict[uuid.UUID, threading.Event] = {}
+        self._done: dict[int, threading.Event] = {}
         self._done_lock = threading.Lock()
 
     # -- gallery ---------------------------------------------------------------------------
@@ -147,17 +147,17 @@ class Deduplicator:
         """Tell the worker that new work is queued."""
         self._wake.set()
 
-    def wait_for(self, packet_id: uuid.UUID, timeout: float) -> None:
-        """Block until this process has decided ``packet_id`` or ``timeout`` passes."""
+    def wait_for(self, enrolment_id: int, timeout: float) -> None:
+        """Block until this process has decided ``enrolment_id`` or ``timeout`` passes."""
         with self._done_lock:
-            event = self._done.setdefault(packet_id, threading.Event())
+            event = self._done.setdefault(enrolment_id, threading.Event())
         event.wait(timeout)
         with self._done_lock:
-            self._done.pop(packet_id, None)
+            self._done.pop(enrolment_id, None)
 
-    def _signal(self, packet_id: uuid.UUID) -> None:
+    def _signal(self, enrolment_id: int) -> None:
         with self._done_lock:
-            event = self._done.get(packet_id)
+            event = self._done.get(enrolment_id)
         if event is not None:
             event.set()
 
@@ -181,12 +181,12 @@ class Deduplicator:
             if e.attempts >= MAX_ATTEMPTS:
                 e.status, e.lease_until = Status.REJECTED, None
                 e.reason = "processing failed repeatedly"
-                record(s, ACTOR, "enrolment.rejected", "enrolment", e.packet_id, reason=e.reason)
+                record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                 return e.id, e.packet_id
             e.status = Status.PROCESSING
             e.attempts += 1
             e.lease_until = now + timedelta(seconds=self._settings.processing_lease_seconds)
-            record(s, ACTOR, "enrolment.processing", "enrolment", e.packet_id, attempt=e.attempts)
+            record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
             return e.id, e.packet_id
 
     def process_next(self) -> uuid.UUID | None:
@@ -203,9 +203,9 @@ class Deduplicator:
                 e = s.get(Enrolment, enrolment_id)
                 if e is not None and e.status == Status.PROCESSING:
                     e.status, e.lease_until = Status.RECEIVED, None
-                    record(s, ACTOR, "enrolment.retry", "enrolment", packet_id)
+                    record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
         finally:
-            self._signal(packet_id)
+            self._signal(enrolment_id)
         return packet_id
 
     def _decide(self, enrolment_id: int) -> None:
@@ -222,9 +222,7 @@ class Deduplicator:
                     probes = face_templates(self._cipher, e)
                 except DecryptionError:
                     e.status, e.reason, e.lease_until = Status.REJECTED, "unreadable data", None
-                    record(
-                        s, ACTOR, "enrolment.rejected", "enrolment", e.packet_id, reason=e.reason
-                    )
+                    record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                     return
                 self._catch_up(s)
                 person_id, score = self._verified_best(s, probes)
@@ -233,6 +231,13 @@ class Deduplicator:
                     score, st.face_duplicate_threshold, st.face_adjudication_threshold
                 )
                 e.match_score, e.lease_until = score, None
+                reason = None
+                if outcome is Outcome.UNIQUE and e.policy_hold:
+                    # the capture evidence fell short (intake policy "adjudicate"): a person
+                    # decides before an identifier is issued
+                    outcome, reason = Outcome.ADJUDICATE, f"policy:{e.policy_hold}"[:200]
+                elif outcome is Outcome.ADJUDICATE:
+                    reason = "near_match"
                 if outcome is Outcome.UNIQUE:
                     person = issue_person(s, self._policy, ACTOR)
                     for t in probes:
@@ -247,14 +252,17 @@ class Deduplicator:
                         new_refs.append(ref)
                     s.flush()
                     e.status, e.person_id = Status.ISSUED, person.id
-                    record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=str(e.packet_id))
+                    record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=e.id)
                 elif outcome is Outcome.DUPLICATE:
                     e.status, e.person_id = Status.DUPLICATE, person_id
                 else:
                     e.status = Status.ADJUDICATION
                     s.add(
                         AdjudicationCase(
-                            enrolment_id=e.id, candidate_person_id=person_id, score=score
+                            enrolment_id=e.id,
+                            candidate_person_id=person_id,
+                            score=score if score is not None else 0.0,
+                            reason=reason,
                         )
                     )
                 record(
@@ -262,7 +270,7 @@ class Deduplicator:
                     ACTOR,
                     f"enrolment.{e.status}",
                     "enrolment",
-                    e.packet_id,
+                    e.id,
                     score=None if score is None else round(score, 4),
                     candidate=person_id,
                 )

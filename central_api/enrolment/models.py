@@ -5,7 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String, Uuid
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from central_api.db import Base, BigId, utcnow
@@ -26,12 +35,16 @@ class Kiosk(Base):
 
 
 class Enrolment(Base):
-    """One received packet. Personal and biometric fields are AES-GCM encrypted."""
+    """One received packet. Personal and biometric fields are AES-GCM encrypted.
+
+    Packet ids are a kiosk's own namespace (unique per kiosk): a kiosk cannot learn whether
+    another kiosk used a packet id, and a collision between kiosks harms nobody."""
 
     __tablename__ = "enrolments"
+    __table_args__ = (UniqueConstraint("kiosk_id", "packet_id", name="uq_enrolments_kiosk_packet"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    packet_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    packet_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     receipt_number: Mapped[str] = mapped_column(String(20), unique=True)
     kiosk_id: Mapped[str] = mapped_column(String(64), ForeignKey("kiosks.id"))
     packet_sha256: Mapped[str] = mapped_column(String(64))
@@ -51,6 +64,9 @@ class Enrolment(Base):
     match_score: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(String(200))
     capture: Mapped[bytes | None] = mapped_column(LargeBinary)  # CaptureInfo JSON, encrypted
+    # the intake policy's reason codes when the evidence fell short and the policy is
+    # "adjudicate": such an enrolment is never issued an IDCS without a person's decision
+    policy_hold: Mapped[str | None] = mapped_column(String(200))
 
 
 class PacketSend(Base):

@@ -1,40 +1,57 @@
-"""HTTP endpoints of enrolment intake and status."""
+"""HTTP endpoints of enrolment intake and status.
+
+Every error answer is an :class:`~central_api.enrolment.schemas.ErrorAnswer` with a stable
+``code`` and ``retryable``; every status answer is signed by the registry."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError
-from starlette.datastructures import State
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from central_api.db import transaction
-from central_api.enrolment import service
+from central_api.dependencies import Registry, RegistryDep
+from central_api.enrolment import policy, service
+from central_api.enrolment.exceptions import (
+    CapturePolicyViolation,
+    NotAuthenticated,
+    WitnessesNotRegistered,
+)
 from central_api.enrolment.schemas import (
     KIOSK_HEADER,
     READ_SKEW,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     EnrolmentStatus,
+    ErrorAnswer,
     SealedPacket,
     read_message,
 )
+from central_api.exceptions import NotFound, Unavailable
 
 router = APIRouter(prefix="/v1/enrolments", tags=["enrolment"])
 
+_ERROR = {"model": ErrorAnswer}
 _ERRORS = {
-    401: {"description": "Missing or invalid kiosk signature"},
-    403: {"description": "Unknown or inactive kiosk"},
-    409: {
-        "description": "Another packet was already received under this packet id, or the "
-        "envelope is a replay (seen before, or sealed outside the replay window)"
+    401: {**_ERROR, "description": "not_authenticated: unknown kiosk or wrong signature"},
+    403: {**_ERROR, "description": "kiosk_deactivated"},
+    408: {**_ERROR, "description": "body_timeout"},
+    409: {**_ERROR, "description": "replay, clock_skew (with server_time) or packet_conflict"},
+    413: {**_ERROR, "description": "too_large"},
+    422: {
+        **_ERROR,
+        "description": "invalid_packet (the fields named), capture_policy (reason codes) or "
+        "witnesses_not_registered",
     },
-    413: {"description": "Request body too large"},
-    422: {"description": "The packet is malformed; the detail says which field and why"},
+    429: {**_ERROR, "description": "rate_limited (Retry-After)"},
+    503: {**_ERROR, "description": "overloaded or busy (Retry-After), unavailable"},
 }
 
 
@@ -50,54 +67,48 @@ _ERRORS = {
     },
     responses={
         200: {"description": "Already received (idempotent resend)"},
-        400: {"description": "Not a sealed packet, or not sealed to this registry's key"},
         202: {"description": "Accepted; decision still pending"},
+        400: {**_ERROR, "description": "undecryptable: not sealed to this registry's key"},
         **_ERRORS,
     },
 )
 async def submit_enrolment(
     request: Request,
     response: Response,
+    reg: RegistryDep,
+    kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
     prefer: Annotated[str | None, Header()] = None,
 ) -> EnrolmentStatus:
-    """Receive a sealed enrolment packet (:class:`SealedPacket`: signed by the kiosk, encrypted
-    to the registry). Idempotent on ``packet_id``; each envelope is accepted once only.
+    """Receive a sealed enrolment packet (:class:`SealedPacket`: signed by the kiosk named in
+    ``X-Kiosk-Id``, encrypted to the registry). Idempotent on the kiosk's ``packet_id``; each
+    envelope is accepted once only. The capture evidence must satisfy the intake policy.
 
     Answers 201 with the decision when it is ready within the server's wait time, 202 when the
     identity check is still running (poll GET) or the kiosk sent ``Prefer: respond-async``,
-    200 for a packet received before.
+    200 for a packet received before. Every answer is signed by the registry.
     """
     body = await request.body()
-    state = request.app.state
-    window = timedelta(seconds=state.settings.replay_window_seconds)
-
-    def store() -> tuple[uuid.UUID, bool]:
-        for _ in range(3):
-            try:
-                with transaction(state.sessions) as s:
-                    e, created = service.receive(s, state.cipher, state.packet_key, body, window)
-                    return e.packet_id, created
-            except IntegrityError:
-                continue  # the same packet arrived concurrently: read it back
-        raise HTTPException(503, "could not store the packet; retry later")
-
-    try:
-        packet_id, created = await run_in_threadpool(store)
-    except service.InvalidPacket as exc:
-        raise HTTPException(exc.status_code, exc.errors) from exc
-    except service.IntakeError as exc:
-        raise HTTPException(exc.status_code, str(exc)) from exc
-    result = await run_in_threadpool(_status, state, packet_id)
+    s = reg.settings
+    window = timedelta(seconds=s.replay_window_seconds)
+    opened = await run_in_threadpool(
+        service.open_packet, body, reg.packet_key, reg.kiosks, window, kiosk_id
+    )
+    del body
+    with service.refused_for(opened.kiosk.id):
+        hold = await run_in_threadpool(_checked, reg, opened)
+        enrolment_id, created = await run_in_threadpool(_store, reg, opened, hold, window)
+    result = await run_in_threadpool(_status, reg, opened.kiosk.id, opened.packet.packet_id)
     if created:
-        state.dedup.wake()
+        reg.dedup.wake()
         # Wait a little for the decision (unless the kiosk prefers not to, e.g. when draining
         # its outbox): this process's worker signals at once; a decision taken by another
         # process (same database) is seen by re-reading the status.
-        wait = 0.0 if "respond-async" in (prefer or "") else state.settings.sync_wait_seconds
+        wait = 0.0 if "respond-async" in (prefer or "") else s.sync_wait_seconds
         deadline = time.monotonic() + wait
         while not result.final and (left := deadline - time.monotonic()) > 0:
-            await run_in_threadpool(state.dedup.wait_for, packet_id, min(left, 0.25))
-            result = await run_in_threadpool(_status, state, packet_id)
+            await run_in_threadpool(reg.dedup.wait_for, enrolment_id, min(left, 0.25))
+            result = await run_in_threadpool(_status, reg, opened.kiosk.id, opened.packet.packet_id)
+    reg.intake_answers.add("accepted" if created else "resent")
     if not created:
         response.status_code = status.HTTP_200_OK
     elif not result.final:
@@ -105,36 +116,87 @@ async def submit_enrolment(
     return result
 
 
-def _status(state: State, packet_id: uuid.UUID, kiosk_id: str | None = None) -> EnrolmentStatus:
-    with state.sessions() as s:
-        e = service.find(s, packet_id)
-        if e is None or (kiosk_id is not None and e.kiosk_id != kiosk_id):
-            raise HTTPException(404, f"no enrolment with packet id {packet_id} from this kiosk")
-        return service.status_of(s, e)
+def _checked(reg: Registry, opened: service.Opened) -> list[str]:
+    """The intake policy on a packet not seen before (a resend skips it): raises
+    CapturePolicyViolation, or returns the shortfalls to hold it for (policy "adjudicate")."""
+    with reg.sessions() as s:
+        if service.find(s, opened.kiosk.id, opened.packet.packet_id) is not None:
+            return []  # store() answers for it (or finds a conflict)
+    settings = reg.settings
+    hold = policy.evidence_shortfalls(opened.packet, settings)
+    if hold and settings.intake_on_violation == "refuse":
+        raise CapturePolicyViolation(
+            "the capture evidence does not satisfy the intake policy: " + ", ".join(hold),
+            reasons=hold,
+        )
+    policy.check_biometrics(opened.packet, settings)
+    return hold
+
+
+def _store(
+    reg: Registry, opened: service.Opened, hold: list[str], window: timedelta
+) -> tuple[int, bool]:
+    s = reg.settings
+    for _ in range(3):
+        try:
+            with transaction(reg.sessions) as session:
+                e, created = service.store(
+                    session,
+                    reg.cipher,
+                    opened,
+                    hold,
+                    window,
+                    s.witness_failures_per_hour,
+                    reg.audit_key,
+                )
+                return e.id, created
+        except (IntegrityError, OperationalError):
+            continue  # the same packet arrived concurrently, or a deadlock: read it back
+        except WitnessesNotRegistered as exc:
+            with transaction(reg.sessions) as session:
+                service.witness_check_failed(session, opened.kiosk.id, exc.reasons)
+            exc.reasons = []  # the fingerprints are for the audit, not for the kiosk
+            raise
+    raise Unavailable("could not store the packet; retry later", retry_after=5)
+
+
+def _status(
+    reg: Registry, kiosk_id: str, packet_id: uuid.UUID, reader: service.KioskKey | None = None
+) -> EnrolmentStatus:
+    """The signed status; for a kiosk's read (``reader``), only while that kiosk is active
+    with that key (checked in the database: the directory may be seconds old)."""
+    with reg.sessions() as s:
+        if reader is not None:
+            service.still_active(s, reader)
+        e = service.find(s, kiosk_id, packet_id)
+        if e is None:
+            raise NotFound(f"no enrolment with packet id {packet_id} from this kiosk")
+        return service.status_of(s, e, reg.signing_key.sign)
 
 
 @router.get(
     "/{packet_id}",
     response_model=EnrolmentStatus,
-    responses={401: _ERRORS[401], 403: _ERRORS[403], 404: {"description": "Not found"}},
+    responses={401: _ERRORS[401], 403: _ERRORS[403], 404: {**_ERROR, "description": "not_found"}},
 )
 def get_enrolment(
     packet_id: uuid.UUID,
     request: Request,
+    reg: RegistryDep,
     kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
     timestamp: Annotated[int, Header(alias=TIMESTAMP_HEADER)],
     signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
 ) -> EnrolmentStatus:
-    """Status of an enrolment, its receipt number, and its IDCS once issued.
+    """Status of an enrolment, its receipt number, and its IDCS once issued, signed.
 
     Only the kiosk that sent the packet may read it: it signs ``read_message(path, timestamp)``.
     """
     if abs(time.time() - timestamp) > READ_SKEW.total_seconds():
-        raise HTTPException(401, "request timestamp too far from the server clock")
-    state = request.app.state
-    with state.sessions() as s:
-        try:
-            service.authenticate(s, kiosk_id, read_message(request.url.path, timestamp), signature)
-        except service.IntakeError as exc:
-            raise HTTPException(exc.status_code, str(exc)) from exc
-    return _status(state, packet_id, kiosk_id)
+        raise NotAuthenticated()
+    try:
+        raw = base64.b64decode(signature or "", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    message = read_message(request.url.path, timestamp)
+    reader = reg.kiosks.authenticate(kiosk_id, message, raw)
+    return _status(reg, kiosk_id, packet_id, reader)

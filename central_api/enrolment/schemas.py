@@ -11,10 +11,8 @@ import binascii
 import io
 import math
 import re
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -33,17 +31,22 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
-SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature (body, or read_message())
-KIOSK_HEADER = "X-Kiosk-Id"  # on reads: which kiosk signs
+SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature of read_message()
+KIOSK_HEADER = "X-Kiosk-Id"  # which kiosk sends (every request; checked before a body is read)
 TIMESTAMP_HEADER = "X-Kiosk-Timestamp"  # on reads: unix seconds, within READ_SKEW of the server
 READ_SKEW = timedelta(minutes=5)
 FACE_TEMPLATE_DIM = 128
 MAX_FACE_TEMPLATES = 4
 MAX_FACE_IMAGE_BYTES = 1024 * 1024
-MAX_IMAGE_SIDE = 4096
+# The face image is the ICAO token image (ISO/IEC 19794-5; the kiosk's is 360x480). Its size is
+# read from the header and refused before any pixel is decoded: a few hundred bytes of JPEG 2000
+# can declare 4096x4096 and cost half a second of CPU to decode.
+MAX_IMAGE_SIDE = 1600
 MIN_IMAGE_SIDE = 64
+MAX_IMAGE_PIXELS = 1200 * 1600
 MAX_FINGERPRINT_BYTES = 16 * 1024
 CLOCK_SKEW = timedelta(minutes=10)
+MAX_SENT_AT = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond, not a time at all
 
 _LATIN_NAME = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿĀ-žḀ-ỿ' .\-]+$")
 _ARABIC_NAME = re.compile(r"^[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\u2D30-\u2D7F ' .\-]+$")
@@ -68,6 +71,56 @@ B64Bytes = Annotated[
     WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
 ]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# A face template is unit length: every value lies in [-1, 1] (1e39 would even overflow float32)
+TemplateValue = Annotated[float, Field(allow_inf_nan=False, ge=-1.0, le=1.0)]
+
+
+class ErrorCode(StrEnum):
+    """Why the registry refused a request: the ``code`` of every error answer.
+
+    The kiosk decides from the code, never from the HTTP status alone, whether sending the same
+    packet again can succeed (:data:`RETRYABLE`) or a person must look at it (the rest)."""
+
+    INVALID_REQUEST = "invalid_request"  # 400/422: a request (not a packet) breaks the API
+    UNDECRYPTABLE = "undecryptable"  # 400: not sealed to this registry's key
+    NOT_AUTHENTICATED = "not_authenticated"  # 401: unknown kiosk or wrong signature (alike)
+    KIOSK_DEACTIVATED = "kiosk_deactivated"  # 403: the kiosk was revoked
+    NOT_FOUND = "not_found"  # 404
+    BODY_TIMEOUT = "body_timeout"  # 408: the body came too slowly
+    REPLAY = "replay"  # 409: this envelope was seen before
+    CLOCK_SKEW = "clock_skew"  # 409: sent_at outside the replay window (``server_time`` given)
+    PACKET_CONFLICT = "packet_conflict"  # 409: other content under a packet id already used
+    TOO_LARGE = "too_large"  # 413
+    INVALID_PACKET = "invalid_packet"  # 422: the packet breaks the wire contract
+    CAPTURE_POLICY = "capture_policy"  # 422: the capture evidence fails the intake policy
+    WITNESSES_NOT_REGISTERED = "witnesses_not_registered"  # 422
+    RATE_LIMITED = "rate_limited"  # 429 (Retry-After)
+    OVERLOADED = "overloaded"  # 503: the dedup queue is full (Retry-After)
+    BUSY = "busy"  # 503: too many bodies being received at once (Retry-After)
+    UNAVAILABLE = "unavailable"  # 503: storage failed; nothing was stored
+
+
+RETRYABLE = frozenset(
+    {
+        ErrorCode.BODY_TIMEOUT,
+        ErrorCode.REPLAY,
+        ErrorCode.CLOCK_SKEW,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.OVERLOADED,
+        ErrorCode.BUSY,
+        ErrorCode.UNAVAILABLE,
+    }
+)
+
+
+class ErrorAnswer(BaseModel):
+    """The body of every error answer of the registry."""
+
+    code: ErrorCode
+    retryable: bool
+    detail: object = Field(description="what is wrong: a sentence, or the invalid fields")
+    reasons: list[str] = Field(default_factory=list, description="capture-policy reason codes")
+    server_time: int | None = Field(default=None, description="unix seconds (clock_skew)")
 
 
 class DocumentType(StrEnum):
@@ -186,7 +239,13 @@ class Override(BaseModel):
 
     operator_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
     role: Literal["operator", "supervisor"]
-    action: Literal["finger_exception", "no_document", "face_document_mismatch", "face_retry"]
+    action: Literal[
+        "finger_exception",
+        "no_document",
+        "face_document_mismatch",
+        "face_retry",
+        "document_not_verified",  # a chip whose CSCA is not in the trust list, checked by hand
+    ]
     subject: str | None = Field(default=None, max_length=40)
     reason: str = Field(min_length=1, max_length=200)
     at: AwareDatetime
@@ -231,39 +290,34 @@ class CaptureInfo(BaseModel):
         return self
 
 
-_PIL_STRICT = threading.Lock()
-
-
-@contextmanager
-def _strict_pillow() -> Iterator[None]:
-    """Make Pillow raise on truncated images for the duration (face_recognition turns
-    ``ImageFile.LOAD_TRUNCATED_IMAGES`` on for the whole process when it is imported)."""
-    from PIL import ImageFile
-
-    with _PIL_STRICT:
-        before = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            yield
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = before
+_END_MARKERS = {"JPEG": b"\xff\xd9", "JPEG2000": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
 def _check_image(data: bytes) -> bytes:
-    """Refuse anything that is not a complete, sensibly sized JPEG, PNG or JPEG 2000 image."""
-    from PIL import Image, UnidentifiedImageError  # lazy: only validation needs Pillow
+    """Refuse anything that is not a complete JPEG, PNG or JPEG 2000 image of token size.
 
+    The format and size come from the header alone; only an image within the limits is
+    decoded, so a small file declaring a huge image costs nothing. No lock is held: Pillow's
+    decoders release the GIL, and concurrent validations run side by side."""
+    from PIL import Image, ImageFile, UnidentifiedImageError  # lazy: only validation needs it
+
+    # face_recognition turns this on for the whole process when imported; this project never
+    # wants a truncated image padded silently (biometrics.face also turns it off again)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with _strict_pillow(), Image.open(io.BytesIO(data)) as img:
-            if img.format not in ("JPEG", "PNG", "JPEG2000"):
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            if img.format not in _END_MARKERS:
                 raise ValueError(f"face_image must be JPEG, PNG or JPEG 2000, not {img.format}")
             w, h = img.size
-            if max(w, h) > MAX_IMAGE_SIDE or min(w, h) < MIN_IMAGE_SIDE:
+            if max(w, h) > MAX_IMAGE_SIDE or min(w, h) < MIN_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
                 raise ValueError(
-                    f"face_image is {w}x{h}; sides must be {MIN_IMAGE_SIDE}-{MAX_IMAGE_SIDE} px"
+                    f"face_image is {w}x{h}; an ICAO token image has sides of "
+                    f"{MIN_IMAGE_SIDE}-{MAX_IMAGE_SIDE} px and at most {MAX_IMAGE_PIXELS} pixels"
                 )
-            img.load()  # decodes every byte: truncated or corrupt data raises here
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            if not data.rstrip(b"\0").endswith(_END_MARKERS[img.format]):
+                raise ValueError("face_image is corrupt or truncated (no end marker)")
+            img.load()  # decodes every byte: corrupt data raises here
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError("face_image is corrupt or truncated") from exc
     return data
 
@@ -280,7 +334,7 @@ class EnrolmentPacket(BaseModel):
     demographics: Demographics
     face_templates: list[
         Annotated[
-            list[FiniteFloat],
+            list[TemplateValue],
             Field(min_length=FACE_TEMPLATE_DIM, max_length=FACE_TEMPLATE_DIM),
         ]
     ] = Field(min_length=1, max_length=MAX_FACE_TEMPLATES)
@@ -342,20 +396,75 @@ class EnrolmentState(StrEnum):
 
 
 class EnrolmentStatus(BaseModel):
-    """What the registry tells the kiosk (and the citizen, through the receipt)."""
+    """What the registry tells the kiosk (and the citizen, through the receipt), signed.
+
+    The registry signs every status it returns with its Ed25519 decision key
+    (:func:`decision_message`); the kiosk checks the signature with the public half it was
+    provisioned with before it forgets a packet's content or prints an IDCS, so a wrong URL, a
+    proxy or a fake server answering 201 cannot make it do either."""
 
     packet_id: uuid.UUID
+    kiosk_id: str
     receipt_number: str
     status: EnrolmentState
     idcs: str | None = None
     message: str
     received_at: datetime
     updated_at: datetime
+    signed_at: int = Field(description="unix seconds when the registry signed this answer")
+    signature: str = Field(default="", description="base64 Ed25519 over decision_message()")
 
     @property
     def final(self) -> bool:
         """True once the status will not change without a person's decision."""
         return self.status not in (EnrolmentState.RECEIVED, EnrolmentState.PROCESSING)
+
+
+def decision_message(st: EnrolmentStatus) -> bytes:
+    """The bytes the registry signs: which kiosk's packet, its status, IDCS, receipt number,
+    when it was decided and when it was signed (the free-text message is not signed)."""
+    return "\n".join(
+        [
+            "RNP-DECISION-v1",
+            st.kiosk_id,
+            str(st.packet_id),
+            st.status.value,
+            st.idcs or "-",
+            st.receipt_number,
+            st.updated_at.astimezone(UTC).isoformat(),
+            str(st.signed_at),
+        ]
+    ).encode()
+
+
+def sign_status(st: EnrolmentStatus, sign: Callable[[bytes], bytes]) -> EnrolmentStatus:
+    """``st`` with its signature (``sign`` maps bytes to a raw Ed25519 signature)."""
+    return st.model_copy(
+        update={"signature": base64.b64encode(sign(decision_message(st))).decode("ascii")}
+    )
+
+
+class DecisionNotAuthentic(ValueError):
+    """A registry answer whose signature does not verify, or that is about another packet."""
+
+
+def verify_status(
+    st: EnrolmentStatus, registry_public: bytes, kiosk_id: str, packet_id: uuid.UUID
+) -> EnrolmentStatus:
+    """Check that ``st`` was signed by the registry (raw 32-byte Ed25519 public key) for this
+    kiosk's ``packet_id``; returns it, or raises DecisionNotAuthentic."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if st.kiosk_id != kiosk_id or st.packet_id != packet_id:
+        raise DecisionNotAuthentic("the registry answered about another packet")
+    try:
+        Ed25519PublicKey.from_public_bytes(registry_public).verify(
+            base64.b64decode(st.signature, validate=True), decision_message(st)
+        )
+    except (InvalidSignature, ValueError, binascii.Error) as exc:
+        raise DecisionNotAuthentic("the answer is not signed by the registry's key") from exc
+    return st
 
 
 # --- the sealed envelope: how a packet travels ------------------------------------------------
@@ -492,5 +601,5 @@ class SendEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     send_id: uuid.UUID
-    sent_at: int
+    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
     packet: EnrolmentPacket

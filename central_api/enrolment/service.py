@@ -1,13 +1,23 @@
-"""Intake of enrolment packets: authenticate, check idempotency, encrypt and store."""
+"""Intake of enrolment packets (open, authenticate, store), kiosks, and signed status answers.
+
+Intake runs in three steps so that no database transaction waits on cryptography or image
+work: :func:`open_packet` (decrypt, verify the kiosk's signature against the cached
+:class:`KioskDirectory`, validate the packet; no database), the intake policy
+(:mod:`central_api.enrolment.policy`; CPU only), and :func:`store` (one short transaction:
+replay guard, idempotency, witnesses, the encrypted row and its audit).
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,20 +25,32 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from central_api.audit.service import record
+from central_api.audit.service import count_recent, fingerprint, record
 from central_api.crypto import FieldCipher
+from central_api.enrolment.exceptions import (
+    ClockSkew,
+    InvalidPacket,
+    KioskDeactivated,
+    NotAuthenticated,
+    PacketConflict,
+    RateLimited,
+    ReplayedPacket,
+    UndecryptablePacket,
+    WitnessesNotRegistered,
+)
 from central_api.enrolment.models import Enrolment, Kiosk, PacketSend, Status
 from central_api.enrolment.schemas import (
-    SIGNATURE_HEADER,
     EnrolmentPacket,
     EnrolmentStatus,
     SealError,
     SendEnvelope,
     open_sealed,
+    sign_status,
 )
+from central_api.exceptions import InvalidRequest, RegistryError
 from central_api.identity.models import Person
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -48,129 +70,199 @@ MESSAGES = {
 }
 
 
-class IntakeError(Exception):
-    """A packet the registry refuses; ``status_code`` is the HTTP status to answer with."""
+# ---------------------------------------------------------------------------------- kiosks
+@dataclass(frozen=True)
+class KioskKey:
+    """A registered kiosk's id, Ed25519 public key and whether it may send."""
 
-    status_code = 400
-
-
-class UnknownKiosk(IntakeError):
-    """The kiosk is not registered or has been deactivated."""
-
-    status_code = 403
+    id: str
+    public_key: bytes
+    active: bool
 
 
-class BadSignature(IntakeError):
-    """The body is not signed by the kiosk's registered key."""
+class KioskDirectory:
+    """The registered kiosks' keys, cached so that a request can be authenticated (and an
+    unknown sender turned away before its body is read) without a database round trip.
 
-    status_code = 401
+    The cache is re-read every ``ttl`` seconds; a kiosk not found, or whose signature does not
+    verify, is looked up again by its id (one primary-key read), so a kiosk just added or
+    re-keyed is known at once. :func:`still_active` re-checks in the database whatever is
+    stored or answered: a revocation takes effect at once."""
+
+    def __init__(self, factory: sessionmaker[Session], ttl: float = 5.0) -> None:
+        self._factory, self._ttl = factory, ttl
+        self._keys: dict[str, KioskKey] = {}
+        self._loaded = -1e9
+        self._lock = threading.Lock()
+
+    def _one(self, kiosk_id: str) -> KioskKey | None:
+        with self._factory() as s:
+            k = s.get(Kiosk, kiosk_id)
+            key = None if k is None else KioskKey(k.id, bytes(k.public_key), k.active)
+        with self._lock:
+            if key is None:
+                self._keys.pop(kiosk_id, None)
+            else:
+                self._keys[kiosk_id] = key
+        return key
+
+    def get(self, kiosk_id: str) -> KioskKey | None:
+        """The kiosk's key, or None if it is not registered."""
+        if time.monotonic() - self._loaded > self._ttl:
+            with self._factory() as s:
+                rows = s.execute(select(Kiosk.id, Kiosk.public_key, Kiosk.active)).all()
+            with self._lock:
+                self._keys = {r.id: KioskKey(r.id, bytes(r.public_key), r.active) for r in rows}
+                self._loaded = time.monotonic()
+        return self._keys.get(kiosk_id) or self._one(kiosk_id)
+
+    def authenticate(self, kiosk_id: str, message: bytes, signature: bytes) -> KioskKey:
+        """:func:`verify_kiosk` against the cached key, looked up again once if it fails."""
+        try:
+            return verify_kiosk(self.get(kiosk_id), message, signature)
+        except (NotAuthenticated, KioskDeactivated):
+            return verify_kiosk(self._one(kiosk_id), message, signature)
 
 
-class PacketConflict(IntakeError):
-    """A different packet was already received under the same packet id."""
+# Verifying against this key when the kiosk is unknown makes an unknown kiosk cost the same
+# time as a wrong signature: both answer 401 not_authenticated, alike. (The public key of
+# SHA-256("rnp nobody") as an Ed25519 private key: no kiosk holds it.)
+_NOBODY = bytes.fromhex("6c11ecc2282d5818a25b1871823cd9bd7bcbb225b0ba2701cd11bb8a2eb0ef9b")
 
-    status_code = 409
+
+def verify_kiosk(key: KioskKey | None, message: bytes, signature: bytes) -> KioskKey:
+    """The kiosk whose registered key signed ``message``. Raises NotAuthenticated (unknown
+    kiosk or wrong signature: indistinguishable), or KioskDeactivated (a revoked kiosk that
+    proved who it is)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(key.public_key if key else _NOBODY).verify(
+            signature, message
+        )
+        valid = key is not None
+    except (InvalidSignature, ValueError):
+        valid = False
+    if not valid or key is None:
+        raise NotAuthenticated()
+    if not key.active:
+        raise KioskDeactivated(f"kiosk {key.id} has been deactivated")
+    return key
 
 
 def register_kiosk(session: Session, kiosk_id: str, public_key: bytes, actor: str) -> Kiosk:
-    """Register (or re-key and re-activate) a kiosk with its raw 32-byte Ed25519 public key."""
+    """Register a new kiosk with its raw 32-byte Ed25519 public key (InvalidRequest if the id
+    is taken: use :func:`rotate_kiosk`)."""
     Ed25519PublicKey.from_public_bytes(public_key)  # raises ValueError if malformed
-    kiosk = session.get(Kiosk, kiosk_id)
-    if kiosk is None:
-        kiosk = Kiosk(id=kiosk_id, public_key=public_key, active=True)
-        session.add(kiosk)
-    else:
-        kiosk.public_key, kiosk.active = public_key, True
+    if session.get(Kiosk, kiosk_id) is not None:
+        raise InvalidRequest(f"kiosk {kiosk_id} is already registered (use kiosk-rotate)")
+    kiosk = Kiosk(id=kiosk_id, public_key=public_key, active=True)
+    session.add(kiosk)
     record(session, actor, "kiosk.registered", "kiosk", kiosk_id)
     return kiosk
 
 
-def authenticate(
-    session: Session, kiosk_id: str, message: bytes, signature: str | bytes | None
-) -> Kiosk:
-    """The active kiosk whose registered key signed ``message`` (signature raw or base64);
-    raises UnknownKiosk or BadSignature."""
-    kiosk = session.get(Kiosk, kiosk_id)
-    if kiosk is None or not kiosk.active:
-        raise UnknownKiosk(f"kiosk {kiosk_id!r} is not registered or not active")
-    if not signature:
-        raise BadSignature(f"missing {SIGNATURE_HEADER} header")
-    try:
-        sig = (
-            signature
-            if isinstance(signature, bytes)
-            else base64.b64decode(signature, validate=True)
-        )
-        Ed25519PublicKey.from_public_bytes(kiosk.public_key).verify(sig, message)
-    except (binascii.Error, ValueError, InvalidSignature) as exc:
-        raise BadSignature("signature does not match the request and the kiosk's key") from exc
+def _kiosk(session: Session, kiosk_id: str) -> Kiosk:
+    kiosk = session.get(Kiosk, kiosk_id, with_for_update=True)
+    if kiosk is None:
+        raise InvalidRequest(f"no kiosk {kiosk_id}")
     return kiosk
 
 
-class InvalidPacket(IntakeError):
-    """The decrypted packet breaks the wire contract; ``errors`` name the fields."""
-
-    status_code = 422
-
-    def __init__(self, errors: list[dict[str, object]]) -> None:
-        super().__init__("invalid packet")
-        self.errors = errors
-
-
-class UndecryptablePacket(IntakeError):
-    """Not a sealed packet, or one this registry cannot open."""
-
-    status_code = 400
+def rotate_kiosk(session: Session, kiosk_id: str, public_key: bytes, actor: str) -> Kiosk:
+    """Replace a kiosk's key (the old one stops working at once) and re-activate it."""
+    Ed25519PublicKey.from_public_bytes(public_key)
+    kiosk = _kiosk(session, kiosk_id)
+    old = hashlib.sha256(kiosk.public_key).hexdigest()[:16]
+    kiosk.public_key, kiosk.active = public_key, True
+    new = hashlib.sha256(public_key).hexdigest()[:16]
+    record(session, actor, "kiosk.rotated", "kiosk", kiosk_id, old_key=old, new_key=new)
+    return kiosk
 
 
-class ReplayedPacket(IntakeError):
-    """An envelope already seen, or one sent too long ago (or in the future)."""
+def deactivate_kiosk(session: Session, kiosk_id: str, actor: str, reason: str) -> Kiosk:
+    """Revoke a kiosk: its new packets and reads get 403 kiosk_deactivated."""
+    kiosk = _kiosk(session, kiosk_id)
+    kiosk.active = False
+    record(session, actor, "kiosk.deactivated", "kiosk", kiosk_id, reason=reason[:200])
+    return kiosk
 
-    status_code = 409
+
+def list_kiosks(session: Session) -> list[Kiosk]:
+    """Every registered kiosk, by id."""
+    return list(session.scalars(select(Kiosk).order_by(Kiosk.id)))
+
+
+# ---------------------------------------------------------------------------------- intake
+@dataclass(frozen=True)
+class Opened:
+    """An envelope opened and authenticated: who sent which packet, in which send."""
+
+    kiosk: KioskKey
+    packet: EnrolmentPacket
+    send_id: uuid.UUID
+    sent_at: datetime
+
+
+def _errors(exc: ValidationError) -> list[dict[str, object]]:
+    return [
+        {
+            "loc": [str(x) for x in e.get("loc", ()) if x != "packet"],
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors()
+    ]
 
 
 def open_packet(
-    session: Session,
     body: bytes,
     packet_key: X25519PrivateKey,
+    kiosks: KioskDirectory,
     replay_window: timedelta,
+    sender: str | None = None,
     now: datetime | None = None,
-) -> tuple[Kiosk, EnrolmentPacket]:
-    """Open a sealed envelope: decrypt, verify the kiosk's signature, validate the packet and
-    accept its send id once. Raises an IntakeError subclass; records nothing on failure except
-    the send id, which is added to the session (committed with the enrolment)."""
+) -> Opened:
+    """Decrypt an envelope, check the kiosk's signature (and that it is the ``sender`` named
+    in the request's header), validate the packet and its send time. No database access.
+
+    Raises UndecryptablePacket, NotAuthenticated, KioskDeactivated, InvalidPacket, ClockSkew.
+    """
     try:
         opened = open_sealed(body, packet_key)
     except SealError as exc:
         raise UndecryptablePacket(str(exc)) from exc
-    kiosk = authenticate(session, opened.kiosk_id, opened.message, opened.signature)
+    if sender is not None and opened.kiosk_id != sender:
+        raise NotAuthenticated()
+    kiosk = kiosks.authenticate(opened.kiosk_id, opened.message, opened.signature)
+    with refused_for(kiosk.id):
+        try:
+            send = SendEnvelope.model_validate_json(opened.message)
+        except ValidationError as exc:
+            raise InvalidPacket(_errors(exc)) from exc
+        if send.packet.kiosk_id != kiosk.id:
+            raise InvalidPacket(
+                [{"loc": ["kiosk_id"], "msg": "must be the sending kiosk", "type": "wrong_kiosk"}]
+            )
+        now = now or datetime.now(UTC)
+        sent_at = datetime.fromtimestamp(send.sent_at, UTC)
+        if abs(now - sent_at) > replay_window:
+            raise ClockSkew(
+                f"the packet was sealed {int((sent_at - now).total_seconds()):+d} s from the "
+                f"registry's clock, outside the {int(replay_window.total_seconds())} s window: "
+                "the kiosk clock is wrong (or this is an old envelope)",
+                server_time=int(now.timestamp()),
+            )
+    return Opened(kiosk, send.packet, send.send_id, sent_at)
+
+
+@contextmanager
+def refused_for(kiosk_id: str) -> Iterator[None]:
+    """Mark the refusals raised inside as refusals of a kiosk that proved who it is (the
+    intake gate throttles a kiosk whose packets keep being refused)."""
     try:
-        send = SendEnvelope.model_validate_json(opened.message)
-    except ValidationError as exc:
-        raise InvalidPacket(
-            [
-                {
-                    "loc": [str(x) for x in e.get("loc", ()) if x != "packet"],
-                    "msg": e["msg"],
-                    "type": e["type"],
-                }
-                for e in exc.errors()
-            ]
-        ) from exc
-    if send.packet.kiosk_id != kiosk.id:
-        raise UnknownKiosk(f"kiosk {kiosk.id!r} may only send its own packets")
-    now = now or datetime.now(UTC)
-    sent_at = datetime.fromtimestamp(send.sent_at, UTC)
-    if abs(now - sent_at) > replay_window:
-        raise ReplayedPacket(
-            "the packet was sealed too long ago or in the future (replay, or the kiosk clock "
-            "is wrong)"
-        )
-    if session.get(PacketSend, send.send_id) is not None:
-        raise ReplayedPacket("this sealed packet was already received (replay)")
-    session.query(PacketSend).filter(PacketSend.sent_at < now - 2 * replay_window).delete()
-    session.add(PacketSend(send_id=send.send_id, kiosk_id=kiosk.id, sent_at=sent_at))
-    return kiosk, send.packet
+        yield
+    except RegistryError as exc:
+        exc.sender = kiosk_id
+        raise
 
 
 def packet_digest(packet: EnrolmentPacket) -> str:
@@ -183,46 +275,92 @@ def _receipt_number() -> str:
     return f"RNP-{chars[:5]}-{chars[5:]}"
 
 
-def ctx(packet_id: uuid.UUID, field: str) -> str:
-    """Encryption context binding a stored value to its enrolment and column."""
-    return f"enrolment:{packet_id}:{field}"
+def ctx(kiosk_id: str, packet_id: uuid.UUID, field: str) -> str:
+    """Encryption context binding a stored value to its enrolment (kiosk and packet id, unique
+    together) and column."""
+    return f"enrolment:{kiosk_id}:{packet_id}:{field}"
 
 
-def receive(
+def _witnesses(
+    session: Session, kiosk_id: str, witnesses: list[str], per_hour: int, audit_key: bytes
+) -> None:
+    """Both witnesses must be registered persons. A kiosk learns only whether the *pair* is
+    (never which one is not), every check is audited, and failed checks are limited per
+    kiosk and hour, so a kiosk cannot probe which IDCS exist."""
+    since = datetime.now(UTC) - timedelta(hours=1)
+    if count_recent(session, f"kiosk:{kiosk_id}", "witness.check_failed", since) >= per_hour:
+        raise RateLimited("too many failed witness checks from this kiosk", retry_after=3600)
+    found = session.scalar(
+        select(func.count()).select_from(Person).where(Person.idcs.in_(witnesses))
+    )
+    if found != len(set(witnesses)):
+        raise WitnessesNotRegistered(
+            "the two witnesses are not both registered persons",
+            reasons=[fingerprint(audit_key, w) for w in witnesses],
+        )
+
+
+def witness_check_failed(session: Session, kiosk_id: str, refs: list[str]) -> None:
+    """Audit a failed witness check (in its own transaction: the packet's rolls back)."""
+    record(session, f"kiosk:{kiosk_id}", "witness.check_failed", "kiosk", kiosk_id, refs=refs)
+
+
+def still_active(session: Session, key: KioskKey) -> Kiosk:
+    """The kiosk row, if it is still active with ``key`` (the directory may be seconds old);
+    KioskDeactivated if it was revoked, NotAuthenticated if it was re-keyed."""
+    kiosk = session.get(Kiosk, key.id)
+    if kiosk is None or kiosk.public_key != key.public_key:
+        raise NotAuthenticated()
+    if not kiosk.active:
+        raise KioskDeactivated(f"kiosk {key.id} has been deactivated")
+    return kiosk
+
+
+def find(session: Session, kiosk_id: str, packet_id: uuid.UUID) -> Enrolment | None:
+    """The enrolment ``kiosk_id`` sent under ``packet_id``, if any."""
+    return session.scalar(
+        select(Enrolment).where(Enrolment.kiosk_id == kiosk_id, Enrolment.packet_id == packet_id)
+    )
+
+
+def store(
     session: Session,
     cipher: FieldCipher,
-    packet_key: X25519PrivateKey,
-    body: bytes,
+    opened: Opened,
+    hold: list[str],
     replay_window: timedelta,
+    witness_failures_per_hour: int,
+    audit_key: bytes,
 ) -> tuple[Enrolment, bool]:
-    """Store a sealed packet (or find it again). Returns the enrolment and whether it is new.
+    """Store an opened packet (or find it again): returns the enrolment and whether it is new.
 
-    Raises an IntakeError (see :func:`open_packet`; PacketConflict; InvalidPacket for an unknown
-    witness); nothing is stored in those cases.
+    ``hold``: intake-policy reasons to keep it from automatic issuance. Raises
+    KioskDeactivated, ReplayedPacket, PacketConflict, WitnessesNotRegistered, RateLimited;
+    nothing is stored in those cases.
     """
-    kiosk, packet = open_packet(session, body, packet_key, replay_window)
+    kiosk = still_active(session, opened.kiosk)
+    if session.get(PacketSend, opened.send_id) is not None:
+        raise ReplayedPacket("this sealed packet was already received (replay)")
+    now = datetime.now(UTC)
+    session.execute(delete(PacketSend).where(PacketSend.sent_at < now - 2 * replay_window))
+    session.add(PacketSend(send_id=opened.send_id, kiosk_id=kiosk.id, sent_at=opened.sent_at))
+    packet = opened.packet
     digest = packet_digest(packet)
-    existing = session.scalar(select(Enrolment).where(Enrolment.packet_id == packet.packet_id))
+    existing = find(session, kiosk.id, packet.packet_id)
     if existing is not None:
         if existing.packet_sha256 != digest:
             raise PacketConflict(
                 f"packet {packet.packet_id} was already received with different content"
             )
         return existing, False
-    if packet.capture is not None:
-        for idcs in packet.capture.witnesses:
-            if session.scalar(select(Person.id).where(Person.idcs == idcs)) is None:
-                raise InvalidPacket(
-                    [
-                        {
-                            "loc": ["capture", "witnesses"],
-                            "msg": "witness is not a registered person (unknown IDCS)",
-                            "type": "unknown_witness",
-                        }
-                    ]
-                )
+    witnesses = packet.capture.witnesses if packet.capture is not None else []
+    if witnesses:
+        _witnesses(session, kiosk.id, witnesses, witness_failures_per_hour, audit_key)
     pid = packet.packet_id
-    templates = np.asarray(packet.face_templates, dtype="<f4")
+
+    def seal(value: bytes, field: str) -> bytes:
+        return cipher.encrypt(value, ctx(kiosk.id, pid, field))
+
     fingers = [f.model_dump(mode="json") for f in packet.fingerprints]
     enrolment = Enrolment(
         packet_id=pid,
@@ -231,45 +369,54 @@ def receive(
         packet_sha256=digest,
         captured_at=packet.captured_at,
         status=Status.RECEIVED,
-        demographics=cipher.encrypt(
-            packet.demographics.model_dump_json().encode(), ctx(pid, "demographics")
+        demographics=seal(packet.demographics.model_dump_json().encode(), "demographics"),
+        face_image=seal(packet.face_image, "face_image"),
+        face_templates=seal(
+            np.asarray(packet.face_templates, dtype="<f4").tobytes(), "face_templates"
         ),
-        face_image=cipher.encrypt(packet.face_image, ctx(pid, "face_image")),
-        face_templates=cipher.encrypt(templates.tobytes(), ctx(pid, "face_templates")),
-        fingerprints=cipher.encrypt(json.dumps(fingers).encode(), ctx(pid, "fingerprints")),
+        fingerprints=seal(json.dumps(fingers).encode(), "fingerprints"),
         capture=None
         if packet.capture is None
-        else cipher.encrypt(packet.capture.model_dump_json().encode(), ctx(pid, "capture")),
+        else seal(packet.capture.model_dump_json().encode(), "capture"),
+        policy_hold=",".join(hold)[:200] or None,
     )
     session.add(enrolment)
     session.flush()
-    record(session, f"kiosk:{kiosk.id}", "enrolment.received", "enrolment", pid)
+    actor = f"kiosk:{kiosk.id}"
+    record(session, actor, "enrolment.received", "enrolment", enrolment.id, packet=str(pid))
+    if witnesses:
+        refs = [fingerprint(audit_key, w) for w in witnesses]
+        record(session, actor, "witness.checked", "enrolment", enrolment.id, refs=refs)
+    if hold:
+        record(session, actor, "enrolment.held", "enrolment", enrolment.id, reasons=hold)
     return enrolment, True
 
 
 def face_templates(cipher: FieldCipher, enrolment: Enrolment) -> np.ndarray:
     """Decrypt an enrolment's face templates as an (n, 128) float32 array."""
-    raw = cipher.decrypt(enrolment.face_templates, ctx(enrolment.packet_id, "face_templates"))
+    raw = cipher.decrypt(
+        enrolment.face_templates, ctx(enrolment.kiosk_id, enrolment.packet_id, "face_templates")
+    )
     return np.frombuffer(raw, dtype="<f4").reshape(-1, 128).astype(np.float32)
 
 
-def find(session: Session, packet_id: uuid.UUID) -> Enrolment | None:
-    """The enrolment received under ``packet_id``, if any."""
-    return session.scalar(select(Enrolment).where(Enrolment.packet_id == packet_id))
-
-
-def status_of(session: Session, enrolment: Enrolment) -> EnrolmentStatus:
-    """The public status of an enrolment (the IDCS only once issued)."""
+def status_of(
+    session: Session, enrolment: Enrolment, sign: Callable[[bytes], bytes]
+) -> EnrolmentStatus:
+    """The public status of an enrolment (the IDCS only once issued), signed."""
     idcs = None
     if enrolment.status == Status.ISSUED and enrolment.person_id is not None:
         idcs = session.scalar(select(Person.idcs).where(Person.id == enrolment.person_id))
     status = Status(enrolment.status)
-    return EnrolmentStatus(
+    st = EnrolmentStatus(
         packet_id=enrolment.packet_id,
+        kiosk_id=enrolment.kiosk_id,
         receipt_number=enrolment.receipt_number,
         status=status,
         idcs=idcs,
         message=MESSAGES[status],
         received_at=enrolment.received_at,
         updated_at=enrolment.updated_at,
+        signed_at=int(time.time()),
     )
+    return sign_status(st, sign)

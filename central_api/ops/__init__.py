@@ -1,0 +1,1 @@
+"""Operating the registry: health, metrics."""

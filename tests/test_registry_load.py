@@ -1,0 +1,281 @@
+"""The registry in its own process under hostile load (issue 11): slow bodies, a flood of
+image bombs beside an honest kiosk, and kill -9 of one of two server processes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import (
+    PACKET_PUB,
+    REGISTRY_ENV,
+    SIGNING_PUB,
+    count,
+    demographics,
+    evidence,
+    register_kiosk,
+)
+from PIL import Image
+
+from central_api.db import migrate
+from kiosk.client import CentralClient, KioskIdentity, PacketRefused, build_packet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(
+    db_url: str, log: Path, port: int | None = None, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
+    """``central-api serve`` in its own process; yields it, its URL and port."""
+    port = port or _free_port()
+    env = {
+        **os.environ,
+        **REGISTRY_ENV,
+        "CENTRAL_DATABASE_URL": db_url,
+        **{f"CENTRAL_{k.upper()}": v for k, v in settings.items()},
+    }
+    cmd = [sys.executable, "-m", "central_api.cli", "--log-level", "warning", "serve"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the registry did not start"
+            time.sleep(0.1)
+        yield proc, url, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path: Path) -> tuple[str, KioskIdentity]:
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    migrate(url)
+    kiosk = KioskIdentity.generate("KIOSK-FES-01")
+    register_kiosk(url, kiosk)
+    return url, kiosk
+
+
+def test_two_hundred_slow_bodies_cannot_exhaust_memory(sqlite_registry, tmp_path: Path):
+    """Each connection names a registered kiosk (their ids are printed on receipts), declares
+    1.9 MB and sends 1 MB, then stalls. Before the intake gate: ~2 MB held per connection,
+    for ever (132 -> 534 MiB seen with 200)."""
+    url_db, kiosk = sqlite_registry
+    with server(url_db, tmp_path / "server.log", body_idle_seconds="2") as (proc, _, port):
+        base = rss_mib(proc.pid)
+        head = (
+            "POST /v1/enrolments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-Kiosk-Id: {kiosk.kiosk_id}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1900000\r\n\r\n"
+        ).encode()
+        part = b"x" * 1_000_000
+        socks, refused = [], 0
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.sendall(head + part)
+            socks.append(s)
+        time.sleep(1.0)
+        peak = rss_mib(proc.pid)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setblocking(True)
+                s.settimeout(5)
+                if b" 503 " in s.recv(200):
+                    refused += 1
+        time.sleep(3.0)  # the admitted ones time out (408) and are released
+        for s in socks:
+            s.close()
+        time.sleep(1.5)
+        after = rss_mib(proc.pid)
+        print(f"RSS baseline {base:.0f} MiB, with 200 slow bodies {peak:.0f}, after {after:.0f}")
+        assert refused >= 150  # no body slot: answered 503 busy at once
+        assert peak - base < 120
+        assert after - base < 40
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (4096, 4096)).save(buf, "JPEG2000", irreversible=True, quality_layers=[400])
+    return buf.getvalue()
+
+
+def test_a_flood_of_image_bombs_does_not_slow_an_honest_kiosk(
+    sqlite_registry, tmp_path: Path, template, photo
+):
+    """Four senders (a registered kiosk gone bad) push 786-byte JPEG 2000 files declaring
+    4096x4096 as fast as they can; the honest kiosk's median answer stays within 2x."""
+    url_db, honest = sqlite_registry
+    rogue = KioskIdentity.generate("KIOSK-ROGUE-66")
+    register_kiosk(url_db, rogue)
+    names = [
+        "biden__biden.jpg",
+        "obama__obama.jpg",
+        "tom_cruise__img1.jpg",
+        "rose_leslie__img1.jpg",
+    ]
+    with server(url_db, tmp_path / "server.log") as (_, url, _):
+        client = CentralClient(url, honest, PACKET_PUB, SIGNING_PUB, retries=0)
+
+        def honest_round(n: int) -> list[float]:
+            out = []
+            for i in range(n):
+                name = names[i % len(names)]
+                p = build_packet(
+                    honest.kiosk_id, demographics(), [template(name)], photo(name), **evidence()
+                )
+                t = time.perf_counter()
+                client.submit(p, wait=False)
+                out.append(time.perf_counter() - t)
+            return out
+
+        honest_round(2)  # warm-up
+        baseline = statistics.median(honest_round(8))
+        bomb_packet = json.loads(
+            build_packet(
+                rogue.kiosk_id, demographics(), [template(names[0])], photo(names[0])
+            ).model_dump_json()
+        )
+        bomb_packet["face_image"] = base64.b64encode(_bomb()).decode()
+        bomb_body = json.dumps(bomb_packet).encode()
+        stop, sent = threading.Event(), [0]
+
+        def flood() -> None:
+            with CentralClient(url, rogue, PACKET_PUB, SIGNING_PUB, retries=0) as c:
+                while not stop.is_set():
+                    with contextlib.suppress(PacketRefused, httpx.HTTPError):
+                        c.submit(bomb_body, wait=False)
+                    sent[0] += 1
+
+        threads = [threading.Thread(target=flood) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        try:
+            flooded = statistics.median(honest_round(8))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        client.close()
+    print(
+        f"honest median {baseline * 1000:.0f} ms alone, {flooded * 1000:.0f} ms beside "
+        f"{sent[0]} bombs"
+    )
+    assert sent[0] > 50
+    assert flooded <= 2 * baseline
+
+
+def test_kill_9_of_a_registry_process_loses_nothing_and_issues_one_idcs(
+    db_url: str, tmp_path: Path, template, photo
+):
+    """Two server processes on one database (SQLite, PostgreSQL); kiosks keep resending until
+    answered (as the outbox does) while one process after the other is killed -9 and
+    restarted, whatever it was doing: receiving, deciding, issuing."""
+    kiosk = KioskIdentity.generate("KIOSK-KILL-09")
+    register_kiosk(db_url, kiosk)
+    people = ["biden__biden.jpg", "obama__obama.jpg", "tom_cruise__img1.jpg"]
+    again = {"biden__biden.jpg": "biden__biden2.jpg", "obama__obama.jpg": "obama__obama2.jpg"}
+    packets = [
+        build_packet(kiosk.kiosk_id, demographics(), [template(n)], photo(n), **evidence())
+        for n in [*people, *again.values(), *people]
+    ]
+    ports = [_free_port(), _free_port()]
+    answers: dict[int, str] = {}
+    failures: list[str] = []
+    stacks = [contextlib.ExitStack(), contextlib.ExitStack()]
+    procs: list[subprocess.Popen[bytes] | None] = [None, None]
+
+    def start(i: int) -> None:
+        procs[i] = stacks[i].enter_context(
+            server(
+                db_url,
+                tmp_path / f"server{i}.log",
+                ports[i],
+                sync_wait_seconds="1",
+                processing_lease_seconds="3",  # a killed decider's job is taken over soon
+            )
+        )[0]
+
+    def send(k: int) -> None:
+        rng = random.Random(k)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            port = ports[rng.randrange(2)]
+            try:
+                with CentralClient(
+                    f"http://127.0.0.1:{port}", kiosk, PACKET_PUB, SIGNING_PUB, retries=0
+                ) as c:
+                    st = c.submit(packets[k], wait=True)
+                    while not st.final:
+                        time.sleep(0.3)
+                        st = c.status(packets[k].packet_id)
+                    answers[k] = st.status.value
+                    return
+            except (httpx.HTTPError, PacketRefused) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                time.sleep(0.2)
+
+    start(0)
+    start(1)
+    senders = [threading.Thread(target=send, args=(k,)) for k in range(len(packets))]
+    for t in senders:
+        t.start()
+    rng = random.Random(11)
+    for round_ in range(4):
+        time.sleep(rng.uniform(0.5, 2.0))
+        victim = round_ % 2
+        proc = procs[victim]
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stacks[victim].close()
+        stacks[victim] = contextlib.ExitStack()
+        start(victim)
+    for t in senders:
+        t.join(300)
+    for stack in stacks:
+        stack.close()
+    assert len(answers) == len(packets), (answers, failures[-5:])  # every packet was answered
+    assert count(db_url, "enrolments") == len(packets)  # each stored exactly once
+    assert count(db_url, "persons") == len(people)  # one person per face, one IDCS each
+    assert count(db_url, "issued_identifiers") == len(people)
+    assert sorted(answers.values()).count("issued") == len(people)
