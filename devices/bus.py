@@ -11,21 +11,68 @@ socket as ``[topic, json]``: ``daemon.heartbeat``, ``device.connected``/``device
 :class:`DeviceClient` opens a fresh DEALER socket for every call, so no call can receive a
 stale reply and no call waits longer than its timeout: a dead daemon is
 :class:`DaemonUnavailable`, never a hang.
+
+Who may call: both sockets are Unix sockets (``ipc://``) in a directory that only the kiosk's
+user may enter (mode 0700; 0770 with a group shared by the daemon's and the kiosk's users), so
+another local user can neither capture a face nor read a card nor listen to the events.
+:func:`secure_socket_dir` creates or checks that directory; the daemon refuses to start on one
+that others can enter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
+import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import zmq
 
-COMMANDS = "tcp://127.0.0.1:5555"
-EVENTS = "tcp://127.0.0.1:5556"
 PROTOCOL = 1
+
+
+def default_socket_dir() -> Path:
+    """Where the daemon's sockets live: ``$RNP_DEVICES_DIR``, else ``/run/rnp-kiosk`` for root,
+    ``$XDG_RUNTIME_DIR/rnp-kiosk`` (or ``/tmp/rnp-kiosk-<uid>``) for other users."""
+    if os.environ.get("RNP_DEVICES_DIR"):
+        return Path(os.environ["RNP_DEVICES_DIR"])
+    if os.geteuid() == 0:
+        return Path("/run/rnp-kiosk")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "rnp-kiosk" if runtime else Path(f"/tmp/rnp-kiosk-{os.geteuid()}")  # noqa: S108
+
+
+def endpoints(socket_dir: Path) -> tuple[str, str]:
+    """The command (ROUTER) and event (PUB) endpoints in ``socket_dir``."""
+    return f"ipc://{socket_dir / 'commands'}", f"ipc://{socket_dir / 'events'}"
+
+
+class SocketDirError(RuntimeError):
+    """The socket directory is not private to the kiosk's user(s)."""
+
+
+def secure_socket_dir(path: Path, group: str | None = None) -> Path:
+    """Create ``path`` (mode 0700, or 0770 owned by ``group``) or check that an existing one
+    belongs to this user and admits nobody else; raise SocketDirError otherwise."""
+    gid = grp.getgrnam(group).gr_gid if group else None
+    mode = 0o770 if gid is not None else 0o700
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=mode, parents=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketDirError(f"{path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise SocketDirError(f"{path} belongs to another user (uid {st.st_uid})")
+    if gid is not None and st.st_gid != gid:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)  # whatever it was: only the owner (and the group) may enter
+    return path
 
 
 class DeviceError(RuntimeError):
@@ -73,10 +120,10 @@ def encode(header: dict[str, object]) -> bytes:
 class DeviceClient:
     """Calls the device daemon. Thread-safe: every call uses its own socket."""
 
-    def __init__(
-        self, commands: str = COMMANDS, events: str = EVENTS, timeout: float = 5.0
-    ) -> None:
-        self.commands, self.events_endpoint, self.timeout = commands, events, timeout
+    def __init__(self, socket_dir: Path | None = None, timeout: float = 5.0) -> None:
+        self.socket_dir = socket_dir or default_socket_dir()
+        self.commands, self.events_endpoint = endpoints(self.socket_dir)
+        self.timeout = timeout
         self._ctx = zmq.Context.instance()
 
     def call(
@@ -132,7 +179,8 @@ class DeviceClient:
         r = self.call("face.capture", {"challenge": challenge}, timeout=timeout)
         arrays = r.arrays()
         quality = int(r.result["quality_score"])  # type: ignore[call-overload]
-        return FaceFrames(arrays[0], arrays[1:], quality, challenge, str(r.result["model"]))
+        stamps = [float(t) for t in r.result.get("timestamps") or []]  # type: ignore[attr-defined]
+        return FaceFrames(arrays[0], arrays[1:], quality, challenge, str(r.result["model"]), stamps)
 
     def capture_finger(self, position: int, timeout: float = 30.0) -> FingerImage:
         """One fingerprint image (uint8) at the reader's resolution. DeviceError ``no_finger``
@@ -146,7 +194,8 @@ class DeviceClient:
         "expiry"}`` or ``{"can"}``). DeviceError codes: ``no_card``, ``access_denied``,
         ``card_removed``, ``no_reader``, ``chip_error``, ``bad_key``, ``unsupported``."""
         r = self.call("card.read", key, timeout=timeout)
-        return CardRead(dict(r.result), r.blobs[0] if r.blobs else b"")
+        names = [str(n) for n in r.result.get("files") or []]  # type: ignore[attr-defined]
+        return CardRead(dict(r.result), dict(zip(names, r.blobs, strict=False)))
 
 
 @dataclass(frozen=True)
@@ -158,6 +207,7 @@ class FaceFrames:
     quality_score: int
     challenge: str
     model: str  # the camera's firmware-configuration model (its quality thresholds)
+    timestamps: list[float]  # of the challenge frames, camera clock (seconds)
 
 
 @dataclass(frozen=True)
@@ -171,10 +221,12 @@ class FingerImage:
 
 @dataclass(frozen=True)
 class CardRead:
-    """A chip read: MRZ fields, passive-authentication result, and the chip's face image."""
+    """A chip read: the daemon's summary (MRZ fields, its passive-authentication result) and
+    the raw files as read (``DG1``, ``DG2``, ``DG11``/``DG12`` when present, ``SOD``), which the
+    kiosk verifies itself against its own trust list."""
 
     fields: dict[str, object]
-    face_image: bytes
+    files: dict[str, bytes]
 
 
 class EventStream:

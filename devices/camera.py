@@ -169,9 +169,9 @@ class SimulatedCamera(Camera):
         prompts ``blink_turn_left`` and ``blink_turn_right``."""
         rng = random.Random(seed)
 
-        def natural(n: int, **kw: object) -> list[Shot]:
+        def natural(seconds: float, **kw: object) -> list[Shot]:
             out = []
-            for _ in range(n):
+            for _ in range(max(1, round(seconds * fps))):
                 p = Pose(
                     eye_distance=112 + rng.uniform(-4, 4),
                     centre=(0.5 + rng.uniform(-0.015, 0.015), 0.45 + rng.uniform(-0.015, 0.015)),
@@ -181,32 +181,36 @@ class SimulatedCamera(Camera):
                 out.append(Shot(replace(p, **kw)))  # type: ignore[arg-type]
             return out
 
+        # The script is written in seconds, so a camera at any frame rate (or one that drops
+        # frames) plays the same person: a blink lasts 0.3 s, a head turn 1 s.
         script = (
-            [Shot(extra="no_face")] * 2
+            [Shot(extra="no_face")] * max(1, round(0.13 * fps))
             + (
-                natural(4, eye_distance=55)  # too far: move closer
-                + natural(3, centre=(0.22, 0.45))  # off to one side
-                + natural(3, yaw=28)  # looking away
-                + natural(3, brightness=0.35)  # the lamp is off
-                + [Shot(s.pose, "second_face") for s in natural(3)]  # someone behind
-                + natural(2, blur=5.0)  # moving
+                natural(0.27, eye_distance=55)  # too far: move closer
+                + natural(0.2, centre=(0.22, 0.45))  # off to one side
+                + natural(0.2, yaw=28)  # looking away
+                + natural(0.2, brightness=0.35)  # the lamp is off
+                + [Shot(s.pose, "second_face") for s in natural(0.2)]  # someone behind
+                + natural(0.13, blur=5.0)  # moving
                 if prelude
                 else []
             )
-            + natural(4)
-            + natural(2, eyes_closed=True)  # a natural blink
-            + natural(round(fps * 12))  # then stands there, waiting
+            + natural(0.27)
+            + natural(0.13, eyes_closed=True)  # a natural blink
+            + natural(12)  # then stands there, waiting
         )
-        turn = (-8, -16, -24, -30, -24, -12, -4)
+        profile = (0, -8, -16, -24, -30, -24, -12, -4, 0)  # yaw through a 1 s head turn
+        turn = natural(1.0)
+        yaws = np.interp(np.linspace(0, 1, len(turn)), np.linspace(0, 1, len(profile)), profile)
         responses = {
-            f"blink_turn_{side}": natural(3)
-            + natural(2, eyes_closed=True)
-            + natural(3)
+            f"blink_turn_{side}": natural(0.2)
+            + natural(0.3, eyes_closed=True)
+            + natural(0.2)
             + [
-                Shot(replace(s.pose, yaw=y if side == "left" else -y))
-                for s, y in zip(natural(len(turn)), turn, strict=True)
+                Shot(replace(s.pose, yaw=float(y) if side == "left" else -float(y)))
+                for s, y in zip(turn, yaws, strict=True)
             ]
-            + natural(round(fps * 12))
+            + natural(12)
             for side in ("left", "right")
         }
         comp = face_model(str(companion)) if companion else None
@@ -301,9 +305,13 @@ def auto_capture(
 CHALLENGE_SECONDS = 2.0  # how long the blink + head-turn liveness challenge is recorded
 
 
-def record(camera: Camera, frames: int) -> list[np.ndarray]:
-    """The next ``frames`` frames (fewer if the stream ends), e.g. for a liveness challenge."""
-    out = []
-    while len(out) < frames and (frame := camera.read()) is not None:
-        out.append(frame.image)
+def record(camera: Camera, seconds: float = CHALLENGE_SECONDS) -> list[Frame]:
+    """The frames of the next ``seconds`` of camera time (fewer if the stream ends), e.g. for
+    a liveness challenge: however many frames a busy machine keeps, the person gets the same
+    time to act."""
+    out: list[Frame] = []
+    while (frame := camera.read()) is not None:
+        out.append(frame)
+        if frame.timestamp - out[0].timestamp >= seconds:
+            break
     return out

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from devices.icao import lds, secure, tlv
-from devices.icao.emulator import EMRTD_AID
+from devices.icao.lds import EMRTD_AID
 from devices.icao.mrz import MRZ, AccessKey, CANKey, MRZError, MRZKey
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,30 @@ def wait_for_card(reader: str | None = None, timeout: float = 30.0) -> str:
     return name
 
 
+# vsmartcard's virtual reader: tests and the demo only, never on a real kiosk (it listens on
+# every interface, and whoever connects to it is "a card" to every application)
+VPCD_PORT = 35963
+VPCD_CONFIG = Path("/etc/reader.conf.d/vpcd")
+
+
+def virtual_reader() -> str | None:
+    """Why a virtual smart-card reader (vsmartcard's vpcd) is on this machine, or None."""
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        if s.connect_ex(("127.0.0.1", VPCD_PORT)) == 0:
+            return f"the vpcd virtual reader listens on port {VPCD_PORT}"
+    try:
+        names = readers()
+    except NoReader:
+        names = []
+    virtual = [n for n in names if "Virtual PCD" in n]
+    if virtual:
+        return f"pcscd has a virtual reader ({virtual[0]})"
+    if VPCD_CONFIG.exists():
+        return f"pcscd is configured to load the vpcd driver ({VPCD_CONFIG})"
+    return None
+
+
 def card_present(reader: str) -> bool:
     """pcscd's own view of the slot (what its event handler last saw), not a connect probe."""
     from smartcard import scard
@@ -252,12 +278,15 @@ class CardSession:
 
     def __init__(self, reader: str | None = None) -> None:
         from smartcard.Exceptions import CardConnectionException, NoCardException
+        from smartcard.scard import SCARD_SHARE_EXCLUSIVE
 
         r = _reader(reader)
         self.name = str(r)
         self.connection = r.createConnection()
         try:
-            self.connection.connect()
+            # exclusive: no other program may reset the card or run its own authentication
+            # in the middle of ours (a card in use elsewhere is "no card" for a moment)
+            self.connection.connect(mode=SCARD_SHARE_EXCLUSIVE)
         except (NoCardException, CardConnectionException) as exc:
             raise NoCard(f"no card on {self.name}") from exc
         self.sm: secure.SecureChannel | None = None

@@ -72,11 +72,44 @@ def _card_read(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from devices import daemon
+    from devices import card, daemon
     from devices.icao import emulator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    simulated = args.camera == "simulated" or args.fingerprint == "simulated"
+    if args.simulate and (args.camera or args.fingerprint):
+        print(
+            "error: --simulate simulates every device; it cannot be mixed with --camera "
+            "or --fingerprint",
+            file=sys.stderr,
+        )
+        return 2
+    if args.start_pcscd and not args.simulate:
+        print(
+            "error: --start-pcscd starts pcscd with the virtual reader: --simulate only",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.simulate and (why := card.virtual_reader()):
+        print(
+            f"error: {why}. vsmartcard's vpcd makes any program on the network a card to "
+            "this kiosk: it is for tests and the demo only. Remove it (apt-get purge "
+            "vsmartcard-vpcd; restart pcscd) before running real devices.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = daemon.DaemonConfig(
+            socket_dir=Path(args.socket_dir) if args.socket_dir else bus.default_socket_dir(),
+            simulated=args.simulate,
+            camera=args.camera or "opencv:0",
+            fingerprint=args.fingerprint or "none",
+            card_reader=args.reader,
+            trust_dir=Path(args.trust) if args.trust else None,
+            socket_group=args.group,
+        )
+    except daemon.DaemonConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     pcscd = None
     if args.start_pcscd:
         try:
@@ -84,17 +117,11 @@ def _serve(args: argparse.Namespace) -> int:
         except emulator.PcscdUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    config = daemon.DaemonConfig(
-        commands=args.commands,
-        events=args.events,
-        camera=args.camera,
-        fingerprint=args.fingerprint,
-        card_reader=args.reader,
-        trust_dir=Path(args.trust) if args.trust else None,
-        simulated=simulated,
-    )
     try:
         daemon.run(config)
+    except bus.SocketDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if pcscd is not None:
             pcscd.terminate()
@@ -135,18 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "serve", help="run the device daemon: commands on a ZeroMQ ROUTER, events on PUB"
     )
-    sp.add_argument("--commands", default=bus.COMMANDS, help="ROUTER endpoint (%(default)s)")
-    sp.add_argument("--events", default=bus.EVENTS, help="PUB endpoint (%(default)s)")
     sp.add_argument(
-        "--camera", default="simulated", help="simulated, or opencv:INDEX|FILE|URL (%(default)s)"
+        "--socket-dir",
+        help="private directory of the daemon's Unix sockets (default: $RNP_DEVICES_DIR, "
+        "/run/rnp-kiosk for root, else $XDG_RUNTIME_DIR/rnp-kiosk)",
     )
-    sp.add_argument("--fingerprint", default="simulated", choices=["simulated"])
+    sp.add_argument(
+        "--group", help="a group shared with the kiosk's user, when it runs as another user"
+    )
+    sp.add_argument(
+        "--simulate",
+        action="store_true",
+        help="simulated camera, fingerprint reader and emulated cards: tests and demo only",
+    )
+    sp.add_argument("--camera", help="opencv:INDEX|FILE|URL (default opencv:0)")
+    sp.add_argument(
+        "--fingerprint",
+        choices=["none"],
+        help="fingerprint reader driver (none until a vendor / SBI driver is installed)",
+    )
     sp.add_argument("--reader", help="PC/SC reader name (default: the first)")
-    sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists")
+    sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists (read only)")
     sp.add_argument(
         "--start-pcscd",
         action="store_true",
-        help="start pcscd (with vsmartcard's virtual reader) if it is not running",
+        help="with --simulate: start pcscd (with vsmartcard's virtual reader) if none runs",
     )
     sp.set_defaults(func=_serve)
     return p

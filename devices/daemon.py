@@ -1,20 +1,23 @@
 """The device daemon (``devices serve``): one process owns the kiosk's hardware.
 
-It answers commands on a ZeroMQ ROUTER socket and publishes events on a PUB socket (the
-protocol is described in :mod:`devices.bus`). Every device is one of:
+It answers commands on a ZeroMQ ROUTER socket and publishes events on a PUB socket, both Unix
+sockets in a directory only the kiosk's user may enter (the protocol and the directory are
+described in :mod:`devices.bus`). It runs in one of two modes, never a mix:
 
-- camera: ``simulated`` (a person rendered from a real photo, see :mod:`devices.camera`), or
-  ``opencv:<index|file|url>``;
-- fingerprint reader: ``simulated`` (synthetic prints; vendor/SBI drivers plug in here);
-- card reader: a PC/SC reader through pcscd (any reader, or the one named). With simulated
-  devices the daemon also *is* the citizen's card: it issues an emulated eMRTD, signed by a
-  test CSCA, and inserts it into vsmartcard's virtual reader, so the kiosk still reads it
-  through pcscd like any card.
+- **real** (the default): camera ``opencv:<index|file|url>``; fingerprint reader ``none``
+  until a vendor / SBI driver is configured; card reader: a PC/SC reader through pcscd (any
+  reader, or the one named). It refuses to start when vsmartcard's virtual reader is present.
+- **simulated** (``simulated=True``, ``devices serve --simulate``; tests and the demo only):
+  simulated camera (a person rendered from a real photo, see :mod:`devices.camera`) and
+  fingerprint reader, and the daemon *is* the citizen's card: it issues an emulated eMRTD,
+  signed by its own test CSCA (kept in memory, never written anywhere), and inserts it into
+  vsmartcard's virtual reader, so the card is still read through pcscd like any card. A
+  ``simulate.*`` command family (citizen, card, face, unplug, csca) exists in this mode only.
 
 Each device's capture settings come from its firmware configuration (``firmware_configs/``).
-With simulated devices a ``simulate.*`` command family puts a citizen in front of the kiosk
-(photo, fingers, card), pulls the card out, or unplugs a device: the test and demo harness,
-at the hardware boundary only.
+The trust folder is only ever read. The kiosk does not take the daemon's word for a card: it
+receives the raw data groups and EF.SOD and runs passive authentication against its own trust
+list (:mod:`kiosk.session`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import zlib
@@ -35,7 +37,7 @@ import cv2
 import zmq
 
 from devices import card as card_mod
-from devices.bus import COMMANDS, EVENTS, PROTOCOL, encode, pack_arrays
+from devices.bus import PROTOCOL, encode, endpoints, pack_arrays, secure_socket_dir
 from devices.camera import (
     CHALLENGE_SECONDS,
     Camera,
@@ -62,23 +64,45 @@ class CommandError(Exception):
         self.code = code
 
 
+class DaemonConfigError(ValueError):
+    """The daemon cannot start as configured; the message says what to change."""
+
+
 @dataclass
 class DaemonConfig:
-    """Which devices the daemon drives, and where it listens."""
+    """Which devices the daemon drives, and where it listens.
 
-    commands: str = COMMANDS
-    events: str = EVENTS
-    camera: str = "simulated"
-    fingerprint: str = "simulated"
+    ``simulated`` is all or nothing: with it, camera and fingerprint reader are simulated (the
+    defaults of ``camera`` / ``fingerprint`` are then ignored); without it, ``camera`` must be
+    an ``opencv:`` source and ``fingerprint`` a real driver (``none`` for now)."""
+
+    socket_dir: Path
+    simulated: bool = False
+    camera: str = "opencv:0"
+    fingerprint: str = "none"
     card_reader: str | None = None  # PC/SC reader name; None: the first one
-    trust_dir: Path | None = None  # CSCA certificates / master lists for passive auth
-    simulated: bool = True  # host simulated citizens (photo, fingers, emulated card)
+    trust_dir: Path | None = None  # CSCA certificates / master lists (read only)
+    socket_group: str | None = None  # a group shared with the kiosk's user, if it differs
     heartbeat_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.simulated:
+            self.camera, self.fingerprint = "simulated", "simulated"
+        elif not self.camera.startswith("opencv:"):
+            raise DaemonConfigError(
+                f"camera {self.camera!r}: a real kiosk needs opencv:<index|file|url> "
+                "(simulation only with --simulate, for every device at once)"
+            )
+        elif self.fingerprint != "none":
+            raise DaemonConfigError(
+                f"fingerprint reader {self.fingerprint!r}: no real driver by that name "
+                "(simulation only with --simulate, for every device at once)"
+            )
 
     @property
     def camera_model(self) -> str:
         """Firmware-configuration model name of the camera."""
-        return "simulated-camera" if self.camera == "simulated" else "uvc-webcam"
+        return "simulated-camera" if self.simulated else "uvc-webcam"
 
 
 @dataclass
@@ -98,6 +122,7 @@ class DeviceDaemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
+        self.commands, self.events = endpoints(config.socket_dir)
         self.camera_config = by_model(config.camera_model)
         self.finger_config = by_model("simulated-fingerprint")
         assert isinstance(self.camera_config, CameraConfig)
@@ -117,12 +142,12 @@ class DeviceDaemon:
         self._vcard: emulator.VirtualCard | None = None
         self._document: emulator.Document | None = None
         self.pki: emulator.DocumentPKI | None = None
-        trust_dir = config.trust_dir
-        if config.simulated:
+        self.trust = (
+            lds.TrustStore.from_folder(config.trust_dir) if config.trust_dir else lds.TrustStore()
+        )
+        if config.simulated:  # its test CSCA lives in memory only, beside the trust list
             self.pki = emulator.DocumentPKI.create("MA")
-            trust_dir = trust_dir or Path(tempfile.mkdtemp(prefix="kiosk-trust-"))
-            (trust_dir / "simulated-csca.pem").write_bytes(self.pki.csca_pem())
-        self.trust = lds.TrustStore.from_folder(trust_dir) if trust_dir else lds.TrustStore([])
+            self.trust = lds.TrustStore([*self.trust.certificates, self.pki.csca])
         self._handlers: dict[str, Callable[[dict[str, object]], tuple[dict, list[bytes]]]] = {
             "status": self._status,
             "face.capture": self._face_capture,
@@ -136,6 +161,7 @@ class DeviceDaemon:
                     "simulate.card": self._sim_card,
                     "simulate.face": self._sim_face,
                     "simulate.unplug": self._sim_unplug,
+                    "simulate.csca": self._sim_csca,
                 }
             )
         self.ready = threading.Event()
@@ -143,13 +169,14 @@ class DeviceDaemon:
     # ------------------------------------------------------------------------ main loop
     def serve(self) -> None:
         """Bind the sockets and serve until :meth:`stop` is called."""
+        secure_socket_dir(self.config.socket_dir, self.config.socket_group)
         router = self._ctx.socket(zmq.ROUTER)
         pub = self._ctx.socket(zmq.PUB)
         replies = self._ctx.socket(zmq.PULL)
         for s in (router, pub, replies):
             s.setsockopt(zmq.LINGER, 0)
-        router.bind(self.config.commands)
-        pub.bind(self.config.events)
+        router.bind(self.commands)
+        pub.bind(self.events)
         replies.bind(_REPLIES)
         monitor = threading.Thread(target=self._monitor, name="device-monitor", daemon=True)
         monitor.start()
@@ -158,9 +185,9 @@ class DeviceDaemon:
         poller.register(replies, zmq.POLLIN)
         self.ready.set()
         log.info(
-            "device daemon listening (commands %s, events %s)",
-            self.config.commands,
-            self.config.events,
+            "device daemon (%s) listening in %s",
+            "simulated" if self.config.simulated else "real devices",
+            self.config.socket_dir,
         )
         try:
             while not self._stop.is_set():
@@ -179,6 +206,8 @@ class DeviceDaemon:
                 self._vcard.remove()
             for s in (router, pub, replies):
                 s.close()
+            for name in ("commands", "events"):
+                (self.config.socket_dir / name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return."""
@@ -229,17 +258,19 @@ class DeviceDaemon:
         self._pool.submit(self._run, ident, rid, cmd, device, handler, args)
 
     def _run(self, ident, rid, cmd, device, handler, args) -> None:  # type: ignore[no-untyped-def]
+        blobs: list[bytes] = []
         try:
             result, blobs = handler(args)
-            self._reply(ident, {"id": rid, "ok": True, "result": result}, blobs)
+            header: dict[str, object] = {"id": rid, "ok": True, "result": result}
         except CommandError as exc:
-            self._reply(ident, _error(rid, exc.code, str(exc)), [])
+            header = _error(rid, exc.code, str(exc))
         except Exception:  # a driver bug must not kill the daemon; the kiosk gets an answer
             log.exception("command %s failed", cmd)
-            self._reply(ident, _error(rid, "device_error", f"{cmd} failed unexpectedly"), [])
-        finally:
+            header = _error(rid, "device_error", f"{cmd} failed unexpectedly")
+        finally:  # free before answering: the kiosk may send the next command at once
             with self._lock:
                 self._busy.discard(device)
+        self._reply(ident, header, blobs)
 
     # ------------------------------------------------------------------------ health
     def _devices(self) -> list[dict[str, object]]:
@@ -258,7 +289,9 @@ class DeviceDaemon:
                 "model": fp.model,
                 "device_id": f"{fp.model}:{self.serial}",
                 "firmware": fp.firmware,
-                "state": "lost" if "fingerprint" in self._unplugged else "ok",
+                "state": "ok"
+                if self.config.simulated and "fingerprint" not in self._unplugged
+                else "lost",
             },
             {
                 "kind": "card_reader",
@@ -346,13 +379,18 @@ class DeviceDaemon:
                 )
             self.publish("face.feedback", {"codes": [f"blink_turn_{challenge}"], "score": 100})
             cam.prompt(f"blink_turn_{challenge}")
-            frames = record(cam, round(cfg.capture.fps * CHALLENGE_SECONDS))
+            frames = record(cam, CHALLENGE_SECONDS)
         finally:
             if self.config.camera != "simulated":
                 cam.close()
         self.publish("face.feedback", {"codes": ["captured"], "score": result.quality.score})
-        specs, blobs = pack_arrays([result.image, *frames])
-        return {"quality_score": result.quality.score, "model": cfg.model, "arrays": specs}, blobs
+        specs, blobs = pack_arrays([result.image, *(f.image for f in frames)])
+        return {
+            "quality_score": result.quality.score,
+            "model": cfg.model,
+            "arrays": specs,
+            "timestamps": [f.timestamp for f in frames],  # camera clock: liveness is timed
+        }, blobs
 
     # ------------------------------------------------------------------------ fingerprints
     def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
@@ -363,6 +401,8 @@ class DeviceDaemon:
             position = 0
         if not 1 <= position <= 10:
             raise CommandError("bad_request", "finger position must be 1-10")
+        if not self.config.simulated:  # real drivers (MOSIP SBI, libfprint) are future work
+            raise CommandError("device_lost", "no fingerprint reader driver is configured")
         if self._fingers is None:
             raise CommandError("no_finger", "no finger on the reader")
         self.publish("finger.progress", {"position": position, "state": "scanning"})
@@ -419,7 +459,9 @@ class DeviceDaemon:
             "passive_authentication": doc.passive_authentication.status,
             "passive_authentication_reason": doc.passive_authentication.reason,
         }
-        return result, [doc.face_image]
+        files = {f"DG{n}": raw for n, raw in sorted(doc.data_groups.items())} | {"SOD": doc.sod}
+        result["files"] = list(files)
+        return result, list(files.values())
 
     # ------------------------------------------------------------------------ simulation
     def _sim_citizen(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
@@ -508,6 +550,12 @@ class DeviceDaemon:
         else:
             raise CommandError("bad_request", "action must be insert or remove")
         return {}, []
+
+    def _sim_csca(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The simulated documents' CSCA certificate (PEM), for the harness to put in the
+        kiosk's trust folder: the daemon itself never writes it anywhere."""
+        assert self.pki is not None
+        return {"pem": self.pki.csca_pem().decode()}, []
 
     def _sim_unplug(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         kind = str(args.get("device"))

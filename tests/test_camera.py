@@ -11,7 +11,9 @@ import pytest
 from biometrics import face
 from biometrics.synthetic import Pose
 from devices.camera import (
+    Camera,
     CameraError,
+    Frame,
     OpenCVCamera,
     Shot,
     SimulatedCamera,
@@ -117,3 +119,49 @@ def test_firmware_quality_section_maps_onto_the_thresholds():
     assert set(type(SIM.quality).model_fields) == fields
     assert SIM.quality.thresholds().min_eye_distance_px == 90
     assert np.isclose(SIM.quality.thresholds().max_roll_degrees, 8)
+
+
+class BusyMachine(Camera):
+    """A 15 frames/s camera on a machine so busy that only ``fps`` frames a second are read
+    (the others are dropped by the driver): the person's timing does not change."""
+
+    def __init__(self, camera: Camera, fps: float) -> None:
+        self.camera, self.gap = camera, 1.0 / fps
+        self._last: float | None = None
+
+    def prompt(self, instruction: str) -> None:
+        self.camera.prompt(instruction)
+
+    def read(self) -> Frame | None:
+        while (frame := self.camera.read()) is not None:
+            if self._last is None or frame.timestamp - self._last >= self.gap - 1e-6:
+                self._last = frame.timestamp
+                return frame
+        return None
+
+
+@pytest.mark.parametrize("fps", [15, 7.5, 5])
+def test_liveness_passes_a_real_blink_on_a_machine_that_keeps_few_frames(faces_dir, fps):
+    cam = BusyMachine(
+        SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=3), fps
+    )
+    shot = capture_face(cam, SIM)
+    assert shot.liveness.passed and shot.liveness.blink and shot.liveness.turn
+    # the challenge lasted its 2 s of camera time, whatever the frame count
+    assert shot.liveness.frames_used in range(int(2 * fps), int(2 * fps) + 3)
+
+
+def test_liveness_judges_by_time_not_frame_counts(faces_dir):
+    cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=3)
+    cam.prompt("blink_turn_left")
+    frames = [f for f in iter(cam.read, None)][:30]
+    images, times = [f.image for f in frames], [f.timestamp for f in frames]
+    assert face.liveness(images, timestamps=times).passed
+    # the same frames claimed to span 0.6 s: too short to have asked anything of anyone
+    assert face.liveness(images, timestamps=[t / 3.3 for t in times]).reasons == ["too_short"]
+    # eyes shut for long seconds are not a blink (a photo of closed eyes swapped in and out)
+    slow = [t * 4 for t in times]
+    result = face.liveness(images, timestamps=slow, max_blink_seconds=0.5)
+    assert "no_blink" in result.reasons
+    with pytest.raises(ValueError, match="timestamp"):
+        face.liveness(images, timestamps=times[:-1])

@@ -261,6 +261,56 @@ def test_read_document_through_pcsc(inserted, pki, face_jpeg):
     assert len(inserted.commands) - before < before
 
 
+def test_two_processes_never_read_each_others_card(pcscd, document, pki, face_jpeg, tmp_path):
+    """vpcd has one slot for the machine. Another process (a test run beside the demo, a second
+    daemon) holds its card there: this process's card waits for the slot instead of both
+    being "inserted" at once and each read with the other's key (the chip refuses BAC:
+    ``card_access_denied``, seen once in a demo run)."""
+    other_mrz = mrz.td1("ZX9876543", "Benali", "Amine", "900215", "M", "341231")
+    child = (
+        "import sys, time\n"
+        "from devices import card\n"
+        "from devices.icao import emulator, lds, mrz\n"
+        "pki = emulator.DocumentPKI.create()\n"
+        f"doc = emulator.issue_document({other_mrz!r}, open(sys.argv[1], 'rb').read(), "
+        "(360, 480), pki)\n"
+        "vc = emulator.VirtualCard(emulator.EmulatedChip(doc))\n"
+        "vc.insert()\n"
+        "card.wait_for_card(None, timeout=10)\n"
+        "print('IN', flush=True)\n"
+        "time.sleep(2)\n"
+        "r = card.read_document(None, doc.key, lds.TrustStore([pki.csca]))\n"
+        "print('READ', r.passive_authentication.status, r.mrz.document_number, flush=True)\n"
+        "vc.remove()\n"
+        "print('OUT', flush=True)\n"
+    )
+    jpeg = tmp_path / "face.jpg"
+    jpeg.write_bytes(face_jpeg[0])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, str(jpeg)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "IN"
+    vc = emulator.VirtualCard(emulator.EmulatedChip(document))
+    vc.insert()  # waits until the other process's card is gone
+    try:
+        for _ in range(40):
+            try:
+                doc = card.read_document(READER, document.key, lds.TrustStore([pki.csca]))
+                break
+            except card.NoCard:
+                time.sleep(0.25)
+        assert doc.mrz.document_number == "D23145890"  # this card, not the other one
+    finally:
+        vc.remove()
+    out = proc.stdout.read()
+    assert proc.wait(30) == 0
+    assert "READ valid ZX9876543" in out and "OUT" in out
+
+
 def test_files_past_32_kb_are_read_with_odd_read_binary(pcscd, faces_dir, pki):
     img = cv2.resize(cv2.imread(str(sorted(faces_dir.glob("*.jpg"))[1])), (720, 960))
     jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import logging
 import os
@@ -20,10 +21,12 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from asn1crypto import algos, cms
 from asn1crypto import core as asn1
@@ -34,10 +37,10 @@ from cryptography.x509.oid import NameOID
 
 from devices.icao import lds, secure, tlv
 from devices.icao import mrz as mrz_mod
+from devices.icao.lds import EMRTD_AID
 
 log = logging.getLogger(__name__)
 
-EMRTD_AID = bytes.fromhex("A0000002471001")
 VPCD_PORT = 35963
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
@@ -406,33 +409,63 @@ def atr(historical: bytes = b"ICAOEMU1") -> bytes:
 
 class VirtualCard:
     """Places an ``EmulatedChip`` on pcscd's vpcd reader: ``insert()`` connects to the vpcd
-    socket (the reader sees a card), ``remove()`` disconnects (card removed)."""
+    socket (the reader sees a card), ``remove()`` disconnects (card removed).
+
+    vpcd has one slot for the whole machine. Two processes inserting cards at once (a test
+    run beside the demo, two daemons) would each read the other's card with their own key:
+    the chip refuses BAC (seen once as ``card_access_denied`` in a demo run). So a card holds
+    the slot, across processes, from insert to remove (an advisory lock on a file in the temp
+    folder, released by the kernel if its process dies): an insert waits for the slot."""
 
     def __init__(self, chip: EmulatedChip, host: str = "127.0.0.1", port: int = VPCD_PORT) -> None:
         self.chip = chip
         self.host, self.port = host, port
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._slot: IO[str] | None = None
 
     # pcscd polls a vpcd slot's presence a few times a second: a card taken away and put back
     # faster than that would never be seen leaving. Real hands need longer anyway.
     AWAY_SECONDS = 1.2
-    _last_removed = 0.0  # shared by all virtual cards: they share the one vpcd slot
+    SLOT_TIMEOUT = 120.0  # how long an insert waits for another process's card to go
 
-    def insert(self, timeout: float = 5.0) -> None:
-        """Connect to vpcd (retrying until ``timeout`` while pcscd starts)."""
-        away = VirtualCard._last_removed + self.AWAY_SECONDS - time.monotonic()
-        if away > 0:
-            time.sleep(away)
-        deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)
+    def _take_slot(self, timeout: float) -> IO[str]:
+        slot = open(Path(tempfile.gettempdir()) / f"rnp-vpcd-{self.port}.lock", "a+")  # noqa: SIM115
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                sock = socket.create_connection((self.host, self.port), timeout=1.0)
-                break
-            except OSError:
-                if dt.datetime.now() > deadline:
-                    raise
-                threading.Event().wait(0.1)
+                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return slot
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    slot.close()
+                    raise OSError("the virtual card reader holds another process's card") from None
+                time.sleep(0.01)
+
+    def insert(self, timeout: float = 5.0) -> None:
+        """Take the slot (waiting while another card is in it), wait until the last card has
+        been away long enough for pcscd to see it leave, then connect to vpcd (retrying until
+        ``timeout`` while pcscd starts)."""
+        slot = self._take_slot(self.SLOT_TIMEOUT)
+        try:
+            slot.seek(0)
+            last_removed = float(slot.read().strip() or 0)
+            away = last_removed + self.AWAY_SECONDS - time.time()
+            if away > 0:
+                time.sleep(away)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    sock = socket.create_connection((self.host, self.port), timeout=1.0)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        except BaseException:
+            slot.close()
+            raise
+        self._slot = slot
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
@@ -440,7 +473,7 @@ class VirtualCard:
         self._thread.start()
 
     def remove(self) -> None:
-        """Disconnect: pcscd reports the card removed."""
+        """Disconnect: pcscd reports the card removed; the slot is free for the next card."""
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -448,8 +481,14 @@ class VirtualCard:
             sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        VirtualCard._last_removed = time.monotonic()
         self.chip.reset()
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.seek(0)
+            slot.truncate()
+            slot.write(f"{time.time():.6f}")
+            slot.flush()
+            slot.close()  # releases the lock
 
     def __enter__(self) -> VirtualCard:
         self.insert()
@@ -501,6 +540,19 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _vpcd_loaded() -> bool:
+    """pcscd runs with the vpcd reader: asked of pcscd itself (a port probe alone times out
+    while a card waits in vpcd's accept queue), or vpcd's port when pcscd cannot be asked."""
+    from devices import card
+
+    try:
+        if any("Virtual PCD" in name for name in card.readers()):
+            return True
+    except card.CardError:
+        pass
+    return _port_open(VPCD_PORT)
+
+
 class PcscdUnavailable(RuntimeError):
     """pcscd with vsmartcard's vpcd driver is not installed or did not start."""
 
@@ -511,7 +563,7 @@ def start_pcscd(timeout: float = 15.0) -> subprocess.Popen[bytes] | None:
     Returns the process started here (the caller stops it), or None when one already listens
     on vpcd's port. Raises PcscdUnavailable with what to install when it cannot start.
     """
-    if _port_open(VPCD_PORT):
+    if _vpcd_loaded():
         return None
     exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
     if not Path(exe).exists() or not Path(VPCD_DRIVER).exists():

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from devices.icao import mrz as mrz_mod
 from devices.icao import tlv
 
+EMRTD_AID = bytes.fromhex("A0000002471001")  # the eMRTD application (ICAO 9303-10)
+
 
 class LDSError(ValueError):
     """A data group or security object that cannot be parsed."""
