@@ -23,11 +23,25 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry_key(args: argparse.Namespace) -> bytes:
+def _b64_key(value: str | None, file: str | None) -> bytes:
     import base64
+    import binascii
 
-    raw = args.registry_key or Path(args.registry_key_file).read_text().strip()
-    return base64.b64decode(raw, validate=True)
+    from kiosk.client import ConfigError
+
+    try:
+        raw = value or Path(file or "").read_text().strip()
+        return base64.b64decode(raw, validate=True)
+    except (OSError, binascii.Error, ValueError) as exc:
+        raise ConfigError(f"registry key {file or '(given)'}: {exc}") from exc
+
+
+def _registry_keys(args: argparse.Namespace) -> tuple[bytes, bytes]:
+    """The registry's packet key (sealed to) and signing key (its answers verified with)."""
+    return (
+        _b64_key(args.registry_key, args.registry_key_file),
+        _b64_key(args.registry_signing_key, args.registry_signing_key_file),
+    )
 
 
 def _identity(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -47,7 +61,7 @@ def _sync(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
     client = CentralClient(
-        args.central, _identity(args), _registry_key(args), timeout=15, retries=0
+        args.central, _identity(args), *_registry_keys(args), timeout=15, retries=0
     )
     worker = SyncWorker(outbox, client, backoff=args.backoff, status_every=args.status_every)
     done = threading.Event()
@@ -69,13 +83,18 @@ def _serve(args: argparse.Namespace) -> int:
     from kiosk.web import assemble, serve_ui
 
     kiosk = assemble(
-        KioskSettings(args.kiosk_id, centre=args.centre, idle_timeout=args.idle_timeout),
+        KioskSettings(
+            args.kiosk_id,
+            centre=args.centre,
+            idle_timeout=args.idle_timeout,
+            trust_dir=Path(args.trust),
+        ),
         Path(args.data_dir),
         args.central,
-        _registry_key(args),
+        _registry_keys(args),
         _identity(args),
-        DeviceClient(args.commands, args.events),
-        Operators(Path(args.operators)),
+        DeviceClient(Path(args.devices_dir) if args.devices_dir else None),
+        Operators(Path(args.operators), Path(args.data_dir)),
     )
     serve_ui(kiosk, args.host, args.port)
     return 0
@@ -92,6 +111,30 @@ def _operator_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _requeue(args: argparse.Namespace) -> int:
+    """Send refused packets again (after fixing what the registry refused them for)."""
+    from kiosk.outbox import Outbox
+
+    data = Path(args.data_dir)
+    outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
+    if not args.all and not args.packet_id:
+        for e in outbox.listing():
+            if e.state == "refused":
+                print(f"{e.packet_id}  {e.tracking}  {e.created_at:%Y-%m-%d %H:%M}  {e.last_error}")
+        return 0
+    done = outbox.requeue(None if args.all else args.packet_id)
+    print(f"{len(done)} packet(s) queued again")
+    return 0 if done or args.all else 1
+
+
+def _operator_unlock(args: argparse.Namespace) -> int:
+    from kiosk.session import Operators
+
+    Operators(Path(args.operators), Path(args.data_dir)).unlock(args.operator_id)
+    print(f"{args.operator_id} unlocked")
+    return 0
+
+
 def _kiosk_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--kiosk-id", required=True)
     sp.add_argument("--key", required=True, help="this kiosk's Ed25519 PEM key (kiosk keygen)")
@@ -99,6 +142,11 @@ def _kiosk_args(sp: argparse.ArgumentParser) -> None:
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--registry-key", help="base64 X25519 public key packets are sealed to")
     g.add_argument("--registry-key-file", help="file holding that key")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--registry-signing-key", help="base64 Ed25519 public key the registry signs answers with"
+    )
+    g.add_argument("--registry-signing-key-file", help="file holding that key")
     sp.add_argument("--data-dir", default="var/kiosk", help="outbox and its key")
 
 
@@ -123,14 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="file for the PEM private key (mode 600)")
     sp.set_defaults(func=_keygen)
 
-    from devices import bus
-
     sp = sub.add_parser("serve", help="run the kiosk UI (http://127.0.0.1:8080) and outbox sync")
     _kiosk_args(sp)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8080)
-    sp.add_argument("--commands", default=bus.COMMANDS, help="device daemon ROUTER endpoint")
-    sp.add_argument("--events", default=bus.EVENTS, help="device daemon PUB endpoint")
+    sp.add_argument(
+        "--devices-dir", help="the device daemon's socket directory (as for devices serve)"
+    )
+    sp.add_argument(
+        "--trust",
+        required=True,
+        help="folder of CSCA certificates / ICAO master lists: the kiosk verifies every chip "
+        "against it itself",
+    )
     sp.add_argument("--operators", default="var/kiosk/operators.json")
     sp.add_argument("--centre", default="Centre de services")
     sp.add_argument("--idle-timeout", type=float, default=180.0)
@@ -143,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--until-empty", action="store_true", help="exit when all are decided")
     sp.set_defaults(func=_sync)
 
+    sp = sub.add_parser(
+        "requeue",
+        help="list the packets the registry refused, or send them again (--all or PACKET_ID)",
+    )
+    sp.add_argument("packet_id", nargs="?")
+    sp.add_argument("--all", action="store_true", help="every refused packet")
+    sp.add_argument("--data-dir", default="var/kiosk", help="outbox and its key")
+    sp.set_defaults(func=_requeue)
+
+    sp = sub.add_parser("operator-unlock", help="lift an operator's PIN lockout")
+    sp.add_argument("operator_id")
+    sp.add_argument("--operators", default="var/kiosk/operators.json")
+    sp.add_argument("--data-dir", default="var/kiosk", help="where lockouts are kept")
+    sp.set_defaults(func=_operator_unlock)
+
     sp = sub.add_parser("operator-add", help="add an operator or supervisor with a PIN")
     sp.add_argument("operator_id")
     sp.add_argument("--role", choices=["operator", "supervisor"], default="operator")
@@ -154,8 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kiosk``."""
+    from kiosk.client import ConfigError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
-"""Building, signing and submitting enrolment packets to the central registry."""
+"""Building, signing and submitting enrolment packets to the central registry.
+
+The registry is trusted only through its keys: packets are sealed to its X25519 packet key,
+and every answer must carry its Ed25519 signature (checked with the public half provisioned to
+the kiosk) before the kiosk forgets a packet or prints an IDCS. Plain ``http://`` is allowed
+for a registry on this machine only.
+"""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
+import json
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -20,13 +30,51 @@ from central_api.enrolment.schemas import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CaptureInfo,
+    DecisionNotAuthentic,
     Demographics,
     EnrolmentPacket,
     EnrolmentStatus,
+    ErrorAnswer,
     FingerprintTemplate,
     read_message,
     seal,
+    verify_status,
 )
+
+
+class ConfigError(ValueError):
+    """The kiosk cannot start as configured: a key file missing, malformed or readable by
+    others, a registry URL without https. The message says what to change."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only, whatever ``path`` held before: a new file
+    created 0600 beside it, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_private(path: Path) -> bytes:
+    """A secret's bytes; ConfigError when group or others may read the file."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -43,22 +91,25 @@ class KioskIdentity:
 
     @classmethod
     def load(cls, kiosk_id: str, path: Path) -> KioskIdentity:
-        """Load the PEM private key at ``path``."""
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        """Load the PEM private key at ``path`` (refused if others may read the file)."""
+        pem = read_private(path)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except ValueError as exc:
+            raise ConfigError(f"{path} does not hold a PEM private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} does not hold an Ed25519 private key")
+            raise ConfigError(f"{path} does not hold an Ed25519 private key")
         return cls(kiosk_id, key)
 
     def save(self, path: Path) -> None:
-        """Write the private key as PEM, readable by the owner only."""
+        """Write the private key as PEM, readable by the owner only (mode 600, even where a
+        file with a looser mode was before)."""
         pem = self.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_bytes(pem)
+        write_private(path, pem)
 
     def public_key_b64(self) -> str:
         """The raw public key, base64: what the registry's ``kiosk-add`` takes."""
@@ -102,30 +153,72 @@ def build_packet(
 
 
 class PacketRefused(RuntimeError):
-    """The registry refused the packet (4xx): resending it unchanged will not help."""
+    """The registry refused the request (4xx/503 with an error answer). ``retryable`` (from
+    the answer's code, not the HTTP status) says whether sending it again can succeed."""
 
-    def __init__(self, status_code: int, detail: object) -> None:
-        super().__init__(f"registry refused the packet ({status_code}): {detail}")
-        self.status_code, self.detail = status_code, detail
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        retryable: bool,
+        detail: object,
+        server_time: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"registry refused the packet ({status_code} {code}): {detail}")
+        self.status_code, self.code, self.retryable, self.detail = (
+            status_code,
+            code,
+            retryable,
+            detail,
+        )
+        self.server_time, self.retry_after = server_time, retry_after
+
+
+class AnswerNotAuthentic(RuntimeError):
+    """An answer that claims to come from the registry but is not signed by its key: a wrong
+    URL, a proxy or a fake server. Nothing is forgotten; the packet is sent again later."""
+
+
+def _loopback(host: str | None) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def check_registry_url(url: str) -> str:
+    """``url`` if it is https, or http to this machine; ConfigError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname)):
+        return url
+    raise ConfigError(f"registry URL {url!r}: https is required (plain http only to this machine)")
 
 
 class CentralClient:
-    """HTTP client of the registry. Submission is idempotent, so it retries freely."""
+    """HTTP client of the registry. Submission is idempotent, so it retries freely; every
+    status it returns has been verified against the registry's signing key."""
 
     def __init__(
         self,
         base_url: str,
         identity: KioskIdentity,
         registry_key: bytes,
+        registry_signing_key: bytes,
         timeout: float = 30.0,
         retries: int = 5,
         backoff: float = 0.5,
     ) -> None:
         if len(registry_key) != 32:
             raise ValueError("the registry's packet key must be a raw 32-byte X25519 public key")
+        if len(registry_signing_key) != 32:
+            raise ValueError("the registry's signing key must be a raw 32-byte Ed25519 key")
         self.identity, self.registry_key = identity, registry_key
+        self.registry_signing_key = registry_signing_key
         self.retries, self.backoff = retries, backoff
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+        self._http = httpx.Client(base_url=check_registry_url(base_url), timeout=timeout)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -149,31 +242,46 @@ class CentralClient:
                 if attempt == self.retries:
                     raise
             else:
-                if r.status_code < 500 and r.status_code != 429:
+                if (r.status_code < 500 and r.status_code != 429) or attempt == self.retries:
                     return r
-                if attempt == self.retries:
-                    r.raise_for_status()
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _parse(r: httpx.Response) -> EnrolmentStatus:
+    def _parse(self, r: httpx.Response, packet_id: uuid.UUID) -> EnrolmentStatus:
         if r.status_code >= 400:
             try:
-                detail = r.json().get("detail")
+                err = ErrorAnswer.model_validate_json(r.content)
             except ValueError:
-                detail = r.text
-            raise PacketRefused(r.status_code, detail)
-        return EnrolmentStatus.model_validate_json(r.content)
+                r.raise_for_status()  # not the registry's error format: a transport failure
+                raise
+            retry_after = r.headers.get("retry-after")
+            raise PacketRefused(
+                r.status_code,
+                err.code.value,
+                err.retryable,
+                err.detail,
+                err.server_time,
+                float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        try:
+            st = EnrolmentStatus.model_validate_json(r.content)
+            return verify_status(st, self.registry_signing_key, self.identity.kiosk_id, packet_id)
+        except (ValueError, DecisionNotAuthentic) as exc:
+            raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
 
     def submit(self, packet: EnrolmentPacket | bytes, wait: bool = True) -> EnrolmentStatus:
-        """Send a packet, sealed; returns its status. Raises PacketRefused on a 4xx.
+        """Send a packet, sealed; returns its verified status. Raises PacketRefused, or
+        AnswerNotAuthentic when the answer is not signed by the registry.
 
         Every attempt is a new envelope (a retried one would be refused as a replay); the
         packet inside is the same, so the registry stores it once. ``wait=False`` asks the
         registry not to wait for the identity check (``Prefer: respond-async``).
         """
-        headers = {"content-type": "application/json"}
+        if isinstance(packet, bytes):
+            packet_id = uuid.UUID(json.loads(packet)["packet_id"])
+        else:
+            packet_id = packet.packet_id
+        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
         if not wait:
             headers["prefer"] = "respond-async"
         return self._parse(
@@ -182,11 +290,12 @@ class CentralClient:
                 "/v1/enrolments",
                 body=lambda: self.identity.seal(packet, self.registry_key),
                 headers=headers,
-            )
+            ),
+            packet_id,
         )
 
     def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
-        """Current status of a submitted packet."""
+        """Current status of a submitted packet, verified."""
         path = f"/v1/enrolments/{packet_id}"
         ts = int(time.time())
         headers = {
@@ -194,7 +303,7 @@ class CentralClient:
             TIMESTAMP_HEADER: str(ts),
             SIGNATURE_HEADER: self.identity.sign(read_message(path, ts)),
         }
-        return self._parse(self._request("GET", path, headers=headers))
+        return self._parse(self._request("GET", path, headers=headers), packet_id)
 
     def wait_final(self, packet_id: uuid.UUID, timeout: float = 60.0) -> EnrolmentStatus:
         """Poll until the decision is made (or ``timeout`` passes: then the last status)."""

@@ -29,6 +29,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central_api.enrolment.schemas import Demographics, Document
@@ -199,44 +200,50 @@ def serve_central(env: dict[str, str], log_path: Path, port: int | None = None) 
             proc.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def central_service(workdir: Path, kiosk: KioskIdentity) -> Iterator[tuple[str, bytes]]:
-    """Run a fresh registry (SQLite) in its own process; yields its base URL and the public
-    key that packets are sealed to."""
+def registry_env(workdir: Path) -> tuple[dict[str, str], tuple[bytes, bytes]]:
+    """The environment of a fresh registry on SQLite in ``workdir`` (new keys), and the two
+    public keys a kiosk is provisioned with: packets are sealed to the first, answers are
+    verified with the second."""
     env = dict(os.environ)
     env["CENTRAL_DATABASE_URL"] = f"sqlite:///{workdir / 'central.db'}"
     env["CENTRAL_DATA_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    packet_key = X25519PrivateKey.generate()
+    packet_key, signing_key = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     env["CENTRAL_PACKET_KEY"] = base64.b64encode(packet_key.private_bytes_raw()).decode()
+    env["CENTRAL_SIGNING_KEY"] = base64.b64encode(signing_key.private_bytes_raw()).decode()
+    public = (
+        packet_key.public_key().public_bytes_raw(),
+        signing_key.public_key().public_bytes_raw(),
+    )
+    return env, public
+
+
+@contextlib.contextmanager
+def central_service(
+    workdir: Path, kiosk: KioskIdentity
+) -> Iterator[tuple[str, tuple[bytes, bytes]]]:
+    """Run a fresh registry (SQLite) in its own process; yields its base URL and the public
+    keys a kiosk needs (see :func:`registry_env`)."""
+    env, public = registry_env(workdir)
     _central("migrate", env=env)
     _central("kiosk-add", KIOSK_ID, "--public-key", kiosk.public_key_b64(), env=env)
     with serve_central(env, workdir / "central.log") as url:
-        yield url, packet_key.public_key().public_bytes_raw()
+        yield url, public
 
 
 @contextlib.contextmanager
 def device_daemon(workdir: Path) -> Iterator[DeviceClient]:
-    """pcscd (if none runs) and ``devices serve`` with simulated devices, in their own
-    processes; yields a client once the daemon answers."""
+    """pcscd (if none runs) and ``devices serve --simulate``, in their own processes; yields
+    a client once the daemon answers. The simulated documents' CSCA is put in the kiosk's
+    trust folder ``workdir/trust`` (the daemon never writes it anywhere)."""
     pcscd = emulator.start_pcscd()
-    cmd_port, ev_port = _free_port(), _free_port()
-    commands, events = f"tcp://127.0.0.1:{cmd_port}", f"tcp://127.0.0.1:{ev_port}"
+    sockets = workdir / "devices"
     with (workdir / "devices.log").open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devices.cli",
-                "serve",
-                "--commands",
-                commands,
-                "--events",
-                events,
-            ],
+            [sys.executable, "-m", "devices.cli", "serve", "--simulate", "--socket-dir", sockets],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        client = DeviceClient(commands, events)
+        client = DeviceClient(sockets)
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -248,6 +255,10 @@ def device_daemon(workdir: Path) -> Iterator[DeviceClient]:
                 except DeviceError:
                     if time.monotonic() > deadline:
                         raise RuntimeError("device daemon did not start in 60 s") from None
+            trust = workdir / "trust"
+            trust.mkdir(exist_ok=True)
+            pem = str(client.call("simulate.csca").result["pem"])
+            (trust / "simulated-csca.pem").write_text(pem)
             yield client
         finally:
             proc.terminate()
@@ -367,14 +378,16 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
     counts: Counter[str] = Counter()
     timings: list[float] = []
     with (
-        central_service(workdir, identity) as (url, registry_key),
+        central_service(workdir, identity) as (url, registry_keys),
         device_daemon(workdir) as devices,
     ):
         kiosk = assemble(
-            KioskSettings(KIOSK_ID, centre="Arrondissement Agdal, Rabat"),
+            KioskSettings(
+                KIOSK_ID, centre="Arrondissement Agdal, Rabat", trust_dir=workdir / "trust"
+            ),
             workdir / "kiosk",
             url,
-            registry_key,
+            registry_keys,
             identity,
             devices,
             operators,

@@ -50,8 +50,15 @@ def capture_face(
     if result.status != "captured" or result.image is None or result.quality is None:
         raise FaceCaptureFailed("capture", result.last_feedback or [result.status])
     camera.prompt(f"blink_turn_{challenge}")
-    frames = record(camera, round(config.capture.fps * CHALLENGE_SECONDS))
-    return finish_face(result.image, frames, challenge, result.quality.score, config)
+    frames = record(camera, CHALLENGE_SECONDS)
+    return finish_face(
+        result.image,
+        [f.image for f in frames],
+        challenge,
+        result.quality.score,
+        config,
+        [f.timestamp for f in frames],
+    )
 
 
 def finish_face(
@@ -60,10 +67,12 @@ def finish_face(
     challenge: Literal["left", "right"],
     quality_score: int,
     config: CameraConfig,
+    timestamps: list[float] | None = None,
 ) -> FaceCapture:
     """The kiosk's half of the face stage, on what the camera gave (directly or through the
-    device daemon): liveness on the challenge recording, the template, the ICAO token image."""
-    live = face.liveness(challenge_frames, turn=challenge)
+    device daemon): liveness on the challenge recording (judged by its ``timestamps``), the
+    template, the ICAO token image."""
+    live = face.liveness(challenge_frames, turn=challenge, timestamps=timestamps)
     if not live.passed:
         raise FaceCaptureFailed("liveness", live.reasons)
     try:

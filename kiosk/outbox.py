@@ -7,15 +7,22 @@ has acknowledged it, and the decision (IDCS, duplicate, adjudication) is polled 
 for the receipt. The stored bytes are what is sent, every time, so a kiosk killed at any
 moment and restarted resends the *same* packet: the registry stores it once (idempotent on
 the packet id) and never issues a second IDCS.
+
+What the registry says decides what happens: an answer not signed by the registry's key is no
+acknowledgement (the packet stays queued); a refusal whose code is retryable (``clock_skew``,
+``overloaded``, ...) keeps the packet due, with backoff (and the registry's Retry-After); a
+permanent refusal marks it ``refused``, content kept, until a supervisor requeues it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +37,7 @@ from sqlalchemy import DateTime, Integer, LargeBinary, String, create_engine, ev
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus
-from kiosk.client import CentralClient, PacketRefused
+from kiosk.client import AnswerNotAuthentic, CentralClient, PacketRefused
 
 log = logging.getLogger("kiosk.outbox")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -109,6 +116,8 @@ class Outbox:
         if len(key) != 32:
             raise ValueError("the outbox key must be 32 bytes")
         path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # owner-only (SQLite's -wal/-shm follow)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._aead = AESGCM(key)
         self.engine = create_engine(
             f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
@@ -215,12 +224,32 @@ class Outbox:
         return self._update(packet_id, apply)
 
     def refused(self, packet_id: str, error: str) -> Entry | None:
-        """The registry refused the packet (4xx): keep it for a supervisor, stop sending."""
+        """The registry refused the packet for good: keep it for a supervisor, stop sending."""
 
         def apply(item: _Item) -> None:
             item.state, item.last_error = "refused", error[:300]
 
         return self._update(packet_id, apply)
+
+    def requeue(self, packet_id: uuid.UUID | str | None = None) -> list[Entry]:
+        """Send refused packets again (one, or all with None): a supervisor's decision once the
+        cause is fixed (the kiosk's clock, its key, the registry's configuration)."""
+        now = datetime.now(UTC)
+        with self._sessions() as s, s.begin():
+            q = select(_Item).where(_Item.state == "refused", _Item.payload.is_not(None))
+            if packet_id is not None:
+                q = q.where(_Item.packet_id == str(packet_id))
+            items = list(s.scalars(q))
+            for item in items:
+                item.state, item.attempts, item.next_attempt_at = "queued", 0, now
+                item.updated_at = now
+            return [_entry(i) for i in items]
+
+    def listing(self, limit: int = 200) -> list[Entry]:
+        """The newest entries (for the agent screen): nothing personal, no content."""
+        with self._sessions() as s:
+            rows = s.scalars(select(_Item).order_by(_Item.created_at.desc()).limit(limit))
+            return [_entry(r) for r in rows]
 
     # ------------------------------------------------------------------------ reading
     def get(self, packet_id: uuid.UUID | str) -> Entry | None:
@@ -287,6 +316,9 @@ class SyncWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.online: bool | None = None  # None until the first attempt
+        # seconds the kiosk clock is ahead of the registry's, when the registry last refused
+        # a packet for it (clock_skew); None once a packet went through
+        self.clock_skew: int | None = None
 
     def start(self) -> SyncWorker:
         """Run in a background thread."""
@@ -337,23 +369,41 @@ class SyncWorker:
         return min(self.max_backoff, self.backoff * 2**attempts) * random.uniform(0.5, 1.0)
 
     def _one(self, packet_id: str, state: str, attempts: int, data: bytes | None) -> None:
+        pid = uuid.UUID(packet_id)
         try:
             if state == "queued" and data is not None:
                 st = self.client.submit(data, wait=False)
             else:
-                st = self.client.status(uuid.UUID(packet_id))
+                st = self.client.status(pid)
         except PacketRefused as exc:
-            if state == "queued":
-                entry = self.outbox.refused(packet_id, str(exc))
-            else:
-                entry = self.outbox.failed(packet_id, str(exc), self.max_backoff)
+            self.online = True
+            why = f"{exc.code}: {exc.detail}"
+            if exc.code == "clock_skew" and exc.server_time is not None:
+                self.clock_skew = int(time.time()) - exc.server_time
+            if exc.retryable:
+                delay = max(self._delay(attempts), exc.retry_after or 0.0)
+                entry = self.outbox.failed(packet_id, why, delay)
+            elif state == "queued":
+                entry = self.outbox.refused(packet_id, why)
+            else:  # a status poll refused (the kiosk revoked?): ask again much later
+                entry = self.outbox.failed(packet_id, why, self.max_backoff)
+        except AnswerNotAuthentic as exc:
+            # whoever answered is not the registry: forget nothing, try again later
+            log.warning("outbox: answer for %s is not the registry's", packet_id)
+            entry = self.outbox.failed(
+                packet_id, f"answer_not_authentic: {exc}", self._delay(attempts)
+            )
         except (httpx.HTTPError, OSError) as exc:
             self.online = False
             entry = self.outbox.failed(
-                packet_id, f"registry unreachable: {type(exc).__name__}", self._delay(attempts)
+                packet_id,
+                f"registry_unreachable: {type(exc).__name__}",
+                self._delay(attempts),
             )
         else:
             self.online = True
+            if state == "queued":
+                self.clock_skew = None
             polls = attempts if state == "acked" else 0
             entry = self.outbox.acknowledged(
                 packet_id, st, min(self.max_backoff, self.status_every * 1.5**polls)

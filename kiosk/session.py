@@ -17,6 +17,7 @@ tracking number.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -47,8 +48,10 @@ from central_api.enrolment.schemas import (
     FingerprintTemplate,
     Override,
 )
-from devices.bus import DaemonUnavailable, DeviceClient, DeviceError
+from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
+from devices.icao import lds
+from devices.icao.mrz import MRZ
 from kiosk.client import build_packet
 from kiosk.face_capture import FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
@@ -91,17 +94,44 @@ _ROLE_RANK = {"operator": 1, "supervisor": 2}
 class Operators:
     """Operators and supervisors of this centre, with scrypt-hashed PINs (a JSON file).
 
-    Five wrong PINs in a row lock the operator for five minutes."""
+    Five wrong PINs in a row lock the operator for five minutes. Lockouts are kept in
+    ``lockouts.json`` in the kiosk's data directory (``state_dir``; beside the operators file
+    when not given), so restarting the kiosk does not clear them; a supervisor (or
+    ``kiosk operator-unlock``) lifts one."""
 
-    def __init__(self, path: Path) -> None:
+    MAX_FAILURES = 5
+    LOCK_SECONDS = 300.0
+
+    def __init__(
+        self, path: Path, state_dir: Path | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
-        self._failures: dict[str, tuple[int, float]] = {}
+        self.lockouts = (state_dir or path.parent) / "lockouts.json"
+        self.clock = clock
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, str]]:
         if not self.path.exists():
             return {}
         return {o["id"]: o for o in json.loads(self.path.read_text())["operators"]}
+
+    def _failures(self) -> dict[str, list[float]]:
+        try:
+            return {k: list(v) for k, v in json.loads(self.lockouts.read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     def add(self, operator_id: str, role: Role, pin: str) -> None:
         """Create or re-PIN an operator."""
@@ -115,30 +145,53 @@ class Operators:
             "salt": salt.hex(),
             "hash": _hash(pin, salt),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"operators": list(ops.values())}, indent=1))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        self._write(self.path, json.dumps({"operators": list(ops.values())}, indent=1))
+
+    def locked(self, operator_id: str) -> bool:
+        """True while ``operator_id`` is locked out."""
+        count, until = self._failures().get(operator_id, [0, 0.0])
+        return count >= self.MAX_FAILURES and self.clock() < until
 
     def authenticate(self, operator_id: str, pin: str, needs: Role) -> Role:
-        """The operator's role if the PIN is right and the role suffices; StepError if not."""
+        """The operator's role if the PIN is right and the role suffices; StepError if not
+        (``operator_locked``, ``operator_denied``, ``supervisor_needed``)."""
         with self._lock:
-            count, until = self._failures.get(operator_id, (0, 0.0))
-            if count >= 5 and time.monotonic() < until:
+            failures = self._failures()
+            count, until = failures.get(operator_id, [0, 0.0])
+            if count >= self.MAX_FAILURES and self.clock() < until:
                 raise StepError("operator_locked")
             op = self._load().get(operator_id)
             ok = op is not None and hmac.compare_digest(
                 op["hash"], _hash(pin, bytes.fromhex(op["salt"]))
             )
             if not ok:
-                self._failures[operator_id] = (count + 1, time.monotonic() + 300)
+                failures[operator_id] = [count + 1, self.clock() + self.LOCK_SECONDS]
+                self._write(self.lockouts, json.dumps(failures))
+                if count + 1 >= self.MAX_FAILURES:
+                    raise StepError("operator_locked")
                 raise StepError("operator_denied")
-            self._failures.pop(operator_id, None)
-        role: Role = op["role"]  # type: ignore[index,assignment]
+            if operator_id in failures:
+                del failures[operator_id]
+                self._write(self.lockouts, json.dumps(failures))
+        assert op is not None
+        role: Role = op["role"]  # type: ignore[assignment]
         if _ROLE_RANK[role] < _ROLE_RANK[needs]:
             raise StepError("supervisor_needed")
         return role
+
+    def unlock(self, operator_id: str) -> None:
+        """Lift ``operator_id``'s lockout (the command line, run by the kiosk's owner)."""
+        with self._lock:
+            failures = self._failures()
+            if failures.pop(operator_id, None) is not None:
+                self._write(self.lockouts, json.dumps(failures))
+
+    def unlock_by(self, supervisor_id: str, pin: str, operator_id: str) -> None:
+        """A supervisor, with their PIN, lifts ``operator_id``'s lockout."""
+        if operator_id not in self._load():
+            raise StepError("operator_unknown")
+        self.authenticate(supervisor_id, pin, "supervisor")
+        self.unlock(operator_id)
 
 
 def _hash(pin: str, salt: bytes) -> str:
@@ -164,6 +217,28 @@ class KioskSettings:
     idle_timeout: float = 180.0
     max_recaptures: int = MAX_RECAPTURES
     face_document_fmr: float = 1e-3
+    # CSCA certificates / ICAO master lists the kiosk itself trusts: it runs passive
+    # authentication on the raw chip data, whatever the device daemon says
+    trust_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedChip:
+    """What the kiosk takes from a chip, after checking it itself."""
+
+    mrz: MRZ
+    face_image: bytes
+    passive_authentication: lds.PassiveAuthentication
+
+
+def verify_chip(read: CardRead, trust: lds.TrustStore) -> VerifiedChip:
+    """Passive authentication of the raw files the daemon read (DG1, DG2, EF.SOD) against
+    ``trust``, then DG1 and DG2 parsed from those same bytes. Raises lds.LDSError."""
+    if "SOD" not in read.files or "DG1" not in read.files or "DG2" not in read.files:
+        raise lds.LDSError("the chip read lacks DG1, DG2 or EF.SOD")
+    groups = {int(k[2:]): v for k, v in read.files.items() if k.startswith("DG")}
+    pa = lds.passive_authentication(lds.parse_sod(read.files["SOD"]), groups, trust)
+    return VerifiedChip(lds.parse_dg1(groups[1]), lds.parse_dg2(groups[2]).data, pa)
 
 
 @dataclass
@@ -222,6 +297,11 @@ class EnrolmentSession:
         self._touched = clock()
         self._lock = threading.RLock()
         self._configs: dict[str, CameraConfig | FingerprintConfig] = {}
+        self.trust = (
+            lds.TrustStore.from_folder(settings.trust_dir)
+            if settings.trust_dir
+            else lds.TrustStore()
+        )
 
     # ------------------------------------------------------------------------ plumbing
     def _config(self, model: str, kind: type[_C]) -> _C:
@@ -235,6 +315,7 @@ class EnrolmentSession:
 
     def _expect(self, *steps: Step) -> None:
         if self.step not in steps:
+            # a double click or a stale page: not the person's error, nothing to show
             raise StepError("wrong_step", f"not possible at step {self.step}")
 
     def _touch(self) -> None:
@@ -270,6 +351,28 @@ class EnrolmentSession:
     def _fail(self, code: str, detail: str = "") -> StepError:
         self.last_error = code
         return StepError(code, detail)
+
+    def _override(
+        self, operator_id: str, role: Role, action: str, subject: str | None, reason: str
+    ) -> Override:
+        try:
+            return Override(
+                operator_id=operator_id,
+                role=role,
+                action=action,  # type: ignore[arg-type]
+                subject=subject,
+                reason=reason.strip() or "-",
+                at=datetime.now(UTC),
+            )
+        except ValidationError as exc:
+            raise self._fail("override_invalid", str(exc.errors()[0]["loc"])) from exc
+
+    def _authorise(self, operator_id: str, pin: str, needs: Role) -> Role:
+        """An operator's PIN check; its refusal is shown like every other error."""
+        try:
+            return self.operators.authenticate(operator_id, pin, needs)
+        except StepError as exc:
+            raise self._fail(exc.code) from exc
 
     def _device(self, prefix: str, call: Callable[..., _T], *args: object) -> _T:
         """Call the device daemon; its failures become StepErrors ``<prefix>_<code>``, or
@@ -314,10 +417,27 @@ class EnrolmentSession:
                 "expiry": _yymmdd(expiry),
             }
             read = self._device("card", self.devices.read_document, key)
-            f = read.fields
-            if f.get("passive_authentication") != "valid":
-                # a forged or unverifiable chip: no enrolment from it, a person must look
-                raise self._fail("card_not_authentic", str(f.get("passive_authentication_reason")))
+            try:
+                chip = verify_chip(read, self.trust)
+            except lds.LDSError as exc:
+                raise self._fail("card_chip_error", str(exc)) from exc
+            pa = chip.passive_authentication
+            if pa.status != "valid":
+                # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
+                # daemon's own verdict is not taken): no enrolment from it, a person must look
+                raise self._fail("card_not_authentic", f"{pa.status}: {pa.reason}")
+            m = chip.mrz
+            f: dict[str, object] = {
+                "document_code": m.document_type,
+                "issuing_state": m.issuing_state,
+                "document_number": m.document_number,
+                "surname": m.primary_identifier,
+                "given_names": m.secondary_identifier,
+                "nationality": m.nationality,
+                "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
+                "sex": m.sex,
+                "passive_authentication": pa.status,
+            }
             code, state = str(f["document_code"]), str(f["issuing_state"])
             doc_type = (
                 DocumentType.PASSPORT
@@ -327,7 +447,7 @@ class EnrolmentSession:
                 else DocumentType.RESIDENCE_CARD
             )
             d = self.data
-            d.source, d.card, d.chip_face = DocumentSource.CHIP, dict(f), read.face_image
+            d.source, d.card, d.chip_face = DocumentSource.CHIP, f, chip.face_image
             d.fields = {
                 "surname_latin": str(f["surname"]).title(),
                 "given_names_latin": str(f["given_names"]).title(),
@@ -356,7 +476,7 @@ class EnrolmentSession:
         with self._lock:
             self._expect(Step.DOCUMENT)
             self._touch()
-            role = self.operators.authenticate(operator_id, pin, "supervisor")
+            role = self._authorise(operator_id, pin, "supervisor")
             d = self.data
             doc = None
             if kind == "birth_certificate":
@@ -383,7 +503,7 @@ class EnrolmentSession:
                 "nationality": fields.get("nationality", "MAR"),
                 "document": doc,
             }
-            d.overrides.append(_override(operator_id, role, "no_document", kind, reason))
+            d.overrides.append(self._override(operator_id, role, "no_document", kind, reason))
             self.step, self.last_error = Step.FACE, None
 
     # ------------------------------------------------------------------------ face
@@ -400,6 +520,7 @@ class EnrolmentSession:
                     challenge,
                     frames.quality_score,
                     self._config(frames.model, CameraConfig),
+                    frames.timestamps,
                 )
             except FaceCaptureFailed as exc:
                 raise self._fail(f"face_{exc.stage}", ", ".join(exc.reasons)) from exc
@@ -428,9 +549,9 @@ class EnrolmentSession:
             self._expect(Step.FACE)
             if not self.data.face_mismatch:
                 raise self._fail("nothing_to_override")
-            role = self.operators.authenticate(operator_id, pin, "supervisor")
+            role = self._authorise(operator_id, pin, "supervisor")
             self.data.overrides.append(
-                _override(operator_id, role, "face_document_mismatch", None, reason)
+                self._override(operator_id, role, "face_document_mismatch", None, reason)
             )
             self.data.face_mismatch = False
             self.step, self.last_error = Step.FINGERS, None
@@ -492,10 +613,10 @@ class EnrolmentSession:
                 raise self._fail("wrong_step")
             if reason not in ("amputated", "bandaged", "injured", "unusable", "other"):
                 raise self._fail("bad_reason")
-            role = self.operators.authenticate(operator_id, pin, "operator")
+            role = self._authorise(operator_id, pin, "operator")
             self.data.exceptions[pos] = reason
             self.data.overrides.append(
-                _override(operator_id, role, "finger_exception", str(pos), reason)
+                self._override(operator_id, role, "finger_exception", str(pos), reason)
             )
             self.last_error = None
             self._after_finger()
@@ -595,22 +716,6 @@ class EnrolmentSession:
             if self.on_submitted is not None:
                 self.on_submitted(entry)
             return entry
-
-
-def _override(
-    operator_id: str, role: Role, action: str, subject: str | None, reason: str
-) -> Override:
-    try:
-        return Override(
-            operator_id=operator_id,
-            role=role,
-            action=action,  # type: ignore[arg-type]
-            subject=subject,
-            reason=reason.strip() or "-",
-            at=datetime.now(UTC),
-        )
-    except ValidationError as exc:
-        raise StepError("override_invalid", str(exc.errors()[0]["loc"])) from exc
 
 
 def _yymmdd(value: str) -> str:

@@ -5,12 +5,22 @@ click can never leave the session half-changed; a small script adds live feedbac
 events fed by the device daemon's PUB socket), the receipt's status updates, spoken prompts
 and the idle-timeout return. Texts come from the message catalogues in ``kiosk/locales``
 (Arabic right-to-left, French, Tamazight in Tifinagh, English), never from code.
+
+Who may drive it (:class:`Guard`): only requests naming a loopback host (``Host``; a web page
+elsewhere cannot reach it by DNS rebinding); the enrolment session belongs to the browser that
+started it (a cookie: another browser or local process sees "in use" and nothing of it, and
+may take the kiosk over only once it is back at the welcome screen); every POST carries a token
+bound to that cookie and, when the browser sends one, a same-origin ``Origin``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import os
+import secrets
 import threading
 import time
 import uuid
@@ -26,8 +36,15 @@ from typing import Annotated
 import segno
 import zmq
 import zmq.asyncio
-from fastapi import FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -127,6 +144,42 @@ class _DaemonWatch:
                     self.lost = {str(d["kind"]) for d in devs if d.get("state") != "ok"}  # type: ignore[union-attr,index]
 
 
+COOKIE = "kiosk_session"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _host(value: str) -> str:
+    """The host part of a ``Host`` header value (without the port)."""
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Guard:
+    """Binds the one enrolment session to the browser that holds it, and its POSTs to that
+    browser's pages (the cookie and a token derived from it)."""
+
+    def __init__(self) -> None:
+        self._secret = os.urandom(32)
+        self.owner: str | None = None
+        self._lock = threading.Lock()
+
+    def token(self, sid: str) -> str:
+        """The same-origin token of the pages served to ``sid``'s browser."""
+        return hmac.new(self._secret, sid.encode(), hashlib.sha256).hexdigest()
+
+    def owns(self, sid: str | None) -> bool:
+        """True if ``sid`` is the browser holding the session."""
+        owner = self.owner
+        return sid is not None and owner is not None and hmac.compare_digest(sid, owner)
+
+    def claim(self) -> str:
+        """A new browser takes the kiosk (only when the session is free)."""
+        with self._lock:
+            self.owner = secrets.token_urlsafe(32)
+            return self.owner
+
+
 def create_app(kiosk: Kiosk) -> FastAPI:
     """The kiosk UI application."""
     env = Environment(
@@ -135,6 +188,34 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     )
     watch = _DaemonWatch(kiosk.devices)
     session = kiosk.session
+    guard = Guard()
+    agent_notice: list[str] = []  # the agent screen's last result (one at a time)
+
+    def holder(request: Request) -> str:
+        """Dependency of every route that shows or changes the session: the browser must
+        hold it."""
+        sid = request.cookies.get(COOKIE)
+        if not guard.owns(sid):
+            raise HTTPException(403, "this kiosk is in use by another screen")
+        return str(sid)
+
+    async def same_origin(
+        request: Request,
+        csrf: Annotated[str, Form()] = "",
+        sid: str = Depends(holder),  # (not Annotated: ``holder`` is local to this app)
+    ) -> None:
+        """Dependency of every POST: the form's token and the browser's Origin."""
+        origin = request.headers.get("origin")
+        if origin is not None:
+            scheme, _, host = origin.partition("://")
+            if scheme != "http" or _host(host) not in LOOPBACK:
+                raise HTTPException(403, "cross-origin request refused")
+        if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+            raise HTTPException(403, "cross-site request refused")
+        if not hmac.compare_digest(csrf.encode(), guard.token(sid).encode()):
+            raise HTTPException(403, "the page has expired: reload it")
+
+    posting = Depends(same_origin)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -153,13 +234,30 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         await task
         watch.stop()
 
-    app = FastAPI(title="Enrolment kiosk", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Enrolment kiosk",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
-    def page(request: Request, name: str, **ctx: object) -> HTMLResponse:
+    @app.middleware("http")
+    async def loopback_only(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if _host(request.headers.get("host", "")) not in LOOPBACK:
+            return PlainTextResponse("this kiosk answers on 127.0.0.1 only", status_code=400)
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"  # (no-referrer makes Origin "null")
+        return response
+
+    def page(name: str, sid: str, **ctx: object) -> HTMLResponse:
         lang = session.language
         t = translator(lang)
         body = env.get_template(name).render(
+            csrf=guard.token(sid),
             t=t,
             lang=lang,
             dir="rtl" if lang in RTL else "ltr",
@@ -187,8 +285,23 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         return back()
 
     @app.get("/", response_class=HTMLResponse)
-    async def index(request: Request) -> HTMLResponse:
-        """The current step's page."""
+    async def index(request: Request) -> Response:
+        """The current step's page (the kiosk is taken over by this browser if it is free)."""
+        claimed = None
+        if not guard.owns(request.cookies.get(COOKIE)):
+            if session.step != Step.WELCOME:
+                body = translator(session.language)("kiosk.in_use")
+                return HTMLResponse(
+                    f"<!doctype html><meta charset=utf-8><title>⏳</title><p>{body}</p>",
+                    status_code=409,
+                )
+            claimed = guard.claim()
+        response = _index(claimed or str(request.cookies.get(COOKIE)))
+        if claimed is not None:
+            response.set_cookie(COOKIE, claimed, httponly=True, samesite="strict", path="/")
+        return response
+
+    def _index(sid: str) -> HTMLResponse:
         ctx: dict[str, object] = {}
         if session.step == Step.FINGERS:
             d = session.data
@@ -212,9 +325,9 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             ctx["review"] = session.review()
         elif session.step == Step.RECEIPT and session.receipt is not None:
             ctx["receipt"] = _receipt_context(kiosk, session.receipt)
-        return page(request, "kiosk.html", **ctx)
+        return page("kiosk.html", sid, **ctx)
 
-    @app.get("/state")
+    @app.get("/state", dependencies=[Depends(holder)])
     def state() -> dict[str, object]:
         """Where the session is (the page reloads when this changes)."""
         return {
@@ -224,19 +337,19 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             "devices_lost": sorted(watch.lost),
         }
 
-    @app.post("/start")
+    @app.post("/start", dependencies=[posting])
     async def start() -> RedirectResponse:
         return await act(session.start)
 
-    @app.post("/language")
+    @app.post("/language", dependencies=[posting])
     async def language(language: Annotated[str, Form()]) -> RedirectResponse:
         return await act(session.choose_language, language)
 
-    @app.post("/cancel")
+    @app.post("/cancel", dependencies=[posting])
     async def cancel() -> RedirectResponse:
         return await act(session.cancel)
 
-    @app.post("/document/card")
+    @app.post("/document/card", dependencies=[posting])
     async def read_card(
         number: Annotated[str, Form()],
         birth: Annotated[str, Form()],
@@ -244,7 +357,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     ) -> RedirectResponse:
         return await act(session.read_card, number, birth, expiry)
 
-    @app.post("/document/none")
+    @app.post("/document/none", dependencies=[posting])
     async def no_document(
         kind: Annotated[str, Form()],
         surname_latin: Annotated[str, Form()],
@@ -279,11 +392,11 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             witnesses=[witness1, witness2],
         )
 
-    @app.post("/face/capture")
+    @app.post("/face/capture", dependencies=[posting])
     async def capture_face() -> RedirectResponse:
         return await act(session.capture_face)
 
-    @app.post("/face/override")
+    @app.post("/face/override", dependencies=[posting])
     async def face_override(
         operator_id: Annotated[str, Form()],
         pin: Annotated[str, Form()],
@@ -291,11 +404,11 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     ) -> RedirectResponse:
         return await act(session.accept_face_mismatch, operator_id, pin, note or "confirmed")
 
-    @app.post("/fingers/capture")
+    @app.post("/fingers/capture", dependencies=[posting])
     async def capture_finger() -> RedirectResponse:
         return await act(session.capture_finger)
 
-    @app.post("/fingers/exception")
+    @app.post("/fingers/exception", dependencies=[posting])
     async def finger_exception(
         reason: Annotated[str, Form()],
         operator_id: Annotated[str, Form()],
@@ -303,7 +416,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     ) -> RedirectResponse:
         return await act(session.finger_exception, reason, operator_id, pin)
 
-    @app.post("/review/submit")
+    @app.post("/review/submit", dependencies=[posting])
     async def submit(
         address: Annotated[str, Form()] = "",
         place_of_birth: Annotated[str, Form()] = "",
@@ -315,14 +428,14 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         )
 
     @app.get("/receipt/{packet_id}", response_class=HTMLResponse)
-    def receipt(request: Request, packet_id: uuid.UUID) -> HTMLResponse:
+    def receipt(packet_id: uuid.UUID, sid: str = Depends(holder)) -> HTMLResponse:
         """The printable receipt of a packet queued at this kiosk."""
         entry = kiosk.outbox.get(packet_id)
         if entry is None:
             raise HTTPException(404, "no such receipt at this kiosk")
-        return page(request, "receipt.html", receipt=_receipt_context(kiosk, entry), printable=True)
+        return page("receipt.html", sid, receipt=_receipt_context(kiosk, entry), printable=True)
 
-    @app.get("/receipt/{packet_id}/status")
+    @app.get("/receipt/{packet_id}/status", dependencies=[Depends(holder)])
     def receipt_status(packet_id: uuid.UUID) -> JSONResponse:
         """The receipt's live fields (for the page's updates)."""
         entry = kiosk.outbox.get(packet_id)
@@ -341,7 +454,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             }
         )
 
-    @app.get("/events")
+    @app.get("/events", dependencies=[Depends(holder)])
     async def events() -> StreamingResponse:
         """Server-sent events: the device daemon's live feedback, progress and health."""
 
@@ -365,6 +478,64 @@ def create_app(kiosk: Kiosk) -> FastAPI:
                 sub.close()
 
         return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/agent", response_class=HTMLResponse)
+    def agent(sid: str = Depends(holder)) -> HTMLResponse:
+        """The agents' screen: the outbox, the registry's view of the kiosk clock, requeueing
+        refused packets and lifting PIN lockouts (a supervisor's PIN for each)."""
+        worker = kiosk.worker
+        entries = [
+            {
+                "tracking": e.tracking,
+                "created": e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+                "state": e.state,
+                "status": e.status,
+                "problem": (e.last_error or "").split(":", 1)[0] or None,
+            }
+            for e in kiosk.outbox.listing(100)
+        ]
+        return page(
+            "agent.html",
+            sid,
+            entries=entries,
+            counts=kiosk.outbox.counts(),
+            clock_skew=worker.clock_skew if worker else None,
+            notice=agent_notice[-1] if agent_notice else None,
+            printable=True,
+        )
+
+    def agent_act(fn, *args: object) -> RedirectResponse:  # type: ignore[no-untyped-def]
+        try:
+            agent_notice.append(fn(*args))
+        except StepError as exc:
+            agent_notice.append(f"error.{exc.code}")
+        del agent_notice[:-1]
+        return RedirectResponse("/agent", status_code=303)
+
+    @app.post("/agent/requeue", dependencies=[posting])
+    def agent_requeue(
+        operator_id: Annotated[str, Form()], pin: Annotated[str, Form()]
+    ) -> RedirectResponse:
+        def requeue() -> str:
+            kiosk.session.operators.authenticate(operator_id, pin, "supervisor")
+            kiosk.outbox.requeue()
+            if kiosk.worker is not None:
+                kiosk.worker.wake()
+            return "agent.requeued"
+
+        return agent_act(requeue)
+
+    @app.post("/agent/unlock", dependencies=[posting])
+    def agent_unlock(
+        locked_id: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        def unlock() -> str:
+            kiosk.session.operators.unlock_by(operator_id, pin, locked_id)
+            return "agent.unlocked"
+
+        return agent_act(unlock)
 
     @app.get("/health")
     def health() -> dict[str, object]:
@@ -413,14 +584,15 @@ def assemble(
     settings: KioskSettings,
     data_dir: Path,
     central_url: str,
-    registry_key: bytes,
+    registry_keys: tuple[bytes, bytes],
     identity: KioskIdentity,
     devices: DeviceClient,
     operators: Operators,
 ) -> Kiosk:
-    """Wire a kiosk: outbox (encrypted, in ``data_dir``), sync worker, session."""
+    """Wire a kiosk: outbox (encrypted, in ``data_dir``), sync worker, session.
+    ``registry_keys``: the registry's packet key (sealed to) and signing key (verified)."""
     outbox = Outbox(data_dir / "outbox.db", Outbox.load_key(data_dir / "outbox.key"))
-    client = CentralClient(central_url, identity, registry_key, timeout=15.0, retries=0)
+    client = CentralClient(central_url, identity, *registry_keys, timeout=15.0, retries=0)
     worker = SyncWorker(outbox, client).start()
     session = EnrolmentSession(
         settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()

@@ -3,6 +3,7 @@ through pcscd + vpcd), a registry in its own process, the SQLite outbox, kill -9
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import count, demographics
+from conftest import count, demographics, evidence
 
 from devices.bus import DeviceClient, DeviceError
 from devices.daemon import DaemonConfig, DeviceDaemon
@@ -42,36 +43,51 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def devices(pcscd) -> Iterator[tuple[DeviceDaemon, DeviceClient]]:
+def devices(pcscd, tmp_path_factory) -> Iterator[tuple[DeviceDaemon, DeviceClient]]:
     """A device daemon with simulated devices, served from a thread of this process."""
-    cmd, ev = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    daemon = DeviceDaemon(DaemonConfig(commands=cmd, events=ev))
+    sockets = tmp_path_factory.mktemp("devices")
+    daemon = DeviceDaemon(DaemonConfig(socket_dir=sockets, simulated=True))
     thread = threading.Thread(target=daemon.serve, daemon=True)
     thread.start()
     assert daemon.ready.wait(10)
-    yield daemon, DeviceClient(cmd, ev)
+    yield daemon, DeviceClient(sockets)
     daemon.stop()
     thread.join(10)
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Iterator[tuple[str, bytes, KioskIdentity, Path]]:
+def trust(devices, tmp_path_factory) -> Path:
+    """The kiosk's trust folder, holding the simulated documents' CSCA."""
+    folder = tmp_path_factory.mktemp("trust")
+    pem = devices[1].call("simulate.csca").result["pem"]
+    (folder / "csca.pem").write_text(str(pem))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Iterator[tuple[str, tuple[bytes, bytes], KioskIdentity, Path]]:
     """A registry (``central-api serve``, SQLite) in its own process."""
     work = tmp_path_factory.mktemp("central")
     identity = KioskIdentity.generate(KIOSK_ID)
-    with central_service(work, identity) as (url, registry_key):
-        yield url, registry_key, identity, work
+    with central_service(work, identity) as (url, registry_keys):
+        yield url, registry_keys, identity, work
 
 
 @pytest.fixture
-def kiosk(devices, registry, tmp_path):  # type: ignore[no-untyped-def]
+def kiosk(devices, registry, trust, tmp_path):  # type: ignore[no-untyped-def]
     _, client = devices
-    url, registry_key, identity, _ = registry
+    url, registry_keys, identity, _ = registry
     operators = Operators(tmp_path / "operators.json")
     operators.add("op-01", "operator", "2468")
     operators.add("sup-01", "supervisor", "135790")
     k = assemble(
-        KioskSettings(KIOSK_ID), tmp_path / "kiosk", url, registry_key, identity, client, operators
+        KioskSettings(KIOSK_ID, trust_dir=trust),
+        tmp_path / "kiosk",
+        url,
+        registry_keys,
+        identity,
+        client,
+        operators,
     )
     yield k
     k.worker.stop()
@@ -192,12 +208,12 @@ def test_wrong_card_key_missing_finger_and_the_same_finger_twice(kiosk, devices,
     assert wait_final(kiosk.outbox, entry.packet_id).status in ("issued", "duplicate")
 
 
-def test_cancel_and_idle_timeout_wipe_the_session(devices, tmp_path, faces_dir):
+def test_cancel_and_idle_timeout_wipe_the_session(devices, trust, tmp_path, faces_dir):
     _, client = devices
     now = [0.0]
     outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
     s = EnrolmentSession(
-        KioskSettings(KIOSK_ID, idle_timeout=60),
+        KioskSettings(KIOSK_ID, idle_timeout=60, trust_dir=trust),
         client,
         outbox,
         Operators(tmp_path / "ops.json"),
@@ -248,9 +264,7 @@ def test_no_document_needs_a_supervisor_and_is_recorded(kiosk, devices, faces_di
 
 
 def test_a_dead_device_daemon_is_a_clear_error_not_a_hang(tmp_path):
-    nobody = DeviceClient(
-        f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", timeout=0.5
-    )
+    nobody = DeviceClient(tmp_path / "no-daemon", timeout=0.5)
     outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
     s = EnrolmentSession(KioskSettings(KIOSK_ID), nobody, outbox, Operators(tmp_path / "ops.json"))
     s.start()
@@ -300,6 +314,7 @@ def _packets(template, photo, n: int):  # type: ignore[no-untyped-def]
             demographics(),
             [template(names[i % len(names)])],
             photo(names[i % len(names)]),
+            **evidence(),
         )
         for i in range(n)
     ]
@@ -312,7 +327,11 @@ def test_outbox_backs_off_while_the_registry_is_unreachable(tmp_path, template, 
     packet = _packets(template, photo, 1)[0]
     entry = outbox.put(packet)
     dead = CentralClient(
-        f"http://127.0.0.1:{free_port()}", KioskIdentity.generate(KIOSK_ID), b"\1" * 32, retries=0
+        f"http://127.0.0.1:{free_port()}",
+        KioskIdentity.generate(KIOSK_ID),
+        b"\1" * 32,
+        b"\2" * 32,
+        retries=0,
     )
     worker = SyncWorker(outbox, dead, backoff=10)
     assert worker.round() == 1 and worker.online is False
@@ -330,7 +349,7 @@ def test_outbox_backs_off_while_the_registry_is_unreachable(tmp_path, template, 
 def test_kill_9_at_any_moment_loses_nothing_and_sends_nothing_twice(
     registry, tmp_path, template, photo
 ):
-    url, registry_key, identity, work = registry
+    url, (registry_key, signing_key), identity, work = registry
     key_file = tmp_path / "kiosk.pem"
     identity.save(key_file)
     data = tmp_path / "kiosk"
@@ -352,7 +371,9 @@ def test_kill_9_at_any_moment_loses_nothing_and_sends_nothing_twice(
         "--central",
         url,
         "--registry-key",
-        __import__("base64").b64encode(registry_key).decode(),
+        base64.b64encode(registry_key).decode(),
+        "--registry-signing-key",
+        base64.b64encode(signing_key).decode(),
         "--data-dir",
         str(data),
         "--backoff",
@@ -413,3 +434,77 @@ def test_a_packet_is_on_disk_before_the_citizen_is_told(tmp_path, template, phot
     assert line.startswith("SUBMITTED TRK-")
     outbox = Outbox(tmp_path / "k" / "outbox.db", Outbox.load_key(tmp_path / "k" / "outbox.key"))
     assert outbox.get(packet.packet_id).state == "queued"
+
+
+def test_the_kiosk_verifies_the_chip_against_its_own_trust_folder(
+    devices, registry, tmp_path, faces_dir
+):
+    """The daemon (simulating) trusts its own test CSCA and says "valid"; a kiosk whose trust
+    folder does not hold that CSCA refuses the card all the same."""
+    _, client = devices
+    elsewhere = tmp_path / "trust"
+    elsewhere.mkdir()
+    from devices.icao import emulator
+
+    (elsewhere / "other.pem").write_bytes(emulator.DocumentPKI.create("FR").csca_pem())
+    outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
+    for trust in (None, elsewhere):
+        s = EnrolmentSession(
+            KioskSettings(KIOSK_ID, trust_dir=trust), client, outbox, Operators(tmp_path / "ops")
+        )
+        present(client, faces_dir, "biden__biden.jpg", "biden__biden2.jpg")
+        s.start()
+        s.choose_language("fr")
+        for _ in range(40):
+            try:
+                s.read_card(*KEY)
+            except StepError as exc:
+                if exc.code == "card_no_card":
+                    time.sleep(0.25)
+                    continue
+                assert exc.code == "card_not_authentic" and "unknown_csca" in exc.detail
+                break
+        else:
+            raise AssertionError("the card never showed up")
+        assert s.step == Step.DOCUMENT and not s.data.fields
+        read = client.read_document({"number": KEY[0], "birth": "880412", "expiry": "341231"})
+        assert read.fields["passive_authentication"] == "valid"  # what the daemon claims
+        assert {"DG1", "DG2", "SOD"} <= set(read.files)
+
+
+def test_a_wrong_kiosk_clock_keeps_packets_due_and_a_supervisor_requeues_refused_ones(
+    registry, tmp_path, template, photo, monkeypatch
+):
+    from kiosk.client import CentralClient
+
+    url, keys, identity, _ = registry
+    data = tmp_path / "kiosk"
+    outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
+    good = _packets(template, photo, 1)[0]
+    weak = build_packet(
+        KIOSK_ID, demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
+    )  # no capture evidence: refused for good
+    e_good, e_weak = outbox.put(good), outbox.put(weak)
+    worker = SyncWorker(outbox, CentralClient(url, identity, *keys, retries=0), backoff=0.01)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # the kiosk's clock is an hour fast
+    worker.round()
+    e = outbox.get(e_good.packet_id)
+    assert e.state == "queued" and e.last_error.startswith("clock_skew")  # due, not refused
+    assert worker.clock_skew is not None and 3500 < worker.clock_skew < 3700
+    assert outbox.get(e_weak.packet_id).state == "queued"  # refused for the clock: retryable
+    monkeypatch.setattr(time, "time", real)  # NTP puts it right
+    time.sleep(0.1)
+    worker.round()
+    assert outbox.get(e_good.packet_id).state in ("acked", "final")
+    assert worker.clock_skew is None
+    weak_entry = outbox.get(e_weak.packet_id)
+    assert weak_entry.state == "refused" and weak_entry.last_error.startswith("capture_policy")
+    outbox.close()
+    cli = [sys.executable, "-m", "kiosk.cli", "requeue", "--data-dir", str(data)]
+    listed = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert weak_entry.tracking in listed.stdout and "capture_policy" in listed.stdout
+    again = subprocess.run([*cli, "--all"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "1 packet(s) queued again" in again.stdout
+    outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
+    assert outbox.get(e_weak.packet_id).state == "queued"

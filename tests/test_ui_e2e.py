@@ -8,7 +8,6 @@ process that is stopped and restarted for the network test. Screenshots of every
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -20,13 +19,12 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from devices.bus import DeviceClient
 from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity
-from kiosk.demo import _central, _free_port, serve_central
+from kiosk.demo import _central, _free_port, registry_env, serve_central
 from kiosk.session import KioskSettings, Operators
 from kiosk.web import assemble, create_app
 
@@ -42,14 +40,7 @@ class Registry:
 
     def __init__(self, work: Path, identity: KioskIdentity) -> None:
         self.work, self.port = work, _free_port()
-        key = X25519PrivateKey.generate()
-        self.public_key = key.public_key().public_bytes_raw()
-        self.env = dict(
-            os.environ,
-            CENTRAL_DATABASE_URL=f"sqlite:///{work / 'central.db'}",
-            CENTRAL_DATA_KEY=base64.b64encode(os.urandom(32)).decode(),
-            CENTRAL_PACKET_KEY=base64.b64encode(key.private_bytes_raw()).decode(),
-        )
+        self.env, self.public_keys = registry_env(work)
         _central("migrate", env=self.env)
         _central("kiosk-add", KIOSK_ID, "--public-key", identity.public_key_b64(), env=self.env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,19 +62,21 @@ def stack(pcscd, tmp_path_factory) -> Iterator[dict]:  # type: ignore[type-arg]
     identity = KioskIdentity.generate(KIOSK_ID)
     registry = Registry(work, identity)
     registry.start()
-    cmd, ev = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
-    daemon = DeviceDaemon(DaemonConfig(commands=cmd, events=ev))
+    sockets = work / "devices"
+    daemon = DeviceDaemon(DaemonConfig(socket_dir=sockets, simulated=True))
     dthread = threading.Thread(target=daemon.serve, daemon=True)
     dthread.start()
     assert daemon.ready.wait(10)
-    devices = DeviceClient(cmd, ev)
-    operators = Operators(work / "operators.json")
+    devices = DeviceClient(sockets)
+    (work / "trust").mkdir()
+    (work / "trust" / "csca.pem").write_text(str(devices.call("simulate.csca").result["pem"]))
+    operators = Operators(work / "operators.json", work / "kiosk")
     operators.add("op-01", "operator", "2468")
     kiosk = assemble(
-        KioskSettings(KIOSK_ID, centre="Arrondissement Agdal, Rabat"),
+        KioskSettings(KIOSK_ID, centre="Arrondissement Agdal, Rabat", trust_dir=work / "trust"),
         work / "kiosk",
         registry.url,
-        registry.public_key,
+        registry.public_keys,
         identity,
         devices,
         operators,
@@ -99,8 +92,11 @@ def stack(pcscd, tmp_path_factory) -> Iterator[dict]:  # type: ignore[type-arg]
         browser = p.chromium.launch(
             executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
         )
+        # one browser, as at a real kiosk: the session belongs to its cookie
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
         yield {
             "browser": browser,
+            "context": context,
             "base": f"http://127.0.0.1:{port}",
             "devices": devices,
             "registry": registry,
@@ -133,7 +129,7 @@ class Citizen:
     """Drives the page like a person (and saves what they saw)."""
 
     def __init__(self, stack: dict, name: str) -> None:  # type: ignore[type-arg]
-        self.page = stack["browser"].new_page(viewport={"width": 1280, "height": 900})
+        self.page = stack["context"].new_page()
         self.base, self.name, self.n = stack["base"], name, 0
         SHOTS.mkdir(parents=True, exist_ok=True)
 
