@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _evidence import evidence  # noqa: E402  (bench/, beside this script)
+
 from kiosk import demo  # noqa: E402
 from kiosk.client import CentralClient, KioskIdentity, build_packet  # noqa: E402
 from kiosk.outbox import Outbox, SyncWorker  # noqa: E402
@@ -60,7 +62,10 @@ def enrolments(people: int, work: Path) -> None:
         pid = daemon_pid(work)
         outbox = Outbox(work / "outbox.db", Outbox.load_key(work / "outbox.key"))
         session = EnrolmentSession(
-            KioskSettings("KIOSK-BENCH-01"), devices, outbox, Operators(work / "ops.json")
+            KioskSettings("KIOSK-BENCH-01", trust_dir=work / "trust"),
+            devices,
+            outbox,
+            Operators(work / "ops.json"),
         )
         phases = ("card", "face", "fingers", "packet")
         wall = {p: [] for p in phases}
@@ -122,15 +127,15 @@ def throughput(queued: int, work: Path) -> None:
     def fill(n: int, name: str) -> Outbox:
         box = Outbox(work / f"{name}.db", Outbox.load_key(work / f"{name}.key"))
         for _ in range(n):
-            box.put(build_packet(demo.KIOSK_ID, who, [template], small))
+            box.put(build_packet(demo.KIOSK_ID, who, [template], small, **evidence()))
         return box
 
     (work / "central").mkdir()
-    with demo.central_service(work / "central", identity) as (url, key):
+    with demo.central_service(work / "central", identity) as (url, keys):
         # baseline: one thread, each send waits for the registry's decision
         n0 = max(10, queued // 10)
         base = fill(n0, "baseline")
-        client = CentralClient(url, identity, key, retries=0)
+        client = CentralClient(url, identity, *keys, retries=0)
         t = time.perf_counter()
         for pid, _state, _attempts, data in base.due(n0):
             st = client.submit(data, wait=True)
@@ -144,7 +149,7 @@ def throughput(queued: int, work: Path) -> None:
 
         box = fill(queued, "outbox")  # queued while the registry was unreachable
         worker = SyncWorker(
-            box, CentralClient(url, identity, key, retries=0), threads=4, status_every=0.5
+            box, CentralClient(url, identity, *keys, retries=0), threads=4, status_every=0.5
         )
         t = time.perf_counter()
         worker.start()

@@ -1,0 +1,29 @@
+"""What the benchmarks' packets carry to satisfy the registry's intake policy: capture
+evidence of a chip read, a live face, and ten ISO/IEC 19794-2 finger templates."""
+
+from __future__ import annotations
+
+from biometrics import fingerprint as fp
+from central_api.enrolment.schemas import CaptureInfo, FingerprintTemplate
+
+
+def evidence() -> dict[str, object]:
+    """``build_packet`` keywords: ``capture`` and ``fingerprints``."""
+    minutiae = tuple(fp.Minutia(20 + 7 * i, 30 + 9 * i, 0.1 * i, "ending", 60) for i in range(40))
+    fingers = [
+        FingerprintTemplate(
+            position=pos,
+            quality=70,
+            data=fp.FingerprintTemplate(400, 500, minutiae, position=pos).to_iso19794_2(),
+        )
+        for pos in range(1, 11)
+    ]
+    capture = CaptureInfo(
+        document_source="chip",
+        passive_authentication="valid",
+        face_quality=80,
+        face_liveness=True,
+        face_document_similarity=0.95,
+        language="fr",
+    )
+    return {"capture": capture, "fingerprints": fingers}
