@@ -17,6 +17,7 @@ bench: venv
 	.venv/bin/python bench/bench_dedup.py
 	.venv/bin/python bench/bench_idcs.py
 	.venv/bin/python bench/bench_kiosk.py
+	.venv/bin/python bench/bench_intake.py
 
 lock:
 	.venv/bin/pip freeze --exclude-editable | grep -v -i '^face-recognition==' > requirements.lock.new

@@ -1,10 +1,25 @@
-"""What the benchmarks' packets carry to satisfy the registry's intake policy: capture
-evidence of a chip read, a live face, and ten ISO/IEC 19794-2 finger templates."""
+"""What the benchmarks' packets carry: invented demographics, and what satisfies the
+registry's intake policy (capture evidence of a chip read and a live face, ten ISO/IEC
+19794-2 finger templates)."""
 
 from __future__ import annotations
 
 from biometrics import fingerprint as fp
-from central_api.enrolment.schemas import CaptureInfo, FingerprintTemplate
+from central_api.enrolment.schemas import CaptureInfo, Demographics, Document, FingerprintTemplate
+
+
+def demographics(number: str = "AB000001") -> Demographics:
+    """An invented person with a CNIE of ``number``."""
+    return Demographics(
+        surname_latin="Tazi",
+        given_names_latin="Amina",
+        date_of_birth="1990-01-01",
+        place_of_birth="Rabat",
+        sex="F",
+        nationality="MAR",
+        address="1 Rue X, Rabat",
+        document=Document(type="CNIE", number=number, issuing_country="MAR"),
+    )
 
 
 def evidence() -> dict[str, object]:

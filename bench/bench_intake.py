@@ -36,11 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import httpx  # noqa: E402
-from _evidence import evidence  # noqa: E402  (bench/, beside this script)
+from _evidence import demographics, evidence  # noqa: E402  (bench/, beside this script)
 from PIL import Image  # noqa: E402
 
 from biometrics import face  # noqa: E402
-from central_api.enrolment.schemas import Demographics, Document  # noqa: E402
 from kiosk import demo  # noqa: E402
 from kiosk.client import CentralClient, KioskIdentity, PacketRefused, build_packet  # noqa: E402
 
@@ -97,17 +96,7 @@ def honest_packets(kiosk: KioskIdentity, n: int) -> list[bytes]:
             img = cv2.resize(img, None, fx=scale, fy=scale)
         jpeg = cv2.imencode(".jpg", img)[1].tobytes()
         tpl = face.encode(face.decode_image(jpeg), thresholds=None)
-        who = Demographics(
-            surname_latin="Tazi",
-            given_names_latin="Amina",
-            date_of_birth="1990-01-01",
-            place_of_birth="Rabat",
-            sex="F",
-            nationality="MAR",
-            address="1 Rue X, Rabat",
-            document=Document(type="CNIE", number=f"AB{i:06d}", issuing_country="MAR"),
-        )
-        packet = build_packet(kiosk.kiosk_id, who, [tpl], jpeg, **evidence())
+        packet = build_packet(kiosk.kiosk_id, demographics(f"AB{i:06d}"), [tpl], jpeg, **evidence())
         out.append(packet.model_dump_json().encode())
     return out
 

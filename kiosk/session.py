@@ -17,7 +17,6 @@ tracking number.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -52,7 +51,7 @@ from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import lds
 from devices.icao.mrz import MRZ
-from kiosk.client import build_packet
+from kiosk.client import build_packet, write_private
 from kiosk.face_capture import FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
 
@@ -121,18 +120,6 @@ class Operators:
         except (OSError, ValueError):
             return {}
 
-    def _write(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
     def add(self, operator_id: str, role: Role, pin: str) -> None:
         """Create or re-PIN an operator."""
         if not (pin.isdigit() and 4 <= len(pin) <= 12):
@@ -145,7 +132,7 @@ class Operators:
             "salt": salt.hex(),
             "hash": _hash(pin, salt),
         }
-        self._write(self.path, json.dumps({"operators": list(ops.values())}, indent=1))
+        write_private(self.path, json.dumps({"operators": list(ops.values())}, indent=1).encode())
 
     def locked(self, operator_id: str) -> bool:
         """True while ``operator_id`` is locked out."""
@@ -166,13 +153,13 @@ class Operators:
             )
             if not ok:
                 failures[operator_id] = [count + 1, self.clock() + self.LOCK_SECONDS]
-                self._write(self.lockouts, json.dumps(failures))
+                write_private(self.lockouts, json.dumps(failures).encode())
                 if count + 1 >= self.MAX_FAILURES:
                     raise StepError("operator_locked")
                 raise StepError("operator_denied")
             if operator_id in failures:
                 del failures[operator_id]
-                self._write(self.lockouts, json.dumps(failures))
+                write_private(self.lockouts, json.dumps(failures).encode())
         assert op is not None
         role: Role = op["role"]  # type: ignore[assignment]
         if _ROLE_RANK[role] < _ROLE_RANK[needs]:
@@ -184,7 +171,7 @@ class Operators:
         with self._lock:
             failures = self._failures()
             if failures.pop(operator_id, None) is not None:
-                self._write(self.lockouts, json.dumps(failures))
+                write_private(self.lockouts, json.dumps(failures).encode())
 
     def unlock_by(self, supervisor_id: str, pin: str, operator_id: str) -> None:
         """A supervisor, with their PIN, lifts ``operator_id``'s lockout."""
@@ -245,7 +232,7 @@ def verify_chip(read: CardRead, trust: lds.TrustStore) -> VerifiedChip:
 class _Data:
     language: str = "fr"
     source: DocumentSource | None = None
-    card: dict[str, object] | None = None
+    passive_authentication: str | None = None  # the kiosk's own verdict on the chip
     chip_face: bytes | None = None
     fields: dict[str, object] = field(default_factory=dict)  # demographics draft
     birth_certificate: str | None = None
@@ -426,36 +413,28 @@ class EnrolmentSession:
                 # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
                 # daemon's own verdict is not taken): no enrolment from it, a person must look
                 raise self._fail("card_not_authentic", f"{pa.status}: {pa.reason}")
-            m = chip.mrz
-            f: dict[str, object] = {
-                "document_code": m.document_type,
-                "issuing_state": m.issuing_state,
-                "document_number": m.document_number,
-                "surname": m.primary_identifier,
-                "given_names": m.secondary_identifier,
-                "nationality": m.nationality,
-                "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
-                "sex": m.sex,
-                "passive_authentication": pa.status,
-            }
-            code, state = str(f["document_code"]), str(f["issuing_state"])
+            m = chip.mrz  # from the verified DG1, not from the daemon's summary
             doc_type = (
                 DocumentType.PASSPORT
-                if code.startswith("P")
+                if m.document_type.startswith("P")
                 else DocumentType.CNIE
-                if state == "MAR"
+                if m.issuing_state == "MAR"
                 else DocumentType.RESIDENCE_CARD
             )
             d = self.data
-            d.source, d.card, d.chip_face = DocumentSource.CHIP, f, chip.face_image
+            d.source, d.passive_authentication, d.chip_face = (
+                DocumentSource.CHIP,
+                pa.status,
+                chip.face_image,
+            )
             d.fields = {
-                "surname_latin": str(f["surname"]).title(),
-                "given_names_latin": str(f["given_names"]).title(),
-                "date_of_birth": f["date_of_birth"],
-                "sex": f["sex"] if f["sex"] in ("F", "M") else "X",
-                "nationality": f["nationality"],
+                "surname_latin": m.primary_identifier.title(),
+                "given_names_latin": m.secondary_identifier.title(),
+                "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
+                "sex": m.sex if m.sex in ("F", "M") else "X",
+                "nationality": m.nationality,
                 "document": Document(
-                    type=doc_type, number=str(f["document_number"]), issuing_country=state
+                    type=doc_type, number=m.document_number, issuing_country=m.issuing_state
                 ),
             }
             self.step, self.last_error = Step.FACE, None
@@ -682,7 +661,7 @@ class EnrolmentSession:
                 document_source=d.source,
                 birth_certificate_number=d.birth_certificate,
                 witnesses=d.witnesses,
-                passive_authentication=(d.card or {}).get("passive_authentication"),  # type: ignore[arg-type]
+                passive_authentication=d.passive_authentication,  # type: ignore[arg-type]
                 face_quality=d.face_quality,
                 face_liveness=d.face_liveness,
                 face_document_similarity=d.face_similarity,
