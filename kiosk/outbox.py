@@ -37,7 +37,13 @@ from sqlalchemy import DateTime, Integer, LargeBinary, String, create_engine, ev
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus
-from kiosk.client import AnswerNotAuthentic, CentralClient, PacketRefused
+from kiosk.client import (
+    AnswerNotAuthentic,
+    CentralClient,
+    PacketRefused,
+    read_private,
+    write_private,
+)
 
 log = logging.getLogger("kiosk.outbox")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -135,15 +141,11 @@ class Outbox:
 
     @staticmethod
     def load_key(path: Path) -> bytes:
-        """The kiosk's outbox key from ``path``, created (mode 600) on first use."""
+        """The kiosk's outbox key from ``path``, created (mode 600) on first use; ConfigError
+        if others may read it."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
-                f.flush()
-                os.fsync(f.fileno())
-        key = path.read_bytes()
+            write_private(path, os.urandom(32))
+        key = read_private(path)
         if len(key) != 32:
             raise OutboxError(f"{path} does not hold a 32-byte key")
         return key

@@ -12,7 +12,9 @@ if [ "$(id -u)" = 0 ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; th
   apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
 fi
 
-# system packages: the PC/SC daemon and the virtual reader driver the card tests run against,
+# system packages: the PC/SC daemon and the virtual reader driver the card tests run against
+# (vsmartcard-vpcd is for the tests and the demo only: never install it on a real kiosk, where
+# `devices serve` refuses to start beside it),
 # what building pyscard needs (it ships no Linux wheel), and Chromium with Arabic and Tifinagh
 # fonts for the kiosk UI (and its end-to-end tests, which drive it with Playwright)
 pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji"

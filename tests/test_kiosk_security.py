@@ -414,7 +414,11 @@ def test_keys_are_written_0600_and_loose_ones_refused(tmp_path: Path):
 
     migrate(f"sqlite:///{tmp_path / 'registry.db'}")
     make_engine(f"sqlite:///{tmp_path / 'other.db'}").dispose()
-    outbox = Outbox(tmp_path / "kiosk" / "outbox.db", b"k" * 32)
+    outbox = Outbox(tmp_path / "kiosk" / "outbox.db", Outbox.load_key(tmp_path / "kiosk" / "k"))
     outbox.close()
+    assert stat.S_IMODE((tmp_path / "kiosk" / "k").stat().st_mode) == 0o600
+    os.chmod(tmp_path / "kiosk" / "k", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        Outbox.load_key(tmp_path / "kiosk" / "k")
     for f in ("registry.db", "other.db", "kiosk/outbox.db"):
         assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o600, f

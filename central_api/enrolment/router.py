@@ -93,7 +93,6 @@ async def submit_enrolment(
     opened = await run_in_threadpool(
         service.open_packet, body, reg.packet_key, reg.kiosks, window, kiosk_id
     )
-    del body
     with service.refused_for(opened.kiosk.id):
         hold = await run_in_threadpool(_checked, reg, opened)
         enrolment_id, created = await run_in_threadpool(_store, reg, opened, hold, window)
