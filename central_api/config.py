@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         ge=1,
         description="refused packets a kiosk may send per minute; then 429 for a minute",
     )
+    refusal_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long an unknown, unauthenticated or throttled sender waits for its "
+        "refusal (a tarpit: no CPU spent)",
+    )
     witness_failures_per_hour: int = Field(
         default=5, ge=1, description="failed witness checks a kiosk may make per hour (429)"
     )

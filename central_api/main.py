@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for t in threads:
                 t.join(timeout=30)
             sign_checkpoint()
+            dedup.close()
             engine.dispose()
 
     docs = settings.expose_docs
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.intake_answers.add(exc.code.value)
         if exc.sender is not None:
             registry.throttle.record(exc.sender)
+        if exc.code == ErrorCode.NOT_AUTHENTICATED and settings.refusal_delay_seconds > 0:
+            await asyncio.sleep(settings.refusal_delay_seconds)  # as the gate's tarpit
         return JSONResponse(
             status_code=exc.status_code,
             content=exc.answer().model_dump(mode="json"),
@@ -135,9 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slots=registry.slots,
         idle_seconds=settings.body_idle_seconds,
         total_seconds=settings.body_total_seconds,
-        known_kiosk=lambda kiosk_id: registry.kiosks.get(kiosk_id) is not None,
-        queue_full=registry.queue.full,
+        kiosks=registry.kiosks,
+        queue=registry.queue,
         throttle=registry.throttle,
+        refusal_delay=settings.refusal_delay_seconds,
         on_refusal=registry.intake_answers.add,
     )
     return app

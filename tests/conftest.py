@@ -220,6 +220,9 @@ class Registry:
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
+    """The test registry's settings; no tarpit unless a test asks for one (it would only slow
+    the tests that are about refusals)."""
+    overrides.setdefault("refusal_delay_seconds", 0)
     return Settings(
         database_url=url,
         data_key=KEY,

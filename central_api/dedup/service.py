@@ -10,9 +10,11 @@ always holds every reference committed before the decision.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -28,7 +30,8 @@ from central_api.db import transaction, utcnow
 from central_api.dedup.index import FaceGallery, normalise
 from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment, Status
-from central_api.enrolment.service import face_templates
+from central_api.enrolment.policy import face_template_mismatch
+from central_api.enrolment.service import ctx, face_templates
 from central_api.identity.models import FaceReference
 from central_api.identity.service import issue_person
 
@@ -78,6 +81,13 @@ class Deduplicator:
         self._wake = threading.Event()
         self._done: dict[int, threading.Event] = {}
         self._done_lock = threading.Lock()
+        self._faces: ProcessPoolExecutor | None = None  # face encoding, off this process
+
+    def close(self) -> None:
+        """Stop the face-encoding process (if one was started)."""
+        if self._faces is not None:
+            self._faces.shutdown(wait=True, cancel_futures=True)
+            self._faces = None
 
     # -- gallery ---------------------------------------------------------------------------
     def _ref_vectors(self, refs: list[FaceReference]) -> np.ndarray:
@@ -196,7 +206,7 @@ class Deduplicator:
             return None
         enrolment_id, packet_id = claimed
         try:
-            self._decide(enrolment_id)
+            self._decide(enrolment_id, self._face_mismatch(enrolment_id))
         except Exception:
             log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
             with transaction(self._factory) as s:
@@ -208,7 +218,30 @@ class Deduplicator:
             self._signal(enrolment_id)
         return packet_id
 
-    def _decide(self, enrolment_id: int) -> None:
+    def _face_mismatch(self, enrolment_id: int) -> str | None:
+        """The intake policy's face check, before any lock is taken: are the kiosk's templates
+        the face of the token image? (None also when the data cannot be read: _decide says.)"""
+        with self._factory() as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is None:
+                return None
+            try:
+                image = self._cipher.decrypt(
+                    e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image")
+                )
+                probes = face_templates(self._cipher, e)
+            except DecryptionError:
+                return None
+        # dlib holds the GIL for the whole encoding (~0.15 s): in a process of its own it
+        # never stalls intake, status reads or the event loop of this one
+        if self._faces is None:
+            self._faces = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        check = self._faces.submit(
+            face_template_mismatch, image, probes, self._settings.face_template_agreement
+        )
+        return check.result(timeout=self._settings.processing_lease_seconds)
+
+    def _decide(self, enrolment_id: int, face_mismatch: str | None = None) -> None:
         started = time.perf_counter()
         with self._mutex:
             new_refs: list[FaceReference] = []
@@ -221,7 +254,9 @@ class Deduplicator:
                 try:
                     probes = face_templates(self._cipher, e)
                 except DecryptionError:
-                    e.status, e.reason, e.lease_until = Status.REJECTED, "unreadable data", None
+                    face_mismatch = "unreadable data"
+                if face_mismatch is not None:  # not a packet an honest kiosk makes
+                    e.status, e.reason, e.lease_until = Status.REJECTED, face_mismatch, None
                     record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                     return
                 self._catch_up(s)

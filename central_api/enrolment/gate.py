@@ -15,7 +15,10 @@ A kiosk that proved who it is but keeps sending packets the registry refuses (ma
 image bombs, failing the capture policy) is throttled (:class:`RefusalThrottle`): past
 ``refusals_per_minute`` its packets are answered 429 at the gate, body unread, for a minute.
 Only refusals after its signature was verified count, so nobody can get another kiosk
-throttled by naming it.
+throttled by naming it. The gate answers an unknown or throttled sender after
+``refusal_delay_seconds`` (a tarpit costing no CPU), so such a flood cannot take the CPU that
+honest kiosks need; a wrong signature found later waits as long, so that it looks like an
+unknown kiosk in time as well as in content.
 """
 
 from __future__ import annotations
@@ -23,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import json
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central_api.enrolment.exceptions import NotAuthenticated, RateLimited
+from central_api.enrolment.service import KioskDirectory
 from central_api.exceptions import BodyTimeout, Busy, Overloaded, RegistryError, TooLarge
+from central_api.ops.service import QueueGauge
 
 INTAKE_PATH = "/v1/enrolments"
 
@@ -123,15 +128,29 @@ class IntakeGate:
         slots: BodySlots,
         idle_seconds: float,
         total_seconds: float,
-        known_kiosk: Callable[[str], bool],
-        queue_full: Callable[[], bool],
+        kiosks: KioskDirectory,
+        queue: QueueGauge,
         throttle: RefusalThrottle,
+        refusal_delay: float = 1.0,
         on_refusal: Callable[[str], None] = lambda _code: None,
     ) -> None:
         self.app, self.max_bytes, self.slots = app, max_bytes, slots
         self.idle, self.total = idle_seconds, total_seconds
-        self.known_kiosk, self.queue_full, self.on_refusal = known_kiosk, queue_full, on_refusal
-        self.throttle = throttle
+        self.kiosks, self.queue, self.throttle = kiosks, queue, throttle
+        self.on_refusal = on_refusal
+        self.delay = refusal_delay
+        self._tarpit = 0  # refusals being delayed now (one event loop: no lock needed)
+
+    TARPIT = 512
+
+    async def tarpit(self) -> None:
+        """Wait ``delay`` seconds before a refusal (unless ``TARPIT`` already wait)."""
+        if self.delay > 0 and self._tarpit < self.TARPIT:
+            self._tarpit += 1
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self._tarpit -= 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,16 +164,22 @@ class IntakeGate:
         if scope["method"] != "POST" or scope["path"] != INTAKE_PATH:
             await self.app(scope, receive, send)  # no other route reads a body
             return
+        # cheapest first; the database only when a cache cannot answer (in a thread)
         kiosk = headers.get(b"x-kiosk-id", b"").decode("latin-1")
-        if not kiosk or not await asyncio.to_thread(self.known_kiosk, kiosk):
-            await self._refuse(send, NotAuthenticated())
-            return
         if wait := self.throttle.blocked(kiosk):
-            await self._refuse(
-                send, RateLimited("too many refused packets from this kiosk", retry_after=wait)
-            )
+            refusal = RateLimited("too many refused packets from this kiosk", retry_after=wait)
+            await self._refuse(send, refusal, slow=True)
             return
-        if await asyncio.to_thread(self.queue_full):
+        known = self.kiosks.cached(kiosk) if kiosk else False
+        if known is None:
+            known = await asyncio.to_thread(self.kiosks.get, kiosk) is not None
+        if not known:
+            await self._refuse(send, NotAuthenticated(), slow=True)
+            return
+        full = self.queue.cached_full()
+        if full is None:
+            full = await asyncio.to_thread(self.queue.full)
+        if full:
             await self._refuse(
                 send, Overloaded("the identity checks are behind; retry later", retry_after=30)
             )
@@ -203,9 +228,14 @@ class IntakeGate:
     def _too_large(self) -> str:
         return f"request body exceeds the limit of {self.max_bytes} bytes"
 
-    async def _refuse(self, send: Send, error: RegistryError) -> None:
+    async def _refuse(self, send: Send, error: RegistryError, slow: bool = False) -> None:
+        """Answer ``error``. ``slow``: a sender that is unknown or throttled waits for it (the
+        tarpit: no CPU is spent meanwhile), so a flood from one client comes at one request per
+        ``delay`` per connection instead of as fast as it can."""
         self.on_refusal(error.code.value)
-        payload = json.dumps(error.answer().model_dump(mode="json")).encode()
+        if slow:
+            await self.tarpit()
+        payload = JSONResponse(error.answer().model_dump(mode="json")).body  # as the app's
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),

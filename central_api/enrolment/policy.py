@@ -7,10 +7,11 @@ could send a packet whose evidence says the checks failed, or none at all. Two k
   every finger accounted for, supervisors' overrides. Each shortfall is a stable reason code;
   the setting ``intake_on_violation`` decides whether such a packet is refused (422
   ``capture_policy``) or stored and held for a person's decision (never issued automatically).
-- :func:`check_biometrics`: the data itself. Finger templates must parse as ISO/IEC 19794-2
-  records of the position they claim, and the kiosk's face template must be the face of the
-  token image (the registry recomputes it): always refused, since such a packet is not what an
-  honest kiosk makes.
+- the data itself, refused whatever the policy, since such a packet is not what an honest
+  kiosk makes: finger templates must parse as ISO/IEC 19794-2 records of the position they
+  claim (:func:`check_finger_templates`, at intake: 422), and the kiosk's face template must be
+  the face of the token image (:func:`face_template_mismatch`, the registry's own encoding of
+  it, in the dedup worker: status ``rejected`` with that reason).
 """
 
 from __future__ import annotations
@@ -65,11 +66,9 @@ def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
     return out
 
 
-def check_biometrics(packet: EnrolmentPacket, s: Settings) -> None:
+def check_finger_templates(packet: EnrolmentPacket) -> None:
     """Refuse (CapturePolicyViolation) finger templates that are not ISO/IEC 19794-2 records
-    of their position, and face templates that are not the face in the token image.
-
-    Costs one face detection and encoding of the token image (about 0.15 s of CPU)."""
+    of the position they claim (cheap: done at intake)."""
     for f in packet.fingerprints:
         try:
             t = fp.FingerprintTemplate.from_iso19794_2(f.data)
@@ -83,17 +82,20 @@ def check_biometrics(packet: EnrolmentPacket, s: Settings) -> None:
                 f"finger {f.position}: the record is of position {t.position}",
                 reasons=["finger_template_invalid"],
             )
+
+
+def face_template_mismatch(
+    face_image: bytes, templates: np.ndarray, agreement: float
+) -> str | None:
+    """Why the kiosk's face ``templates`` are not the face of ``face_image`` (the token image),
+    or None when each agrees with the registry's own template of it to ``agreement``.
+
+    Costs one face detection and encoding (about 0.15 s of CPU): the dedup worker runs it, after
+    intake and before any lock, so a sender cannot make intake itself expensive."""
     try:
-        own = face.encode(face.decode_image(packet.face_image), thresholds=None, upsample=0)
-    except face.FaceError as exc:
-        raise CapturePolicyViolation(
-            f"the face image holds no single usable face ({', '.join(exc.reasons)})",
-            reasons=["face_image_unusable"],
-        ) from exc
-    kiosk = np.asarray(packet.face_templates, dtype=np.float32)
-    agreement = float((kiosk / np.linalg.norm(kiosk, axis=1, keepdims=True) @ own).min())
-    if agreement < s.face_template_agreement:
-        raise CapturePolicyViolation(
-            "the face template is not the face of the face image",
-            reasons=["face_template_mismatch"],
-        )
+        own = face.encode(face.decode_image(face_image), thresholds=None, upsample=0)
+    except face.FaceError:
+        return "face_image_unusable"
+    kiosk = np.asarray(templates, dtype=np.float32)
+    kiosk = kiosk / np.linalg.norm(kiosk, axis=1, keepdims=True)
+    return None if float((kiosk @ own).min()) >= agreement else "face_template_mismatch"

@@ -128,7 +128,7 @@ def _checked(reg: Registry, opened: service.Opened) -> list[str]:
             "the capture evidence does not satisfy the intake policy: " + ", ".join(hold),
             reasons=hold,
         )
-    policy.check_biometrics(opened.packet, settings)
+    policy.check_finger_templates(opened.packet)
     return hold
 
 

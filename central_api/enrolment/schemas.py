@@ -408,6 +408,7 @@ class EnrolmentStatus(BaseModel):
     receipt_number: str
     status: EnrolmentState
     idcs: str | None = None
+    reason: str | None = Field(default=None, description="why it was rejected (a code)")
     message: str
     received_at: datetime
     updated_at: datetime
@@ -421,8 +422,9 @@ class EnrolmentStatus(BaseModel):
 
 
 def decision_message(st: EnrolmentStatus) -> bytes:
-    """The bytes the registry signs: which kiosk's packet, its status, IDCS, receipt number,
-    when it was decided and when it was signed (the free-text message is not signed)."""
+    """The bytes the registry signs: which kiosk's packet, its status, IDCS, rejection reason,
+    receipt number, when it was decided and when it was signed (the free-text message is not
+    signed)."""
     return "\n".join(
         [
             "RNP-DECISION-v1",
@@ -430,6 +432,7 @@ def decision_message(st: EnrolmentStatus) -> bytes:
             str(st.packet_id),
             st.status.value,
             st.idcs or "-",
+            st.reason or "-",
             st.receipt_number,
             st.updated_at.astimezone(UTC).isoformat(),
             str(st.signed_at),

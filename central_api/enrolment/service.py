@@ -106,6 +106,13 @@ class KioskDirectory:
                 self._keys[kiosk_id] = key
         return key
 
+    def cached(self, kiosk_id: str) -> bool | None:
+        """True if the cache, still fresh, knows ``kiosk_id``; None if only the database can
+        tell (no I/O here: the intake gate asks this on its event loop)."""
+        if time.monotonic() - self._loaded > self._ttl or kiosk_id not in self._keys:
+            return None
+        return True
+
     def get(self, kiosk_id: str) -> KioskKey | None:
         """The kiosk's key, or None if it is not registered."""
         if time.monotonic() - self._loaded > self._ttl:
@@ -414,6 +421,7 @@ def status_of(
         receipt_number=enrolment.receipt_number,
         status=status,
         idcs=idcs,
+        reason=enrolment.reason if status == Status.REJECTED else None,
         message=MESSAGES[status],
         received_at=enrolment.received_at,
         updated_at=enrolment.updated_at,

@@ -44,6 +44,12 @@ class QueueGauge:
         """True when the queue holds ``limit`` or more enrolments."""
         return self.depth() >= self.limit
 
+    def cached_full(self) -> bool | None:
+        """:meth:`full` from the cached depth, or None when it is stale (no I/O here)."""
+        if time.monotonic() - self._at > self._ttl:
+            return None
+        return self._value >= self.limit
+
 
 class Counters:
     """Thread-safe event counters (intake answers by code)."""
