@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -101,6 +102,11 @@ class Settings(BaseSettings):
         le=1,
         description="the kiosk's face template against the registry's own from the token "
         "image: same image >= 0.973, another person's <= 0.911 on the shared photos",
+    )
+    face_check_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="processes that encode token images for the face check, side by side",
     )
     max_face_templates: int = Field(default=4, ge=1)
 

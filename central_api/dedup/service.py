@@ -14,7 +14,7 @@ import multiprocessing
 import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -82,6 +82,7 @@ class Deduplicator:
         self._done: dict[int, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._faces: ProcessPoolExecutor | None = None  # face encoding, off this process
+        self._lease = settings.processing_lease_seconds
 
     def close(self) -> None:
         """Stop the face-encoding process (if one was started)."""
@@ -201,26 +202,41 @@ class Deduplicator:
 
     def process_next(self) -> uuid.UUID | None:
         """Claim and decide one queued enrolment; returns its packet id, or None if idle."""
-        claimed = self._claim()
-        if claimed is None:
-            return None
-        enrolment_id, packet_id = claimed
-        try:
-            self._decide(enrolment_id, self._face_mismatch(enrolment_id))
-        except Exception:
-            log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
-            with transaction(self._factory) as s:
-                e = s.get(Enrolment, enrolment_id)
-                if e is not None and e.status == Status.PROCESSING:
-                    e.status, e.lease_until = Status.RECEIVED, None
-                    record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
-        finally:
-            self._signal(enrolment_id)
-        return packet_id
+        done = self.process_batch(1)
+        return done[0] if done else None
 
-    def _face_mismatch(self, enrolment_id: int) -> str | None:
-        """The intake policy's face check, before any lock is taken: are the kiosk's templates
-        the face of the token image? (None also when the data cannot be read: _decide says.)"""
+    def process_batch(self, size: int | None = None) -> list[uuid.UUID]:
+        """Claim up to ``size`` queued enrolments (default: twice the face-check processes),
+        run their face checks side by side, then decide them one at a time, oldest first;
+        returns their packet ids."""
+        claimed = []
+        for _ in range(size or 2 * self._settings.face_check_processes):
+            job = self._claim()
+            if job is None:
+                break
+            claimed.append(job)
+        checks = {eid: self._face_check(eid) for eid, _ in claimed}
+        for enrolment_id, packet_id in claimed:
+            try:
+                check = checks[enrolment_id]
+                mismatch = None if check is None else check.result(timeout=self._lease)
+                self._decide(enrolment_id, mismatch)
+            except Exception:
+                log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
+                with transaction(self._factory) as s:
+                    e = s.get(Enrolment, enrolment_id)
+                    if e is not None and e.status == Status.PROCESSING:
+                        e.status, e.lease_until = Status.RECEIVED, None
+                        record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
+            finally:
+                self._signal(enrolment_id)
+        return [packet_id for _, packet_id in claimed]
+
+    def _face_check(self, enrolment_id: int) -> Future[str | None] | None:
+        """Start the intake policy's face check, before any lock is taken: are the kiosk's
+        templates the face of the token image? None when the data cannot be read (_decide
+        says so). dlib holds the GIL for the whole encoding (~0.15 s): in processes of their
+        own the checks run side by side and never stall intake or this process's event loop."""
         with self._factory() as s:
             e = s.get(Enrolment, enrolment_id)
             if e is None:
@@ -232,14 +248,14 @@ class Deduplicator:
                 probes = face_templates(self._cipher, e)
             except DecryptionError:
                 return None
-        # dlib holds the GIL for the whole encoding (~0.15 s): in a process of its own it
-        # never stalls intake, status reads or the event loop of this one
         if self._faces is None:
-            self._faces = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        check = self._faces.submit(
+            self._faces = ProcessPoolExecutor(
+                self._settings.face_check_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        return self._faces.submit(
             face_template_mismatch, image, probes, self._settings.face_template_agreement
         )
-        return check.result(timeout=self._settings.processing_lease_seconds)
 
     def _decide(self, enrolment_id: int, face_mismatch: str | None = None) -> None:
         started = time.perf_counter()
@@ -329,7 +345,7 @@ class Deduplicator:
         """Worker loop: decide queued enrolments until ``stop`` is set."""
         while not stop.is_set():
             try:
-                if self.process_next() is not None:
+                if self.process_batch():
                     continue
             except Exception:
                 log.exception("dedup worker error; retrying shortly")
