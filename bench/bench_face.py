@@ -8,6 +8,10 @@
    fit used by threshold_for_fmr, and error rates at the registry's thresholds.
    A tiny set (a few hundred genuine pairs, a few thousand impostor pairs): the rates say
    the pipeline works, not how accurate it is.
+3. The registry's face check (capture policy): each photo's template (as the kiosk computes it
+   on the frame) against the registry's own encoding of its ICAO token image (JPEG, as sent):
+   the same image, and every other photo's token, of the same person and of others; where the
+   threshold ``face_template_agreement`` (0.95) falls between them, and what the check costs.
 Run: .venv/bin/python bench/bench_face.py
 """
 
@@ -114,6 +118,45 @@ def pairs() -> None:
         print(f"  {label:>24} = {thr:.3f} {(i >= thr).mean():>10.5f} {(g < thr).mean():>8.4f}")
 
 
+def token_agreement() -> None:
+    import cv2
+
+    from central_api.config import Settings
+
+    threshold = Settings.model_fields["face_template_agreement"].default
+    items, costs = [], []
+    for p in sorted(FACES.glob("*__*.*")) + sorted(FACES.glob("johns/*/*.jpg"))[:20]:
+        ident = p.name.split("__")[0] if "__" in p.name else p.parent.name
+        img = cv2.imread(str(p))
+        scale = 640 / max(img.shape[:2])
+        if scale < 1:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        try:
+            kiosk = face.encode(rgb, thresholds=None)
+            token = face.token_image(rgb)
+            jpeg = cv2.imencode(".jpg", cv2.cvtColor(token, cv2.COLOR_RGB2BGR))[1].tobytes()
+            t = time.perf_counter()
+            own = face.encode(face.decode_image(jpeg), thresholds=None, upsample=0)
+            costs.append(time.perf_counter() - t)
+        except face.FaceError:
+            continue
+        items.append((ident, kiosk, own))
+    same = [face.compare(k, o) for _, k, o in items]
+    other_person = [
+        face.compare(a[1], b[2]) for a, b in itertools.permutations(items, 2) if a[0] != b[0]
+    ]
+    same_person = [
+        face.compare(a[1], b[2]) for a, b in itertools.permutations(items, 2) if a[0] == b[0]
+    ]
+    print(f"\nthe registry's face check, {len(items)} photos (threshold {threshold}):")
+    print(f"  kiosk template vs its own token image:  min {min(same):.4f}")
+    print(f"  vs another person's token image:        max {max(other_person):.4f}")
+    print(f"  vs another photo of the same person:    median {np.median(same_person):.4f}")
+    print(f"  cost of the registry's encoding: {1000 * statistics.median(costs):.0f} ms per image")
+
+
 if __name__ == "__main__":
     per_frame()
     pairs()
+    token_agreement()

@@ -133,6 +133,36 @@ def test_two_hundred_slow_bodies_cannot_exhaust_memory(sqlite_registry, tmp_path
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200
 
 
+def test_a_packet_waiting_for_its_decision_holds_no_body_slot(
+    sqlite_registry, tmp_path: Path, template, photo
+):
+    """One body slot, no dedup worker: the first packet waits for a decision that does not
+    come. While it waits, a second packet is still taken in (on the CI run that found it,
+    50 kiosks waiting for their decisions held all slots and the rest were refused busy)."""
+    url_db, kiosk = sqlite_registry
+    settings = {"max_concurrent_bodies": "1", "start_worker": "false", "sync_wait_seconds": "8"}
+    tpl, jpeg = template("obama__obama.jpg"), photo("obama__obama.jpg")
+
+    def packet():  # type: ignore[no-untyped-def]
+        return build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg, **evidence())
+
+    with server(url_db, tmp_path / "server.log", **settings) as (_, url, _port):
+        client = CentralClient(url, kiosk, PACKET_PUB, SIGNING_PUB, retries=0)
+        waiting: list[object] = []
+        first = threading.Thread(target=lambda: waiting.append(client.submit(packet())))
+        first.start()
+        deadline = time.monotonic() + 5
+        while count(url_db, "enrolments") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first packet is stored, its request now waits
+        assert first.is_alive()
+        second = client.submit(packet(), wait=False)  # 503 busy while the first held its slot
+        assert second.status.value == "received" and not second.final
+        first.join(timeout=30)
+        client.close()
+    assert [st.status.value for st in waiting] == ["received"]  # type: ignore[attr-defined]
+    assert count(url_db, "enrolments") == 2
+
+
 def _bomb() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (4096, 4096)).save(buf, "JPEG2000", irreversible=True, quality_layers=[400])

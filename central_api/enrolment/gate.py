@@ -8,8 +8,10 @@ room (503 ``overloaded`` with Retry-After, so kiosks back off instead of piling 
 one of ``max_concurrent_bodies`` body slots must be free (503 ``busy``; no other route reads
 a body). The body must then
 arrive without pausing longer than ``body_idle_seconds`` and within ``body_total_seconds``
-(408). Memory held by bodies is thus bounded by slots x max size, and is handed back to the
-operating system (``malloc_trim``) when the last body in flight is released.
+(408). A slot is held until the packet is stored (the route releases it before waiting for
+the decision, :data:`SLOT_RELEASE`) or the answer is sent, so memory held by bodies is bounded
+by slots x max size, and is handed back to the operating system (``malloc_trim``) when the last
+body in flight is released.
 
 A kiosk that proved who it is but keeps sending packets the registry refuses (malformed,
 image bombs, failing the capture policy) is throttled (:class:`RefusalThrottle`): past
@@ -40,6 +42,9 @@ from central_api.exceptions import BodyTimeout, Busy, Overloaded, RegistryError,
 from central_api.ops.service import QueueGauge
 
 INTAKE_PATH = "/v1/enrolments"
+SLOT_RELEASE = "rnp.release_body_slot"
+"""Scope key of a packet request's body-slot release: the route calls it once the packet is
+stored, so a request waiting for its decision holds no slot (and no body)."""
 
 
 class _Trim:
@@ -187,10 +192,19 @@ class IntakeGate:
         if not self.slots.take():
             await self._refuse(send, Busy("too many uploads at once; retry", retry_after=2))
             return
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.slots.give_back()
+
+        scope[SLOT_RELEASE] = release
         try:
             await self._pass(scope, receive, send)
         finally:
-            self.slots.give_back()
+            release()
 
     async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()
@@ -212,15 +226,14 @@ class IntakeGate:
                 await self._refuse(send, TooLarge(self._too_large()))
                 return
             more = message.get("more_body", False)
-        data = bytes(body)
+        data: bytes | None = bytes(body)
         del body
-        replayed = False
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": data, "more_body": False}
+            nonlocal data
+            if data is not None:
+                chunk, data = data, None  # the app holds the only reference from now on
+                return {"type": "http.request", "body": chunk, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

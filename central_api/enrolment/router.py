@@ -24,6 +24,7 @@ from central_api.enrolment.exceptions import (
     NotAuthenticated,
     WitnessesNotRegistered,
 )
+from central_api.enrolment.gate import SLOT_RELEASE
 from central_api.enrolment.schemas import (
     KIOSK_HEADER,
     READ_SKEW,
@@ -87,32 +88,45 @@ async def submit_enrolment(
     identity check is still running (poll GET) or the kiosk sent ``Prefer: respond-async``,
     200 for a packet received before. Every answer is signed by the registry.
     """
-    body = await request.body()
-    s = reg.settings
-    window = timedelta(seconds=s.replay_window_seconds)
-    opened = await run_in_threadpool(
-        service.open_packet, body, reg.packet_key, reg.kiosks, window, kiosk_id
-    )
-    with service.refused_for(opened.kiosk.id):
-        hold = await run_in_threadpool(_checked, reg, opened)
-        enrolment_id, created = await run_in_threadpool(_store, reg, opened, hold, window)
-    result = await run_in_threadpool(_status, reg, opened.kiosk.id, opened.packet.packet_id)
+    kiosk, packet_id, enrolment_id, created = await _intake(request, reg, kiosk_id)
+    if release := request.scope.get(SLOT_RELEASE):
+        release()  # stored: the wait below holds neither a body slot nor the body
+    result = await run_in_threadpool(_status, reg, kiosk, packet_id)
     if created:
         reg.dedup.wake()
         # Wait a little for the decision (unless the kiosk prefers not to, e.g. when draining
         # its outbox): this process's worker signals at once; a decision taken by another
         # process (same database) is seen by re-reading the status.
-        wait = 0.0 if "respond-async" in (prefer or "") else s.sync_wait_seconds
+        wait = 0.0 if "respond-async" in (prefer or "") else reg.settings.sync_wait_seconds
         deadline = time.monotonic() + wait
         while not result.final and (left := deadline - time.monotonic()) > 0:
             await run_in_threadpool(reg.dedup.wait_for, enrolment_id, min(left, 0.25))
-            result = await run_in_threadpool(_status, reg, opened.kiosk.id, opened.packet.packet_id)
+            result = await run_in_threadpool(_status, reg, kiosk, packet_id)
     reg.intake_answers.add("accepted" if created else "resent")
     if not created:
         response.status_code = status.HTTP_200_OK
     elif not result.final:
         response.status_code = status.HTTP_202_ACCEPTED
     return result
+
+
+async def _intake(
+    request: Request, reg: Registry, kiosk_id: str
+) -> tuple[str, uuid.UUID, int, bool]:
+    """Read, open, check and store a packet: (kiosk, packet id, enrolment id, created). The
+    body and the opened packet live only in here (read as a stream: the request keeps no copy)."""
+    chunks = [chunk async for chunk in request.stream() if chunk]
+    body = b"".join(chunks)  # one chunk (the gate's): no copy
+    del chunks
+    window = timedelta(seconds=reg.settings.replay_window_seconds)
+    opened = await run_in_threadpool(
+        service.open_packet, body, reg.packet_key, reg.kiosks, window, kiosk_id
+    )
+    del body
+    with service.refused_for(opened.kiosk.id):
+        hold = await run_in_threadpool(_checked, reg, opened)
+        enrolment_id, created = await run_in_threadpool(_store, reg, opened, hold, window)
+    return opened.kiosk.id, opened.packet.packet_id, enrolment_id, created
 
 
 def _checked(reg: Registry, opened: service.Opened) -> list[str]:
