@@ -11,6 +11,7 @@ Public API: ``detect``, ``assess``, ``encode``, ``compare``, ``threshold_for_fmr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -18,21 +19,29 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from types import ModuleType
 from typing import Literal
 
 import cv2
 import numpy as np
 
-with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
-    warnings.simplefilter("ignore", UserWarning)
-    import face_recognition
-    from PIL import ImageFile
-
-# face_recognition switches Pillow to accept truncated images for the whole process; keep
-# Pillow strict so that corrupt images are refused everywhere (we decode with OpenCV anyway).
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
 TEMPLATE_DIM = 128
+
+
+@functools.cache
+def _models() -> ModuleType:
+    """face_recognition, imported on first use: importing it loads dlib's detector, landmark
+    and ResNet models (about 1 s and 100 MB), which a process that never sees a face skips."""
+    with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
+        warnings.simplefilter("ignore", UserWarning)
+        import face_recognition
+        from PIL import ImageFile
+
+    # face_recognition switches Pillow to accept truncated images for the whole process; keep
+    # Pillow strict so that corrupt images are refused everywhere (we decode with OpenCV anyway).
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    return face_recognition
+
 
 # face_recognition holds one dlib detector, shape predictor and ResNet for the whole process,
 # and dlib's models are not thread-safe (the network keeps its activations in the model): two
@@ -166,7 +175,7 @@ def detect(image: np.ndarray, upsample: int | None = None) -> list[FaceBox]:
     if upsample is None:
         upsample = 0 if max(image.shape[:2]) >= 640 else 1
     with _DLIB:
-        found = face_recognition.face_locations(image, upsample, model="hog")
+        found = _models().face_locations(image, upsample, model="hog")
     boxes = [FaceBox(*loc) for loc in found]
     return sorted(boxes, key=lambda b: b.width * b.height, reverse=True)
 
@@ -185,7 +194,7 @@ def _one_face(image: np.ndarray, upsample: int | None = None) -> FaceBox:
 # --------------------------------------------------------------------------- measurements
 def _landmarks(image: np.ndarray, box: FaceBox) -> dict[str, np.ndarray]:
     with _DLIB:
-        (marks,) = face_recognition.face_landmarks(image, [box._css()], model="large")
+        (marks,) = _models().face_landmarks(image, [box._css()], model="large")
     return {k: np.asarray(v, dtype=np.float64) for k, v in marks.items()}
 
 
@@ -346,7 +355,7 @@ def encode(
     else:
         box = _one_face(image, upsample)
     with _DLIB:
-        (vec,) = face_recognition.face_encodings(image, [box._css()], model="small")
+        (vec,) = _models().face_encodings(image, [box._css()], model="small")
     vec = np.asarray(vec, dtype=np.float32)
     return vec / np.linalg.norm(vec)
 

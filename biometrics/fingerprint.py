@@ -7,7 +7,7 @@ minutiae are taken from the thinned enhanced ridges. Matching is Minutia Cylinde
 Cappelli, Ferrara, Maltoni 2010, bit-based) with LSS-R consolidation.
 
 Public API: ``extract``, ``quality``, ``FingerprintTemplate`` (``to_iso19794_2`` /
-``from_iso19794_2``), ``compare``, ``FingerprintMatcher``, ``search``.
+``from_iso19794_2``), ``compare``, ``FingerprintMatcher``, ``FingerprintGallery`` (1:N).
 """
 
 from __future__ import annotations

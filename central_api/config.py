@@ -108,7 +108,6 @@ class Settings(BaseSettings):
         ge=1,
         description="processes that encode token images for the face check, side by side",
     )
-    max_face_templates: int = Field(default=4, ge=1)
 
     # Face dedup thresholds on cosine similarity of L2-normalised dlib descriptors.
     # Calibrated on ../shared/data/faces (72 usable photos, 12 people): genuine pairs

@@ -76,10 +76,9 @@ def _serve(args: argparse.Namespace) -> int:
     from devices.icao import emulator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.simulate and (args.camera or args.fingerprint):
+    if args.simulate and args.camera:
         print(
-            "error: --simulate simulates every device; it cannot be mixed with --camera "
-            "or --fingerprint",
+            "error: --simulate simulates every device; it cannot be mixed with --camera",
             file=sys.stderr,
         )
         return 2
@@ -102,7 +101,6 @@ def _serve(args: argparse.Namespace) -> int:
             socket_dir=Path(args.socket_dir) if args.socket_dir else bus.default_socket_dir(),
             simulated=args.simulate,
             camera=args.camera or "opencv:0",
-            fingerprint=args.fingerprint or "none",
             card_reader=args.reader,
             trust_dir=Path(args.trust) if args.trust else None,
             socket_group=args.group,
@@ -176,11 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated camera, fingerprint reader and emulated cards: tests and demo only",
     )
     sp.add_argument("--camera", help="opencv:INDEX|FILE|URL (default opencv:0)")
-    sp.add_argument(
-        "--fingerprint",
-        choices=["none"],
-        help="fingerprint reader driver (none until a vendor / SBI driver is installed)",
-    )
     sp.add_argument("--reader", help="PC/SC reader name (default: the first)")
     sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists (read only)")
     sp.add_argument(

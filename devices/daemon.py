@@ -72,14 +72,13 @@ class DaemonConfigError(ValueError):
 class DaemonConfig:
     """Which devices the daemon drives, and where it listens.
 
-    ``simulated`` is all or nothing: with it, camera and fingerprint reader are simulated (the
-    defaults of ``camera`` / ``fingerprint`` are then ignored); without it, ``camera`` must be
-    an ``opencv:`` source and ``fingerprint`` a real driver (``none`` for now)."""
+    ``simulated`` is all or nothing: with it, camera and fingerprint reader are simulated
+    (``camera`` is then ignored); without it, ``camera`` must be an ``opencv:`` source, and
+    there is no fingerprint reader (no real driver yet: issue 18)."""
 
     socket_dir: Path
     simulated: bool = False
     camera: str = "opencv:0"
-    fingerprint: str = "none"
     card_reader: str | None = None  # PC/SC reader name; None: the first one
     trust_dir: Path | None = None  # CSCA certificates / master lists (read only)
     socket_group: str | None = None  # a group shared with the kiosk's user, if it differs
@@ -87,15 +86,10 @@ class DaemonConfig:
 
     def __post_init__(self) -> None:
         if self.simulated:
-            self.camera, self.fingerprint = "simulated", "simulated"
+            self.camera = "simulated"
         elif not self.camera.startswith("opencv:"):
             raise DaemonConfigError(
                 f"camera {self.camera!r}: a real kiosk needs opencv:<index|file|url> "
-                "(simulation only with --simulate, for every device at once)"
-            )
-        elif self.fingerprint != "none":
-            raise DaemonConfigError(
-                f"fingerprint reader {self.fingerprint!r}: no real driver by that name "
                 "(simulation only with --simulate, for every device at once)"
             )
 

@@ -50,8 +50,6 @@ def test_simulation_only_when_asked_for_and_never_mixed(tmp_path: Path, pcscd):
     assert mixed.returncode == 2 and "cannot be mixed" in mixed.stderr
     with pytest.raises(DaemonConfigError, match="opencv"):
         DaemonConfig(socket_dir=tmp_path, camera="simulated")
-    with pytest.raises(DaemonConfigError, match="--simulate"):
-        DaemonConfig(socket_dir=tmp_path, fingerprint="simulated")
 
 
 @pytest.fixture

@@ -7,10 +7,6 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-# faiss switches from its own loop to BLAS at 20 queries by default; its loop is 7-9x slower
-# than BLAS for the small batches a dedup queue produces, so always use BLAS.
-faiss.cvar.distance_compute_blas_threshold = 1
-
 
 def normalise(templates: np.ndarray) -> np.ndarray:
     """Rows as contiguous float32 with unit L2 norm (inner product = cosine similarity)."""
@@ -37,6 +33,10 @@ class FaceGallery:
     """
 
     def __init__(self, dim: int = 128) -> None:
+        # faiss switches from its own loop to BLAS at 20 queries by default; its loop is 7-9x
+        # slower than BLAS for the small batches a dedup queue produces, so always use BLAS.
+        # (A process-wide faiss option: set where the index is built, not on import.)
+        faiss.cvar.distance_compute_blas_threshold = 1
         self.dim = dim
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._owner: dict[int, int] = {}
