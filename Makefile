@@ -1,6 +1,6 @@
 # The two commands: `make demo` runs the main job, `make test` runs the whole test suite.
 # Each sets up .venv itself (scripts/bootstrap.sh); `make test` also makes sure PostgreSQL runs.
-.PHONY: demo test venv lint bench lock clean
+.PHONY: demo test test-fast venv lint bench lock clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -12,6 +12,11 @@ test: venv
 	@export RNP_TEST_POSTGRES_URL="$$(bash scripts/ensure-postgres.sh)" && \
 	.venv/bin/ruff check . && \
 	.venv/bin/python -m pytest -q
+
+# unit tests only: no PostgreSQL, pcscd, browser or server processes (a minute or less)
+test-fast: venv
+	.venv/bin/ruff check . && \
+	.venv/bin/python -m pytest -q -m "not postgres and not pcsc and not browser and not slow"
 
 bench: venv
 	.venv/bin/python bench/bench_dedup.py

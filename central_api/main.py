@@ -92,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for t in threads:
                 t.join(timeout=30)
             sign_checkpoint()
-            dedup.close()
             engine.dispose()
 
     docs = settings.expose_docs

@@ -27,6 +27,7 @@ SIM = by_model("simulated-camera")
 assert isinstance(SIM, CameraConfig)
 
 
+@pytest.mark.slow
 def test_auto_capture_guides_the_person_then_captures_the_best_frame(faces_dir):
     cam = SimulatedCamera.enrolment(
         faces_dir / "obama__obama.jpg", companion=faces_dir / "biden__biden.jpg", seed=1
@@ -50,6 +51,7 @@ def test_auto_capture_guides_the_person_then_captures_the_best_frame(faces_dir):
     assert result.elapsed == pytest.approx((result.frames - 1) / 15)
 
 
+@pytest.mark.slow
 def test_auto_capture_times_out_with_the_last_instruction(faces_dir):
     person = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg").person
     dark = [Shot(Pose(brightness=0.3))] * 40
@@ -66,6 +68,7 @@ def test_feedback_is_ordered_by_what_matters_first():
     assert feedback(q) == ["move_closer", "more_light", "open_eyes"]
 
 
+@pytest.mark.slow
 def test_opencv_camera_reads_a_real_video_file(tmp_path: Path, faces_dir):
     video = tmp_path / "session.avi"
     cam = SimulatedCamera.enrolment(faces_dir / "rose_leslie__img2.jpg", prelude=False)
@@ -87,6 +90,7 @@ def test_opencv_camera_reads_a_real_video_file(tmp_path: Path, faces_dir):
         OpenCVCamera(tmp_path / "missing.avi")
 
 
+@pytest.mark.slow
 def test_face_stage_gives_a_template_of_the_right_person_and_a_token(faces_dir, template):
     cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=2)
     shot = capture_face(cam, SIM)
@@ -97,6 +101,7 @@ def test_face_stage_gives_a_template_of_the_right_person_and_a_token(faces_dir, 
     assert token.shape == (480, 360, 3)
 
 
+@pytest.mark.slow
 def test_face_stage_refuses_a_photo_held_to_the_camera(faces_dir):
     cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=4)
     cam.responses.clear()  # a photo does not react to "blink and turn your head"
@@ -106,6 +111,7 @@ def test_face_stage_refuses_a_photo_held_to_the_camera(faces_dir):
     assert "no_turn" in e.value.reasons
 
 
+@pytest.mark.slow
 def test_face_stage_reports_a_capture_that_never_passes(faces_dir):
     person = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg").person
     cam = SimulatedCamera(person, [Shot(Pose(blur=4))] * 200)
@@ -140,6 +146,7 @@ class BusyMachine(Camera):
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fps", [15, 7.5, 5])
 def test_liveness_passes_a_real_blink_on_a_machine_that_keeps_few_frames(faces_dir, fps):
     cam = BusyMachine(
@@ -151,6 +158,7 @@ def test_liveness_passes_a_real_blink_on_a_machine_that_keeps_few_frames(faces_d
     assert shot.liveness.frames_used in range(int(2 * fps), int(2 * fps) + 3)
 
 
+@pytest.mark.slow
 def test_liveness_judges_by_time_not_frame_counts(faces_dir):
     cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False, seed=3)
     cam.prompt("blink_turn_left")

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (
+from helpers import (
     PACKET_PUB,
-    REGISTRY_ENV,
     SIGNING_PUB,
     count,
     demographics,
     evidence,
     register_kiosk,
+    registry_env,
+    serve_registry,
 )
 
 from kiosk.client import CentralClient, KioskIdentity, build_packet
-from kiosk.demo import serve_central
 
 N = 50
+
+pytestmark = pytest.mark.slow  # server and device processes
 
 
 @pytest.fixture
@@ -31,12 +32,11 @@ def servers(db_url: str, tmp_path: Path) -> Iterator[tuple[list[str], KioskIdent
     """Two `central-api serve` processes on the same database."""
     kiosk = KioskIdentity.generate("KIOSK-RABAT-07")
     register_kiosk(db_url, kiosk)
-    env = dict(
-        os.environ, **REGISTRY_ENV, CENTRAL_DATABASE_URL=db_url, CENTRAL_SYNC_WAIT_SECONDS="30"
-    )
+    env = registry_env(db_url, sync_wait_seconds="30")
     with contextlib.ExitStack() as stack:
         urls = [
-            stack.enter_context(serve_central(env, tmp_path / f"server{i}.log")) for i in range(2)
+            stack.enter_context(serve_registry(env, tmp_path / f"server{i}.log"))[1]
+            for i in range(2)
         ]
         yield urls, kiosk
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+import signal
 
 import numpy as np
 import pytest
-from conftest import Registry, count
+from helpers import Registry, count
 from sqlalchemy import select
 
 from central_api.db import transaction
@@ -43,6 +46,7 @@ def test_gallery_search_is_exact_and_per_person():
         g.add([999], [1], np.full((1, 128), np.nan, dtype=np.float32))
 
 
+@pytest.mark.slow
 def test_near_match_goes_to_adjudication(registry_factory, db_url, template, photo):
     # thresholds chosen so that a genuine pair falls between them
     reg: Registry = registry_factory(
@@ -144,6 +148,32 @@ def test_a_worker_dying_mid_decision_loses_nothing(registry_factory, template, p
         from central_api.enrolment.models import Enrolment
 
         assert s.scalars(select(Enrolment.attempts)).one() == 2
+
+
+@pytest.mark.slow
+def test_a_face_check_process_killed_costs_one_retry_not_every_decision(
+    registry_factory, template, photo
+):
+    """The face checks run in processes of their own; one killed -9 (out of memory, an
+    operator) broke the pool for good and no packet was ever decided again."""
+    reg = registry_factory(start_worker=False, sync_wait_seconds=0)
+    dedup = reg.app.state.registry.dedup
+    first = reg.packet([template("biden__biden.jpg")], photo("biden__biden.jpg"))
+    reg.submit(first)
+    dedup.process_next()
+    assert reg.get(first.packet_id).json()["status"] == "issued"
+    workers = multiprocessing.active_children()
+    assert workers  # the face checks ran in processes of their own
+    for p in workers:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+    second = reg.packet([template("obama__obama.jpg")], photo("obama__obama.jpg"))
+    reg.submit(second)
+    for _ in range(3):  # the check in flight when the pool broke is retried, on new processes
+        dedup.process_next()
+        if reg.get(second.packet_id).json()["status"] != "received":
+            break
+    assert reg.get(second.packet_id).json()["status"] == "issued"
 
 
 def test_a_packet_that_keeps_failing_is_rejected_with_a_reason(

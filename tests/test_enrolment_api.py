@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Registry
+from helpers import Registry
 
 from central_api.identity.idcs import is_valid
 

@@ -25,6 +25,7 @@ def test_genuine_pairs_score_above_impostor_pairs(template):
     assert genuine > 0.93 > 0.91 > impostor
 
 
+@pytest.mark.slow
 def test_no_face_multiple_faces_and_corrupt_bytes(faces_dir, photo):
     with pytest.raises(face.NoFaceError) as e:
         face.encode(face.decode_image((faces_dir / "group/no_face_dogs.jpg").read_bytes()))
@@ -117,6 +118,7 @@ def test_threshold_for_fmr_is_monotonic_and_bounded():
         face.threshold_for_fmr(0.7)
 
 
+@pytest.mark.slow
 def test_verify_against_a_jpeg2000_chip_photo(faces_dir, person):
     live = person.render(GOOD)
     chip = cv2.imread(str(faces_dir / "tom_cruise__img1.jpg"))
@@ -137,6 +139,7 @@ def _frames(cam: SimulatedCamera, n: int) -> list[np.ndarray]:
     return [f.image for f in iter(cam.read, None)][:n]
 
 
+@pytest.mark.slow
 def test_liveness_passes_a_live_person_who_blinks_and_turns(faces_dir):
     cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False)
     cam.prompt("blink_turn_left")
@@ -144,6 +147,7 @@ def test_liveness_passes_a_live_person_who_blinks_and_turns(faces_dir):
     assert result.passed and result.blink and result.turn, result
 
 
+@pytest.mark.slow
 def test_liveness_rejects_the_wrong_turn_a_still_photo_and_a_replayed_frame(faces_dir):
     cam = SimulatedCamera.enrolment(faces_dir / "obama__obama.jpg", prelude=False)
     cam.prompt("blink_turn_right")

@@ -28,6 +28,16 @@ def fingers() -> dict[tuple[int, int], fp.FingerprintTemplate]:
     return out
 
 
+@pytest.fixture(scope="module")
+def finger() -> tuple[fp.FingerprintTemplate, fp.FingerprintTemplate]:
+    """Two impressions of one synthetic finger, extracted (the format tests need no more)."""
+    master = synthetic.master_fingerprint(500)
+    return fp.extract(synthetic.fingerprint_impression(master, 0)), fp.extract(
+        synthetic.fingerprint_impression(master, 1)
+    )
+
+
+@pytest.mark.slow
 def test_generator_is_deterministic_and_varies_impressions():
     a = synthetic.master_fingerprint(42)
     assert np.array_equal(a.ridges, synthetic.master_fingerprint(42).ridges)
@@ -40,6 +50,7 @@ def test_generator_is_deterministic_and_varies_impressions():
     assert {"left_loop", "right_loop", "whorl"} <= classes
 
 
+@pytest.mark.slow
 def test_extraction_is_deterministic_and_plausible(fingers):
     master = synthetic.master_fingerprint(500)
     again = fp.extract(synthetic.fingerprint_impression(master, 0))
@@ -50,6 +61,7 @@ def test_extraction_is_deterministic_and_plausible(fingers):
     assert all(0 <= m.x < t.width and 0 <= m.y < t.height for m in t.minutiae)
 
 
+@pytest.mark.slow
 def test_genuine_pairs_outscore_impostor_pairs(fingers):
     genuine = [fp.compare(fingers[(f, 0)], fingers[(f, i)]) for f in range(3) for i in (1, 2)]
     impostor = [
@@ -60,6 +72,7 @@ def test_genuine_pairs_outscore_impostor_pairs(fingers):
     assert max(impostor) < 7
 
 
+@pytest.mark.slow
 def test_matching_is_rotation_and_translation_invariant(fingers):
     master = synthetic.master_fingerprint(501)
     img = synthetic.fingerprint_impression(master, 0)
@@ -70,8 +83,8 @@ def test_matching_is_rotation_and_translation_invariant(fingers):
     assert fp.compare(fingers[(1, 0)], fp.extract(moved)) >= 10
 
 
-def test_iso_19794_2_round_trip_is_exact(fingers):
-    t = fingers[(0, 0)]
+def test_iso_19794_2_round_trip_is_exact(finger):
+    t, other = finger
     data = t.to_iso19794_2()
     assert data[:8] == b"FMR\x00 20\x00"
     assert struct.unpack(">I", data[8:12])[0] == len(data) == 24 + 4 + 6 * len(t.minutiae) + 2
@@ -84,7 +97,7 @@ def test_iso_19794_2_round_trip_is_exact(fingers):
         abs(math.remainder(a.angle - b.angle, 2 * math.pi)) <= math.pi / 256 + 1e-9
         for a, b in zip(back.minutiae, t.minutiae, strict=True)
     )
-    assert fp.compare(back, fingers[(0, 1)]) >= 10  # quantised angles still match
+    assert fp.compare(back, other) >= 10  # quantised angles still match
 
 
 @settings(max_examples=150, deadline=None)
@@ -109,8 +122,8 @@ def test_iso_round_trip_property(rows, position, quality):
     assert fp.FingerprintTemplate.from_iso19794_2(data).to_iso19794_2() == data
 
 
-def test_corrupt_and_truncated_records_are_refused(fingers):
-    data = fingers[(0, 0)].to_iso19794_2()
+def test_corrupt_and_truncated_records_are_refused(finger):
+    data = finger[0].to_iso19794_2()
     bad = {
         "truncated": data[:-7],
         "short": data[:20],
@@ -135,6 +148,7 @@ def test_random_bytes_never_crash_the_parser(blob):
         fp.FingerprintTemplate.from_iso19794_2(blob)
 
 
+@pytest.mark.slow
 def test_bad_images_get_clear_errors():
     finger = synthetic.fingerprint_impression(synthetic.master_fingerprint(502), 0)
     cases = {
@@ -163,6 +177,7 @@ def test_bad_images_get_clear_errors():
     assert e.value.reason == "wrong_dpi"
 
 
+@pytest.mark.slow
 def test_quality_falls_as_the_image_degrades():
     img = synthetic.fingerprint_impression(synthetic.master_fingerprint(503), 0)
     clean = fp.quality(img)
@@ -181,6 +196,7 @@ def test_quality_falls_as_the_image_degrades():
     assert clean > fp.quality(part)
 
 
+@pytest.mark.slow
 def test_search_finds_the_mate_with_and_without_preselection(fingers):
     gallery = fp.FingerprintGallery()
     for f in range(3):
@@ -190,6 +206,7 @@ def test_search_finds_the_mate_with_and_without_preselection(fingers):
         assert gallery.search(fingers[(f, 2)], top_k=1, preselect=2)[0][0] == f"finger-{f}"
 
 
+@pytest.mark.slow
 def test_simulated_reader_serves_new_impressions_of_the_same_finger():
     reader = SimulatedFingerprintReader(person=7, missing={10})
     a, b = reader.capture(2), reader.capture(2)

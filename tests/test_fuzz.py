@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import PACKET_PUB, Registry, demographics, evidence, register_kiosk, settings_for
 from fastapi.testclient import TestClient
+from helpers import PACKET_PUB, Registry, demographics, evidence, register_kiosk, settings_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,6 +81,7 @@ BODIES = (
 )
 
 
+@pytest.mark.slow
 @fuzz(600)
 @given(body=BODIES, kiosk=KIOSK_IDS, prefer=st.sampled_from([None, "respond-async", "x"]))
 def test_packet_bodies_from_the_schema(app: Registry, body: bytes, kiosk: str, prefer):  # type: ignore[no-untyped-def]
@@ -95,6 +96,7 @@ def test_packet_bodies_from_the_schema(app: Registry, body: bytes, kiosk: str, p
     assert "code" in r.json() or r.status_code < 300
 
 
+@pytest.mark.slow
 @fuzz(400)
 @given(
     packet_id=st.uuids().map(str) | st.text(max_size=60),
@@ -189,6 +191,7 @@ def _mutate(doc: dict, rng: random.Random) -> dict:  # type: ignore[type-arg]
     return doc
 
 
+@pytest.mark.slow
 def test_four_hundred_mutated_authenticated_packets_never_give_a_5xx(
     app: Registry, template, photo
 ):

@@ -6,7 +6,8 @@ import json
 import time
 import uuid
 
-from conftest import SIGNING_PUB, Registry, count, register_kiosk
+import pytest
+from helpers import SIGNING_PUB, Registry, count, register_kiosk
 
 from central_api.enrolment.schemas import EnrolmentStatus, verify_status
 from kiosk.client import KioskIdentity
@@ -57,6 +58,7 @@ def test_status_of_unknown_and_malformed_packet_ids(registry: Registry):
     assert registry.get("not-a-uuid").status_code == 422
 
 
+@pytest.mark.slow
 def test_only_the_sending_kiosk_can_read_a_status(registry: Registry, db_url, template, photo):
     packet = registry.packet([template("obama__obama.jpg")], photo("obama__obama.jpg"))
     registry.submit(packet)

@@ -8,8 +8,8 @@ import time
 import uuid
 
 import pytest
-from conftest import PACKET_PUB, Registry, count, demographics, register_kiosk
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from helpers import PACKET_PUB, Registry, count, demographics, register_kiosk
 from pydantic import ValidationError
 
 from central_api.enrolment.schemas import seal

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,27 +18,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import count, demographics, evidence
+from helpers import (
+    PACKET_PUB,
+    SIGNING_PUB,
+    count,
+    demographics,
+    evidence,
+    free_port,
+    registry_cli,
+    registry_env,
+    serve_registry,
+)
 
 from devices.bus import DeviceClient, DeviceError
 from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity, build_packet
-from kiosk.demo import central_service
 from kiosk.outbox import Outbox, OutboxError, SyncWorker
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
 from kiosk.web import assemble
 
 ROOT = Path(__file__).resolve().parents[1]
-KIOSK_ID = "KIOSK-DEMO-01"  # what demo.central_service registers
+KIOSK_ID = "KIOSK-DEMO-01"
 MRZ = td1("AB123456", "El Amrani", "Youssef", "880412", "M", "341231")
 KEY = ("AB123456", "1988-04-12", "2034-12-31")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = pytest.mark.slow  # server and device processes
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +73,11 @@ def registry(tmp_path_factory) -> Iterator[tuple[str, tuple[bytes, bytes], Kiosk
     """A registry (``central-api serve``, SQLite) in its own process."""
     work = tmp_path_factory.mktemp("central")
     identity = KioskIdentity.generate(KIOSK_ID)
-    with central_service(work, identity) as (url, registry_keys):
-        yield url, registry_keys, identity, work
+    env = registry_env(f"sqlite:///{work / 'central.db'}")
+    registry_cli("migrate", env=env)
+    registry_cli("kiosk-add", KIOSK_ID, "--public-key", identity.public_key_b64(), env=env)
+    with serve_registry(env, work / "central.log") as (_, url):
+        yield url, (PACKET_PUB, SIGNING_PUB), identity, work
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import PACKET_PUB, SIGNING_PUB, demographics, evidence
 from fastapi.testclient import TestClient
+from helpers import PACKET_PUB, SIGNING_PUB, demographics, evidence
 
 from central_api.enrolment.schemas import EnrolmentStatus
 from devices.bus import DaemonUnavailable, DeviceClient, DeviceError, SocketDirError
@@ -223,6 +223,7 @@ def test_a_fake_registry_cannot_make_the_kiosk_forget_a_packet_or_print_an_idcs(
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_https_is_required_except_to_this_machine(tmp_path: Path):
     ident = KioskIdentity.generate("KIOSK-FES-01")
     for url in ("http://registry.example.org", "http://10.0.0.5:8000", "ftp://127.0.0.1"):
@@ -252,6 +253,7 @@ def test_https_is_required_except_to_this_machine(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------- operators
+@pytest.mark.slow
 def test_pin_lockouts_survive_a_restart_are_shown_and_a_supervisor_lifts_them(tmp_path: Path):
     ops = Operators(tmp_path / "operators.json", tmp_path / "data")
     ops.add("op-01", "operator", "2468")
@@ -382,6 +384,7 @@ def test_the_agent_screen_requeues_refused_packets_with_a_supervisor_pin(ui, tem
 
 
 # ---------------------------------------------------------------------------- key files
+@pytest.mark.slow
 def test_keys_are_written_0600_and_loose_ones_refused(tmp_path: Path):
     loose = tmp_path / "kiosk.pem"
     loose.write_text("old")

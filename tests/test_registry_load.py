@@ -13,7 +13,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,14 +21,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from helpers import (
     PACKET_PUB,
-    REGISTRY_ENV,
     SIGNING_PUB,
     count,
     demographics,
     evidence,
+    free_port,
     register_kiosk,
+    registry_env,
+    serve_registry,
 )
 from PIL import Image
 
@@ -38,43 +39,17 @@ from kiosk.client import CentralClient, KioskIdentity, PacketRefused, build_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = pytest.mark.slow  # server and device processes
 
 
 @contextlib.contextmanager
 def server(
     db_url: str, log: Path, port: int | None = None, **settings: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
-    """``central-api serve`` in its own process; yields it, its URL and port."""
-    port = port or _free_port()
-    env = {
-        **os.environ,
-        **REGISTRY_ENV,
-        "CENTRAL_DATABASE_URL": db_url,
-        **{f"CENTRAL_{k.upper()}": v for k, v in settings.items()},
-    }
-    cmd = [sys.executable, "-m", "central_api.cli", "--log-level", "warning", "serve"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the registry did not start"
-            time.sleep(0.1)
+    """``central-api serve`` on ``db_url`` in its own process; yields it, its URL and port."""
+    port = port or free_port()
+    with serve_registry(registry_env(db_url, **settings), log, port) as (proc, url):
         yield proc, url, port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def rss_mib(pid: int) -> float:
@@ -252,7 +227,7 @@ def test_kill_9_of_a_registry_process_loses_nothing_and_issues_one_idcs(
         build_packet(kiosk.kiosk_id, demographics(), [template(n)], photo(n), **evidence())
         for n in [*people, *again.values(), *people]
     ]
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     answers: dict[int, str] = {}
     failures: list[str] = []
     stacks = [contextlib.ExitStack(), contextlib.ExitStack()]

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from conftest import (
+from helpers import (
     PACKET_PUB,
     REGISTRY_ENV,
     SIGNING_KEY,
@@ -232,6 +232,7 @@ def test_health_says_only_up_and_metrics_and_docs_are_not_public(registry_factor
 
 
 # ---------------------------------------------------------------------------- kiosks
+@pytest.mark.slow
 def test_kiosks_are_listed_deactivated_and_rekeyed_from_the_command_line(
     registry: Registry, db_url: str, template, photo, tmp_path
 ):
@@ -397,6 +398,7 @@ def test_the_audit_trail_is_append_only_and_every_change_is_found(
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_audit_verify_command_and_a_truncated_tail(
     registry: Registry, db_url: str, template, photo
 ):
@@ -515,6 +517,7 @@ def test_a_kiosk_whose_packets_keep_being_refused_is_throttled_at_the_gate(
     assert reg.post(fine.model_dump_json().encode(), signer=other).status_code == 201
 
 
+@pytest.mark.slow
 def test_unknown_and_throttled_senders_wait_in_a_tarpit(registry_factory, template, photo):
     """A flood from one client gets one answer per delay and connection, costing no CPU; a
     wrong signature waits as long as an unknown kiosk (alike in time as in content)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import KEY, PACKET_KEY_B64, SIGNING_KEY_B64, Registry, demographics, settings_for
+from helpers import KEY, PACKET_KEY_B64, SIGNING_KEY_B64, Registry, demographics, settings_for
 from sqlalchemy import create_engine, select, text
 
 from central_api.audit.models import AuditEvent
@@ -105,6 +105,7 @@ def test_logs_hold_no_personal_or_biometric_data(
         assert secret not in text_
 
 
+@pytest.mark.slow
 def test_app_refuses_an_unmigrated_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(DatabaseNotMigrated, match="central-api migrate"):

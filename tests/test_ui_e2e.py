@@ -19,16 +19,17 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from helpers import PACKET_PUB, SIGNING_PUB, free_port, registry_cli, registry_env, serve_registry
 
 from devices.bus import DeviceClient
 from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity
-from kiosk.demo import _central, _free_port, registry_env, serve_central
 from kiosk.session import KioskSettings, Operators
 from kiosk.web import assemble, create_app
 
 pw = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("RNP_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -39,16 +40,17 @@ class Registry:
     """A registry process that the test can stop and start again (same port, same data)."""
 
     def __init__(self, work: Path, identity: KioskIdentity) -> None:
-        self.work, self.port = work, _free_port()
-        self.env, self.public_keys = registry_env(work)
-        _central("migrate", env=self.env)
-        _central("kiosk-add", KIOSK_ID, "--public-key", identity.public_key_b64(), env=self.env)
+        self.work, self.port = work, free_port()
+        self.env = registry_env(f"sqlite:///{work / 'central.db'}")
+        self.public_keys = (PACKET_PUB, SIGNING_PUB)
+        registry_cli("migrate", env=self.env)
+        registry_cli("kiosk-add", KIOSK_ID, "--public-key", identity.public_key_b64(), env=self.env)
         self.url = f"http://127.0.0.1:{self.port}"
         self._stack: contextlib.ExitStack | None = None
 
     def start(self) -> None:
         self._stack = contextlib.ExitStack()
-        self._stack.enter_context(serve_central(self.env, self.work / "central.log", self.port))
+        self._stack.enter_context(serve_registry(self.env, self.work / "central.log", self.port))
 
     def stop(self) -> None:
         if self._stack is not None:
@@ -82,7 +84,7 @@ def stack(pcscd, tmp_path_factory) -> Iterator[dict]:  # type: ignore[type-arg]
         operators,
     )
     kiosk.worker.backoff, kiosk.worker.max_backoff = 0.5, 2.0  # type: ignore[union-attr]
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(kiosk), port=port, log_level="warning"))
     uthread = threading.Thread(target=server.run, daemon=True)
     uthread.start()

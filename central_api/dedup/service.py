@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -40,6 +41,48 @@ log = logging.getLogger(__name__)
 ACTOR = "dedup"
 _LOCK_KEY = 0x524E5044  # "RNPD": the advisory lock that serialises dedup decisions
 MAX_ATTEMPTS = 3
+
+
+class _FaceCheckers:
+    """The processes that run face checks (:func:`face_template_mismatch`), one set per
+    process, shared by its deduplicators: started on the first check (each loads dlib's models
+    once, about 2 s) and started afresh when one of them died (killed, out of memory), so that
+    a lost worker costs one retry instead of every decision after it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._size = 0
+
+    def submit(self, size: int, *args: object) -> Future[str | None]:
+        """Start a check on ``size`` processes (the pool is rebuilt if the size changed)."""
+        for _ in range(2):
+            pool = self._get(size)
+            try:
+                return pool.submit(face_template_mismatch, *args)  # type: ignore[arg-type]
+            except BrokenProcessPool:
+                self.discard(pool)
+        raise BrokenProcessPool("the face-check processes cannot be started")
+
+    def discard(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Forget the pool (``pool``: only if it is still the current one), e.g. broken."""
+        with self._lock:
+            if self._pool is not None and pool in (None, self._pool):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _get(self, size: int) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is not None and self._size != size:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            if self._pool is None:
+                context = multiprocessing.get_context("spawn")
+                self._pool, self._size = ProcessPoolExecutor(size, mp_context=context), size
+            return self._pool
+
+
+_FACE_CHECKERS = _FaceCheckers()
 
 
 class Outcome(StrEnum):
@@ -81,14 +124,7 @@ class Deduplicator:
         self._wake = threading.Event()
         self._done: dict[int, threading.Event] = {}
         self._done_lock = threading.Lock()
-        self._faces: ProcessPoolExecutor | None = None  # face encoding, off this process
         self._lease = settings.processing_lease_seconds
-
-    def close(self) -> None:
-        """Stop the face-encoding process (if one was started)."""
-        if self._faces is not None:
-            self._faces.shutdown(wait=True, cancel_futures=True)
-            self._faces = None
 
     # -- gallery ---------------------------------------------------------------------------
     def _ref_vectors(self, refs: list[FaceReference]) -> np.ndarray:
@@ -221,16 +257,24 @@ class Deduplicator:
                 check = checks[enrolment_id]
                 mismatch = None if check is None else check.result(timeout=self._lease)
                 self._decide(enrolment_id, mismatch)
+            except BrokenProcessPool:
+                log.error("a face-check process died; enrolment %s will be retried", packet_id)
+                _FACE_CHECKERS.discard()
+                self._release(enrolment_id)
             except Exception:
                 log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
-                with transaction(self._factory) as s:
-                    e = s.get(Enrolment, enrolment_id)
-                    if e is not None and e.status == Status.PROCESSING:
-                        e.status, e.lease_until = Status.RECEIVED, None
-                        record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
+                self._release(enrolment_id)
             finally:
                 self._signal(enrolment_id)
         return [packet_id for _, packet_id in claimed]
+
+    def _release(self, enrolment_id: int) -> None:
+        """Put a claimed enrolment back in the queue (it is retried; attempts are counted)."""
+        with transaction(self._factory) as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is not None and e.status == Status.PROCESSING:
+                e.status, e.lease_until = Status.RECEIVED, None
+                record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
 
     def _face_check(self, enrolment_id: int) -> Future[str | None] | None:
         """Start the intake policy's face check, before any lock is taken: are the kiosk's
@@ -248,13 +292,9 @@ class Deduplicator:
                 probes = face_templates(self._cipher, e)
             except DecryptionError:
                 return None
-        if self._faces is None:
-            self._faces = ProcessPoolExecutor(
-                self._settings.face_check_processes,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
-        return self._faces.submit(
-            face_template_mismatch, image, probes, self._settings.face_template_agreement
+        st = self._settings
+        return _FACE_CHECKERS.submit(
+            st.face_check_processes, image, probes, st.face_template_agreement
         )
 
     def _decide(self, enrolment_id: int, face_mismatch: str | None = None) -> None:
