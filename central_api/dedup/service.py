@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ACTOR = "dedup"
 _LOCK_KEY = 0x524E5044  # "RNPD": the advisory lock that serialises dedup decisions
 MAX_ATTEMPTS = 3
+FACE_CHECK_LIMIT = 120.0  # seconds a face check may take, however often its lease is renewed
 
 
 class _FaceCheckers:
@@ -255,7 +256,7 @@ class Deduplicator:
         for enrolment_id, packet_id in claimed:
             try:
                 check = checks[enrolment_id]
-                mismatch = None if check is None else check.result(timeout=self._lease)
+                mismatch = None if check is None else self._await_check(enrolment_id, check)
                 self._decide(enrolment_id, mismatch)
             except BrokenProcessPool:
                 log.error("a face-check process died; enrolment %s will be retried", packet_id)
@@ -267,6 +268,24 @@ class Deduplicator:
             finally:
                 self._signal(enrolment_id)
         return [packet_id for _, packet_id in claimed]
+
+    def _await_check(self, enrolment_id: int, check: Future[str | None]) -> str | None:
+        """The face check's result. While it runs, the enrolment's lease is renewed: the first
+        check of a process waits for its workers to start and load dlib's models (seconds on
+        a busy machine), and another process must not take over a job that is only waiting,
+        nor count it as a failed attempt. Past FACE_CHECK_LIMIT: TimeoutError."""
+        deadline = time.monotonic() + FACE_CHECK_LIMIT
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return check.result(timeout=max(0.0, min(self._lease / 3, left)))
+            except TimeoutError:
+                if left <= 0:
+                    raise
+                with transaction(self._factory) as s:
+                    e = s.get(Enrolment, enrolment_id)
+                    if e is not None and e.status == Status.PROCESSING:
+                        e.lease_until = utcnow() + timedelta(seconds=self._lease)
 
     def _release(self, enrolment_id: int) -> None:
         """Put a claimed enrolment back in the queue (it is retried; attempts are counted)."""
