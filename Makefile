@@ -11,11 +11,12 @@ demo: venv
 test: venv
 	@export RNP_TEST_POSTGRES_URL="$$(bash scripts/ensure-postgres.sh)" && \
 	.venv/bin/ruff check . && \
+	.venv/bin/mypy && \
 	.venv/bin/python -m pytest -q
 
 # unit tests only: no PostgreSQL, pcscd, browser or server processes (a minute or less)
 test-fast: venv
-	.venv/bin/ruff check . && \
+	.venv/bin/ruff check . && .venv/bin/mypy && \
 	.venv/bin/python -m pytest -q -m "not postgres and not pcsc and not browser and not slow"
 
 bench: venv

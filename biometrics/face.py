@@ -40,7 +40,8 @@ def _models() -> ModuleType:
     # face_recognition switches Pillow to accept truncated images for the whole process; keep
     # Pillow strict so that corrupt images are refused everywhere (we decode with OpenCV anyway).
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    return face_recognition
+    module: ModuleType = face_recognition
+    return module
 
 
 # face_recognition holds one dlib detector, shape predictor and ResNet for the whole process,
@@ -357,7 +358,7 @@ def encode(
     with _DLIB:
         (vec,) = _models().face_encodings(image, [box._css()], model="small")
     vec = np.asarray(vec, dtype=np.float32)
-    return vec / np.linalg.norm(vec)
+    return np.asarray(vec / np.linalg.norm(vec), dtype=np.float32)
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> float:
@@ -485,7 +486,9 @@ def liveness(
             return LivenessResult(False, False, False, ["too_short"], len(frames))
     else:
         times = [i / 15.0 for i in range(len(frames))]
-    ears, yaws, prev = [], [], None
+    ears: list[float] = []
+    yaws: list[float] = []
+    prev = None
     still = True
     for frame in frames:
         frame = _check(frame)

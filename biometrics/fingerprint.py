@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal
 
 import cv2
@@ -36,6 +38,10 @@ class TemplateFormatError(ValueError):
     """Bytes that are not a valid ISO/IEC 19794-2:2005 finger minutiae record."""
 
 
+MinutiaKind = Literal["ending", "bifurcation", "other"]
+_KINDS: tuple[MinutiaKind, ...] = ("other", "ending", "bifurcation")  # ISO 19794-2 type codes
+
+
 @dataclass(frozen=True)
 class Minutia:
     """A ridge ending or bifurcation. Angle in radians, counter-clockwise from the x axis
@@ -44,7 +50,7 @@ class Minutia:
     x: int
     y: int
     angle: float
-    kind: Literal["ending", "bifurcation", "other"]
+    kind: MinutiaKind
     quality: int  # 1-100 (0: not reported)
 
 
@@ -116,8 +122,8 @@ class FingerprintTemplate:
             kind_code, x = tx >> 14, tx & 0x3FFF
             if kind_code == 3 or y >> 14 or q > 100 or x >= width or (y & 0x3FFF) >= height:
                 raise TemplateFormatError(f"invalid minutia {i}")
-            kind = ("other", "ending", "bifurcation")[kind_code]
-            minutiae.append(Minutia(x, y, angle / 256 * 2 * math.pi, kind, q))  # type: ignore[arg-type]
+            kind = _KINDS[kind_code]
+            minutiae.append(Minutia(x, y, angle / 256 * 2 * math.pi, kind, q))
         (ext,) = struct.unpack(">H", data[end : end + 2])
         if end + 2 + ext != len(data):
             raise TemplateFormatError("extended data length does not match the record")
@@ -142,12 +148,13 @@ class ExtractionSettings:
 DEFAULT_SETTINGS = ExtractionSettings()
 
 
-def _pyfing():  # type: ignore[no-untyped-def]
+def _pyfing() -> ModuleType:
     # pyfing imports keras at module level, which needs a backend: jax runs on the CPU here.
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import pyfing
 
-    return pyfing
+    module: ModuleType = pyfing
+    return module
 
 
 def _prepare(image: np.ndarray, dpi: int, settings: ExtractionSettings) -> np.ndarray:
@@ -158,7 +165,7 @@ def _prepare(image: np.ndarray, dpi: int, settings: ExtractionSettings) -> np.nd
             raise FingerprintError("image must be grey-scale or RGB", "bad_image")
         image = cv2.cvtColor(image[..., :3].astype(image.dtype), cv2.COLOR_RGB2GRAY)
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = np.right_shift(image, 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise FingerprintError(f"unsupported pixel type {image.dtype}", "bad_image")
     if dpi != DPI:
@@ -272,6 +279,8 @@ def _minutiae(an: _Analysis, s: ExtractionSettings) -> list[Minutia]:
         if math.cos(traced - theta) < 0:
             theta += math.pi
         q = float(an.coherence[y, x]) * min(1.0, float(border[y, x]) / (3 * s.border_margin))
+        # not typed precisely here: kind comes from _direction's ridge tracing: 'ending' or
+        # 'bifurcation' only
         out.append(Minutia(x, y, theta % (2 * math.pi), kind, max(1, min(100, round(100 * q)))))  # type: ignore[arg-type]
     out.sort(key=lambda m: -m.quality)
     return out[: s.max_minutiae]
@@ -409,7 +418,7 @@ _DD = 2 * math.pi / _ND
 
 def _dphi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Signed angle difference a - b wrapped to [-pi, pi)."""
-    return (a - b + math.pi) % (2 * math.pi) - math.pi
+    return np.asarray((a - b + math.pi) % (2 * math.pi) - math.pi)
 
 
 @dataclass(frozen=True)
@@ -467,7 +476,10 @@ def _cylinders(t: FingerprintTemplate) -> _Cylinders:
     ).sum(axis=1) - 1
     ok = (valid_cells.sum(axis=1) >= _MIN_VC * _IN_DISC.sum()) & (neighbours >= _MIN_M)
     valid3 = np.repeat(valid_cells[:, :, None], _ND, axis=2)
-    pack = lambda a: np.packbits(a.reshape(n, -1), axis=1).view(">u8").astype(np.uint64)  # noqa: E731
+
+    def pack(a: np.ndarray) -> np.ndarray:
+        return np.packbits(a.reshape(n, -1), axis=1).view(">u8").astype(np.uint64)
+
     desc = (
         bits[ok].reshape(int(ok.sum()), -1).mean(axis=0) if ok.any() else np.zeros(_NS * _NS * _ND)
     )
@@ -626,7 +638,7 @@ class FingerprintGallery:
             norms = np.sqrt(np.maximum(1 - 2 * (d @ mu) + mu @ mu, 1e-12))
             self._centre = (mu, norms)
         mu, norms = self._centre
-        return (d @ (descriptor - mu)) / norms
+        return np.asarray((d @ (descriptor - mu)) / norms)
 
     def search(
         self, probe: FingerprintTemplate, top_k: int = 10, preselect: int | None = 200
@@ -634,6 +646,7 @@ class FingerprintGallery:
         """Best ``top_k`` (key, bits) pairs. With ``preselect``, only that many candidates,
         ranked by their cylinder descriptor, are fully matched; None matches them all."""
         matcher = FingerprintMatcher(probe)
+        candidates: Sequence[int] | np.ndarray
         if preselect is None or preselect >= len(self):
             candidates = range(len(self))
         else:

@@ -135,7 +135,7 @@ class FaceModel:
             f *= ramp[None, :, None]
         frame = np.clip(f, 0, 255).astype(np.uint8)
         if pose.blur > 0:
-            frame = cv2.GaussianBlur(frame, (0, 0), pose.blur)
+            frame = np.asarray(cv2.GaussianBlur(frame, (0, 0), pose.blur), dtype=np.uint8)
         return frame
 
 
@@ -197,12 +197,13 @@ def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np
         x, y, bw, bh = cv2.boundingRect(d)
         if bw <= 0 or bh <= 0:
             continue
-        m = cv2.getAffineTransform(s, d - np.float32([x, y]))
+        offset = np.array([x, y], dtype=np.float32)
+        m = cv2.getAffineTransform(s, d - offset)
         patch = cv2.warpAffine(
             image, m, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
         )
         mask = np.zeros((bh, bw), np.uint8)
-        cv2.fillConvexPoly(mask, (d - np.float32([x, y])).astype(np.int32), 1)
+        cv2.fillConvexPoly(mask, (d - offset).astype(np.int32), 1)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + bw, w), min(y + bh, h)
         if x1 <= x0 or y1 <= y0:
@@ -250,7 +251,9 @@ def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> n
     cx, cy = w * rng.uniform(0.42, 0.58), h * rng.uniform(0.36, 0.48)
     if kind == "arch":
         k = rng.uniform(1.5, 3.0)
-        return np.arctan(-k * (xx - cx) / w * np.exp(-(((yy - 1.1 * cy) / (0.45 * h)) ** 2)))
+        return np.asarray(
+            np.arctan(-k * (xx - cx) / w * np.exp(-(((yy - 1.1 * cy) / (0.45 * h)) ** 2)))
+        )
     cores: list[complex] = []
     deltas: list[complex] = []
     if kind in ("left_loop", "right_loop"):
@@ -270,9 +273,9 @@ def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> n
     theta = np.zeros((h, w))
     for c in cores:
         theta += 0.5 * np.angle(z - c)
-    for d in deltas:
-        theta -= 0.5 * np.angle(z - d)
-    return theta + rng.uniform(-0.15, 0.15)
+    for delta in deltas:
+        theta -= 0.5 * np.angle(z - delta)
+    return np.asarray(theta + rng.uniform(-0.15, 0.15))
 
 
 def _period_map(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -281,10 +284,10 @@ def _period_map(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     flanks, plus smooth random variation: about +-10 % in all."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     r = np.hypot((xx - w / 2) / w, (yy - 0.45 * h) / h)
-    smooth = cv2.GaussianBlur(rng.normal(0, 1, (h, w)), (0, 0), 45)
-    smooth /= max(float(np.abs(smooth).max()), 1e-6)
+    blurred = cv2.GaussianBlur(rng.normal(0, 1, (h, w)), (0, 0), 45)
+    smooth = np.asarray(blurred, dtype=np.float64) / max(float(np.abs(blurred).max()), 1e-6)
     rel = 0.06 * (1 - 2 * np.clip(r / 0.5, 0, 1)) + 0.05 * smooth
-    return rng.uniform(8.5, 10.0) * (1 + rel)
+    return np.asarray(rng.uniform(8.5, 10.0) * (1 + rel))
 
 
 @lru_cache(maxsize=64)
@@ -383,10 +386,10 @@ def fingerprint_impression(
     # contact area: an ellipse around the finger's centre, partial for some impressions
     cx = out_w / 2 + tx + rng.uniform(-20, 20) * d
     cy = out_h / 2 + ty + rng.uniform(-30, 30) * d
-    contact = np.zeros((out_h, out_w), np.float32)
+    area = np.zeros((out_h, out_w), np.float32)
     axes = (int(out_w * rng.uniform(0.36, 0.46)), int(out_h * rng.uniform(0.4, 0.5)))
-    cv2.ellipse(contact, (int(cx), int(cy)), axes, angle, 0, 360, 1.0, -1)
-    contact = cv2.GaussianBlur(contact, (0, 0), 6)
+    cv2.ellipse(area, (int(cx), int(cy)), axes, angle, 0, 360, 1.0, -1)
+    contact = cv2.GaussianBlur(area, (0, 0), 6)
     pressure = rng.uniform(-0.35, 0.35) * d  # >0: heavy press, thick ridges
     ink = np.clip((-(ridges) + pressure) * 2.5, -1, 1)  # 1 = ridge
     ink = ink * (
@@ -394,5 +397,5 @@ def fingerprint_impression(
     )
     grey = 235 - contact * (ink + 1) / 2 * 175
     grey += rng.normal(0, 6 + 6 * d, grey.shape)
-    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
-    return np.clip(grey, 0, 255).astype(np.uint8)
+    smoothed = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
+    return np.asarray(np.clip(smoothed, 0, 255), dtype=np.uint8)

@@ -38,7 +38,8 @@ class Registry:
 
 def get_registry(request: Request) -> Registry:
     """The registry this app was built for (set once by ``create_app``)."""
-    return request.app.state.registry  # type: ignore[no-any-return]
+    registry: Registry = request.app.state.registry
+    return registry
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

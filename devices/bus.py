@@ -27,7 +27,7 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +101,7 @@ class Reply:
         """The blobs described under ``result["arrays"]`` as numpy arrays."""
         specs = self.result.get("arrays") or []
         out = []
+        # not typed precisely here: specs is the daemon's JSON list of {shape, dtype}
         for spec, blob in zip(specs, self.blobs, strict=False):  # type: ignore[call-overload]
             out.append(np.frombuffer(blob, dtype=spec["dtype"]).reshape(spec["shape"]))
         return out
@@ -108,7 +109,9 @@ class Reply:
 
 def pack_arrays(arrays: list[np.ndarray]) -> tuple[list[dict[str, object]], list[bytes]]:
     """Header descriptions and frames for ``arrays``."""
-    specs = [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrays]
+    specs: list[dict[str, object]] = [
+        {"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrays
+    ]
     return specs, [np.ascontiguousarray(a).tobytes() for a in arrays]
 
 
@@ -124,12 +127,12 @@ class DeviceClient:
         self.socket_dir = socket_dir or default_socket_dir()
         self.commands, self.events_endpoint = endpoints(self.socket_dir)
         self.timeout = timeout
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
 
     def call(
         self,
         command: str,
-        args: dict[str, object] | None = None,
+        args: Mapping[str, object] | None = None,
         timeout: float | None = None,
     ) -> Reply:
         """Send ``command`` and wait for its reply; raises DeviceError or DaemonUnavailable."""
@@ -178,6 +181,7 @@ class DeviceClient:
         the liveness challenge. Raises DeviceError ``face_timeout`` when no good frame came."""
         r = self.call("face.capture", {"challenge": challenge}, timeout=timeout)
         arrays = r.arrays()
+        # not typed precisely here: JSON values from the daemon: int()/float() refuse a wrong one
         quality = int(r.result["quality_score"])  # type: ignore[call-overload]
         stamps = [float(t) for t in r.result.get("timestamps") or []]  # type: ignore[attr-defined]
         return FaceFrames(arrays[0], arrays[1:], quality, challenge, str(r.result["model"]), stamps)
@@ -186,6 +190,7 @@ class DeviceClient:
         """One fingerprint image (uint8) at the reader's resolution. DeviceError ``no_finger``
         when none is on the reader."""
         r = self.call("finger.capture", {"position": position}, timeout=timeout)
+        # not typed precisely here: a JSON number from the daemon: int() refuses a wrong one
         dpi = int(r.result["dpi"])  # type: ignore[call-overload]
         return FingerImage(r.arrays()[0], dpi, str(r.result["model"]))
 
@@ -194,6 +199,7 @@ class DeviceClient:
         "expiry"}`` or ``{"can"}``). DeviceError codes: ``no_card``, ``access_denied``,
         ``card_removed``, ``no_reader``, ``chip_error``, ``bad_key``, ``unsupported``."""
         r = self.call("card.read", key, timeout=timeout)
+        # not typed precisely here: a JSON list of file names from the daemon
         names = [str(n) for n in r.result.get("files") or []]  # type: ignore[attr-defined]
         return CardRead(dict(r.result), dict(zip(names, r.blobs, strict=False)))
 

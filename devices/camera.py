@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -122,7 +122,7 @@ class SimulatedCamera(Camera):
         size: tuple[int, int] = (640, 480),
         companion: FaceModel | None = None,
         seed: int = 0,
-        responses: dict[str, Sequence[Shot]] | None = None,
+        responses: Mapping[str, Sequence[Shot]] | None = None,
     ) -> None:
         self.person, self.script, self.fps, self.size = person, list(script), fps, size
         self.companion = companion
@@ -178,6 +178,8 @@ class SimulatedCamera(Camera):
                     roll=rng.uniform(-1.5, 1.5),
                     brightness=1 + rng.uniform(-0.05, 0.05),
                 )
+                # not typed precisely here: kw holds Pose fields by name (a test script's
+                # overrides); replace() checks them
                 out.append(Shot(replace(p, **kw)))  # type: ignore[arg-type]
             return out
 
@@ -230,9 +232,9 @@ def _with_second_face(image: np.ndarray, other: FaceModel) -> np.ndarray:
     h, w = image.shape[:2]
     pose = Pose(eye_distance=60, centre=(0.15, 0.35))
     frame = other.render(pose, (w, h))
-    mask = np.zeros((h, w), np.float32)
-    cv2.ellipse(mask, (int(0.15 * w), int(0.35 * h + 20)), (70, 95), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), 6)[..., None]
+    outline = np.zeros((h, w), np.float32)
+    cv2.ellipse(outline, (int(0.15 * w), int(0.35 * h + 20)), (70, 95), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(outline, (0, 0), 6)[..., None]
     return (image * (1 - mask) + frame * mask).astype(np.uint8)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from devices.icao import lds, secure, tlv
 from devices.icao.lds import EMRTD_AID
@@ -46,6 +47,9 @@ __all__ = [
     "wait_for_removal",
     "watch",
 ]
+
+
+_T = TypeVar("_T")
 
 
 class CardError(RuntimeError):
@@ -158,7 +162,7 @@ def readers() -> list[str]:
         raise NoReader("the smart-card service (pcscd) is not running") from exc
 
 
-def _reader(name: str | None):  # type: ignore[no-untyped-def]
+def _reader(name: str | None):
     from smartcard.System import readers as _readers
 
     names = readers()
@@ -249,8 +253,8 @@ def watch(on_insert: Callable[[str], None], on_remove: Callable[[str], None]) ->
     card monitor, a background thread); returns a function that stops watching."""
     from smartcard.CardMonitoring import CardMonitor, CardObserver
 
-    class _Observer(CardObserver):  # type: ignore[misc]
-        def update(self, observable, actions):  # type: ignore[no-untyped-def]
+    class _Observer(CardObserver):
+        def update(self, observable, actions):
             added, removed = actions
             for c in added:
                 on_insert(str(c.reader))
@@ -382,7 +386,7 @@ def session(reader: str | None = None) -> Iterator[CardSession]:
 
 
 # --------------------------------------------------------------------- eMRTD reading
-def _timed(timings: dict[str, float], name: str, fn: Callable[[], object]) -> object:
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], _T]) -> _T:
     t = time.perf_counter()
     try:
         return fn()
@@ -462,7 +466,7 @@ def read_document(
     )
 
 
-def _parse(fn, raw):  # type: ignore[no-untyped-def]
+def _parse(fn, raw):
     try:
         return fn(raw)
     except (lds.LDSError, MRZError) as exc:

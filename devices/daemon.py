@@ -117,12 +117,12 @@ class DeviceDaemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.commands, self.events = endpoints(config.socket_dir)
-        self.camera_config = by_model(config.camera_model)
-        self.finger_config = by_model("simulated-fingerprint")
-        assert isinstance(self.camera_config, CameraConfig)
-        assert isinstance(self.finger_config, FingerprintConfig)
+        camera, finger = by_model(config.camera_model), by_model("simulated-fingerprint")
+        if not isinstance(camera, CameraConfig) or not isinstance(finger, FingerprintConfig):
+            raise DaemonConfigError("the shipped firmware configurations are of the wrong kind")
+        self.camera_config, self.finger_config = camera, finger
         self.serial = os.environ.get("KIOSK_DEVICE_SERIAL", "SIM-0001")
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._busy: set[str] = set()
@@ -251,7 +251,7 @@ class DeviceDaemon:
                 self._busy.add(device)
         self._pool.submit(self._run, ident, rid, cmd, device, handler, args)
 
-    def _run(self, ident, rid, cmd, device, handler, args) -> None:  # type: ignore[no-untyped-def]
+    def _run(self, ident, rid, cmd, device, handler, args) -> None:
         blobs: list[bytes] = []
         try:
             result, blobs = handler(args)
@@ -309,6 +309,7 @@ class DeviceDaemon:
                 names = []
             reader = self.config.card_reader or (names[0] if names else None)
             present = reader in names
+            # not typed precisely here: reader is a str whenever present is true
             inserted = present and card_mod.card_present(reader)  # type: ignore[arg-type]
             state = (present, inserted)
             old = self._card_state
@@ -390,6 +391,8 @@ class DeviceDaemon:
     def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         self._check_plugged("fingerprint")
         try:
+            # not typed precisely here: a JSON value from the kiosk: int() refuses a wrong one
+            # (bad_request)
             position = int(args.get("position", 0))  # type: ignore[call-overload]
         except (TypeError, ValueError):
             position = 0
@@ -438,7 +441,7 @@ class DeviceDaemon:
         except card_mod.CardError as exc:
             raise CommandError(errors.get(type(exc), "chip_error"), str(exc)) from exc
         m = doc.mrz
-        result = {
+        result: dict[str, object] = {
             "document_code": m.document_type,
             "issuing_state": m.issuing_state,
             "document_number": m.document_number,
@@ -466,6 +469,8 @@ class DeviceDaemon:
             return {}, []
         c = Citizen(
             photo=str(args["photo"]),
+            # not typed precisely here: JSON values of a simulate.* command (tests, demo):
+            # int()/float() refuse wrong ones
             finger_person=int(args.get("finger_person", 1)),  # type: ignore[call-overload]
             missing={int(p) for p in args.get("missing", [])},  # type: ignore[attr-defined]
             difficulty=float(args.get("difficulty", 1.0)),  # type: ignore[arg-type]
@@ -567,6 +572,7 @@ class DeviceDaemon:
 def _seed(args: dict[str, object], photo: str) -> int:
     """The simulated person's randomness: ``seed`` when given, else fixed by the photo, so a
     demo or test run repeats exactly."""
+    # not typed precisely here: a JSON value of a simulate.* command: int() refuses a wrong one
     return int(args.get("seed", zlib.crc32(Path(photo).name.encode())))  # type: ignore[call-overload]
 
 

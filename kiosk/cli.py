@@ -44,7 +44,7 @@ def _registry_keys(args: argparse.Namespace) -> tuple[bytes, bytes]:
     )
 
 
-def _identity(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _identity(args: argparse.Namespace):
     from kiosk.client import KioskIdentity
 
     return KioskIdentity.load(args.kiosk_id, Path(args.key))

@@ -237,6 +237,8 @@ class CentralClient:
             try:
                 if body is not None:
                     kw["content"] = body()
+                # not typed precisely here: kw holds httpx's own keywords (headers, content), passed
+                # through
                 r = self._http.request(method, url, **kw)  # type: ignore[arg-type]
             except httpx.TransportError:
                 if attempt == self.retries:

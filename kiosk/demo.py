@@ -32,7 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from central_api.enrolment.schemas import Demographics, Document
+from central_api.enrolment.schemas import Demographics, Document, DocumentType, Sex
 from devices.bus import DeviceClient, DeviceError
 from devices.icao import emulator
 from devices.icao.mrz import td1
@@ -150,10 +150,10 @@ def person(i: int, rng: random.Random) -> Demographics:
         given_names_arabic=_GIVEN_AR[i % len(_GIVEN_AR)],
         date_of_birth=date(rng.randint(1950, 2005), rng.randint(1, 12), rng.randint(1, 28)),
         place_of_birth=city,
-        sex="M",
+        sex=Sex.M,
         nationality="MAR",
         address=f"{rng.randint(1, 200)} Avenue Mohammed V, {city}",
-        document=Document(type="CNIE", number=f"AB{100000 + i}", issuing_country="MAR"),
+        document=Document(type=DocumentType.CNIE, number=f"AB{100000 + i}", issuing_country="MAR"),
     )
 
 
@@ -404,7 +404,9 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
             returning.demographics.model_copy(
                 update={
                     "document": Document(
-                        type="CNIE", number=f"ZX{900000 + returning.index}", issuing_country="MAR"
+                        type=DocumentType.CNIE,
+                        number=f"ZX{900000 + returning.index}",
+                        issuing_country="MAR",
                     )
                 }
             ),

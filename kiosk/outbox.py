@@ -130,7 +130,7 @@ class Outbox:
         )
 
         @event.listens_for(self.engine, "connect")
-        def _pragmas(conn, _):  # type: ignore[no-untyped-def]
+        def _pragmas(conn, _):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # committed means on disk
@@ -286,7 +286,7 @@ class Outbox:
     def counts(self) -> dict[str, int]:
         """How many entries are in each state."""
         with self._sessions() as s:
-            return dict(s.execute(select(_Item.state, func.count()).group_by(_Item.state)).all())  # type: ignore[arg-type]
+            return dict(s.execute(select(_Item.state, func.count()).group_by(_Item.state)).all())
 
     def next_due(self) -> datetime | None:
         """When the next attempt is due, if anything is pending."""

@@ -161,6 +161,8 @@ class Operators:
                 del failures[operator_id]
                 write_private(self.lockouts, json.dumps(failures).encode())
         assert op is not None
+        # not typed precisely here: operators.json is written by add() with a Role; a hand-edited
+        # wrong one fails at the check below
         role: Role = op["role"]  # type: ignore[assignment]
         if _ROLE_RANK[role] < _ROLE_RANK[needs]:
             raise StepError("supervisor_needed")
@@ -253,6 +255,8 @@ class _Data:
         """Overwrite what can be overwritten, then drop every reference."""
         if self.face_template is not None:
             self.face_template.fill(0)
+        # not typed precisely here: resetting the dataclass in place (every field back to its
+        # default) keeps references to it valid
         self.__init__()  # type: ignore[misc]
 
 
@@ -346,6 +350,8 @@ class EnrolmentSession:
             return Override(
                 operator_id=operator_id,
                 role=role,
+                # not typed precisely here: action is one of the Literal's values, chosen by the
+                # caller
                 action=action,  # type: ignore[arg-type]
                 subject=subject,
                 reason=reason.strip() or "-",
@@ -633,12 +639,14 @@ class EnrolmentSession:
             self._touch()
             d = self.data
             try:
-                demographics = Demographics(
-                    **{k: v for k, v in d.fields.items()},
-                    address=address,
-                    place_of_birth=place_of_birth,
-                    surname_arabic=surname_arabic.strip() or None,
-                    given_names_arabic=given_names_arabic.strip() or None,
+                demographics = Demographics.model_validate(
+                    {
+                        **d.fields,
+                        "address": address,
+                        "place_of_birth": place_of_birth,
+                        "surname_arabic": surname_arabic.strip() or None,
+                        "given_names_arabic": given_names_arabic.strip() or None,
+                    }
                 )
             except ValidationError as exc:
                 fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
@@ -651,7 +659,8 @@ class EnrolmentSession:
                         model=x["model"],
                         device_id=x["device_id"],
                         firmware=x["firmware"],
-                    )  # type: ignore[index]
+                    )
+                    # not typed precisely here: the daemon's JSON list of devices
                     for x in status["devices"]  # type: ignore[attr-defined]
                 ]
             except DeviceError:
@@ -661,15 +670,19 @@ class EnrolmentSession:
                 document_source=d.source,
                 birth_certificate_number=d.birth_certificate,
                 witnesses=d.witnesses,
+                # not typed precisely here: the daemon's verdict string; CaptureInfo validates it
                 passive_authentication=d.passive_authentication,  # type: ignore[arg-type]
                 face_quality=d.face_quality,
                 face_liveness=d.face_liveness,
                 face_document_similarity=d.face_similarity,
                 finger_exceptions=[
-                    FingerException(position=p, reason=r) for p, r in sorted(d.exceptions.items())
-                ],  # type: ignore[arg-type]
+                    FingerException.model_validate({"position": p, "reason": r})
+                    for p, r in sorted(d.exceptions.items())
+                ],
                 overrides=d.overrides,
                 devices=d.devices,
+                # not typed precisely here: one of the kiosk's four languages (the UI offers no
+                # other); CaptureInfo validates it
                 language=d.language,  # type: ignore[arg-type]
             )
             fingers = [

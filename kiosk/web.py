@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import segno
 import zmq
@@ -88,7 +88,7 @@ def catalogue(language: str) -> dict[str, str]:
     return base
 
 
-def translator(language: str):  # type: ignore[no-untyped-def]
+def translator(language: str):
     """``t(key, **values)`` for templates: the catalogue entry, formatted; the key itself when
     missing (visible in tests, never a crash in front of a citizen)."""
     cat = catalogue(language)
@@ -140,8 +140,8 @@ class _DaemonWatch:
                 ev = events.next(0.5)
                 if ev is not None:
                     self.last_beat = time.monotonic()
-                    devs = ev[1].get("devices") or []
-                    self.lost = {str(d["kind"]) for d in devs if d.get("state") != "ok"}  # type: ignore[union-attr,index]
+                    devs = cast(list[dict[str, object]], ev[1].get("devices") or [])
+                    self.lost = {str(d["kind"]) for d in devs if d.get("state") != "ok"}
 
 
 COOKIE = "kiosk_session"
@@ -244,7 +244,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
     @app.middleware("http")
-    async def loopback_only(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def loopback_only(request: Request, call_next):
         if _host(request.headers.get("host", "")) not in LOOPBACK:
             return PlainTextResponse("this kiosk answers on 127.0.0.1 only", status_code=400)
         response = await call_next(request)
@@ -279,7 +279,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def back() -> RedirectResponse:
         return RedirectResponse("/", status_code=303)
 
-    async def act(fn, *args, **kw) -> RedirectResponse:  # type: ignore[no-untyped-def]
+    async def act(fn, *args, **kw) -> RedirectResponse:
         with suppress(StepError):  # session.last_error holds the code; the page shows it
             await asyncio.to_thread(fn, *args, **kw)
         return back()
@@ -469,8 +469,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
                 yield b"retry: 2000\n\n"
                 while True:
                     if await sub.poll(15000):
-                        topic, body = await sub.recv_multipart()
-                        data = json.dumps({"topic": topic.decode(), **json.loads(body)})
+                        name, body = (bytes(f) for f in await sub.recv_multipart())
+                        data = json.dumps({"topic": name.decode(), **json.loads(body)})
                         yield f"event: device\ndata: {data}\n\n".encode()
                     else:
                         yield b": keep-alive\n\n"
@@ -504,7 +504,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             printable=True,
         )
 
-    def agent_act(fn, *args: object) -> RedirectResponse:  # type: ignore[no-untyped-def]
+    def agent_act(fn, *args: object) -> RedirectResponse:
         try:
             agent_notice.append(fn(*args))
         except StepError as exc:

@@ -14,7 +14,7 @@ def normalise(templates: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if not np.all(np.isfinite(x)) or np.any(norms < 1e-12):
         raise ValueError("templates must be finite and non-zero")
-    return x / norms
+    return np.asarray(x / norms, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class FaceGallery:
         """Drop every reference of one person; returns how many were dropped."""
         refs = [r for r, p in self._owner.items() if p == person_id]
         if refs:
-            self._index.remove_ids(np.asarray(refs, dtype=np.int64))
+            # faiss's stubs know only remove_ids(IDSelector); its SWIG wrapper takes ids too
+            self._index.remove_ids(np.asarray(refs, dtype=np.int64))  # type: ignore[arg-type]
             for r in refs:
                 del self._owner[r]
         return len(refs)

@@ -60,6 +60,8 @@ class _FaceCheckers:
         for _ in range(2):
             pool = self._get(size)
             try:
+                # not typed precisely here: the check's arguments pass through *args untyped; the
+                # call site types them
                 return pool.submit(face_template_mismatch, *args)  # type: ignore[arg-type]
             except BrokenProcessPool:
                 self.discard(pool)

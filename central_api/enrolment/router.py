@@ -10,7 +10,7 @@ import binascii
 import time
 import uuid
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -39,8 +39,8 @@ from central_api.exceptions import NotFound, Unavailable
 
 router = APIRouter(prefix="/v1/enrolments", tags=["enrolment"])
 
-_ERROR = {"model": ErrorAnswer}
-_ERRORS = {
+_ERROR: dict[str, Any] = {"model": ErrorAnswer}
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**_ERROR, "description": "not_authenticated: unknown kiosk or wrong signature"},
     403: {**_ERROR, "description": "kiosk_deactivated"},
     408: {**_ERROR, "description": "body_timeout"},

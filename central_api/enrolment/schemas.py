@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -30,7 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+SCHEMA_VERSION: Final = 1
 SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature of read_message()
 KIOSK_HEADER = "X-Kiosk-Id"  # which kiosk sends (every request; checked before a body is read)
 TIMESTAMP_HEADER = "X-Kiosk-Timestamp"  # on reads: unix seconds, within READ_SKEW of the server
@@ -479,7 +482,7 @@ def verify_status(
 # outside ``CLOCK_SKEW``, so a captured envelope cannot be replayed, while a kiosk may resend
 # the same packet (same content, new envelope) as often as it needs to.
 
-SEALED_VERSION = 1
+SEALED_VERSION: Final = 1
 _SEAL_INFO = b"RNP enrolment packet v1"
 _SIG_LEN = 64
 
@@ -523,7 +526,7 @@ def send_message(packet_json: bytes, send_id: uuid.UUID, sent_at: int) -> bytes:
 def seal(
     packet_json: bytes,
     kiosk_id: str,
-    sign: object,
+    sign: Callable[[bytes], bytes],
     recipient_public: bytes,
     send_id: uuid.UUID | None = None,
     sent_at: int | None = None,
@@ -542,7 +545,7 @@ def seal(
     message = send_message(
         packet_json, send_id or uuid.uuid4(), int(time.time()) if sent_at is None else sent_at
     )
-    signature = sign(message)  # type: ignore[operator]
+    signature = sign(message)
     if not isinstance(signature, bytes) or len(signature) != _SIG_LEN:
         raise ValueError("sign() must return a 64-byte Ed25519 signature")
     esk = X25519PrivateKey.generate()
@@ -564,7 +567,7 @@ class OpenedSend:
     message: bytes
 
 
-def open_sealed(body: bytes, recipient_private: object) -> OpenedSend:
+def open_sealed(body: bytes, recipient_private: X25519PrivateKey) -> OpenedSend:
     """Decrypt an envelope with the registry's X25519 private key; raises SealError."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import serialization
@@ -582,11 +585,11 @@ def open_sealed(body: bytes, recipient_private: object) -> OpenedSend:
             )
         ) from exc
     key = recipient_private
-    recipient = key.public_key().public_bytes(  # type: ignore[attr-defined]
+    recipient = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     try:
-        shared = key.exchange(X25519PublicKey.from_public_bytes(env.epk))  # type: ignore[attr-defined]
+        shared = key.exchange(X25519PublicKey.from_public_bytes(env.epk))
         plain = AESGCM(_seal_key(shared, env.epk, recipient)).decrypt(
             env.nonce, env.ct, _seal_aad(env.kiosk_id, env.epk)
         )

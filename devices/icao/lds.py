@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +45,10 @@ DG_TAGS = {0x61: 1, 0x75: 2, 0x63: 3, 0x76: 4, 0x65: 5, 0x66: 6, 0x67: 7, 0x68: 
 DG_TAGS |= {0x6A: 10, 0x6B: 11, 0x6C: 12, 0x6D: 13, 0x6E: 14, 0x6F: 15, 0x70: 16}
 
 
-def _wrap(fn):  # type: ignore[no-untyped-def]
+def _wrap(fn):
     """Turn the parsers' low-level errors into LDSError."""
 
-    def run(data: bytes, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def run(data: bytes, *args, **kwargs):
         try:
             return fn(data, *args, **kwargs)
         except LDSError:
@@ -191,7 +191,11 @@ class LDSSecurityObject(asn1.Sequence):
 LDS_SECURITY_OBJECT = "2.23.136.1.1.1"
 _HASHES = {"sha1": hashlib.sha1, "sha224": hashlib.sha224, "sha256": hashlib.sha256}
 _HASHES |= {"sha384": hashlib.sha384, "sha512": hashlib.sha512}
-_CRYPTO_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256}
+_CRYPTO_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+}
 _CRYPTO_HASHES |= {"sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 

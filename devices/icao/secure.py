@@ -60,7 +60,7 @@ def _k24(key: bytes) -> bytes:
     return key * 3 if len(key) == 8 else key + key[:8]
 
 
-def _tdes(key: bytes) -> Cipher:  # type: ignore[type-arg]
+def _tdes(key: bytes) -> Cipher:
     return Cipher(TripleDES(_k24(key)), modes.CBC(b"\x00" * 8))
 
 
