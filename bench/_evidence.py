@@ -5,7 +5,7 @@ registry's intake policy (capture evidence of a chip read and a live face, ten I
 from __future__ import annotations
 
 from biometrics import fingerprint as fp
-from central_api.enrolment.schemas import CaptureInfo, Demographics, Document, FingerprintTemplate
+from central_api.enrolment.schemas import CaptureInfo, Demographics, Document, FingerprintRecord
 
 
 def demographics(number: str = "AB000001") -> Demographics:
@@ -26,7 +26,7 @@ def evidence() -> dict[str, object]:
     """``build_packet`` keywords: ``capture`` and ``fingerprints``."""
     minutiae = tuple(fp.Minutia(20 + 7 * i, 30 + 9 * i, 0.1 * i, "ending", 60) for i in range(40))
     fingers = [
-        FingerprintTemplate(
+        FingerprintRecord(
             position=pos,
             quality=70,
             data=fp.FingerprintTemplate(400, 500, minutiae, position=pos).to_iso19794_2(),

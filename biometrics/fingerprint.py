@@ -17,6 +17,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from types import ModuleType
 from typing import Literal
 
@@ -36,6 +37,22 @@ class FingerprintError(ValueError):
 
 class TemplateFormatError(ValueError):
     """Bytes that are not a valid ISO/IEC 19794-2:2005 finger minutiae record."""
+
+
+class FingerPosition(IntEnum):
+    """The ten fingers by their ISO/IEC 19794-2 position code (0, unknown, is not used here).
+    ``name.lower()`` (``right_thumb``) is the finger's key in the kiosk's translations."""
+
+    RIGHT_THUMB = 1
+    RIGHT_INDEX = 2
+    RIGHT_MIDDLE = 3
+    RIGHT_RING = 4
+    RIGHT_LITTLE = 5
+    LEFT_THUMB = 6
+    LEFT_INDEX = 7
+    LEFT_MIDDLE = 8
+    LEFT_RING = 9
+    LEFT_LITTLE = 10
 
 
 MinutiaKind = Literal["ending", "bifurcation", "other"]

@@ -3,7 +3,7 @@
 from central_api.audit.models import AuditCheckpoint, AuditEvent
 from central_api.db import Base
 from central_api.dedup.models import AdjudicationCase
-from central_api.enrolment.models import Enrolment, Kiosk, Status
+from central_api.enrolment.models import Enrolment, Kiosk
 from central_api.identity.models import FaceReference, IssuedIdentifier, Person
 
 __all__ = [
@@ -16,5 +16,4 @@ __all__ = [
     "IssuedIdentifier",
     "Kiosk",
     "Person",
-    "Status",
 ]

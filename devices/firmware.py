@@ -33,7 +33,7 @@ class CameraCapture(_Strict):
 _T = face.DEFAULT_THRESHOLDS
 
 
-class FaceQuality(_Strict):
+class FaceQualityLimits(_Strict):
     """Face image quality thresholds; the fields of biometrics.face.QualityThresholds."""
 
     min_eye_distance_px: float = Field(default=_T.min_eye_distance_px, ge=20)
@@ -48,7 +48,7 @@ class FaceQuality(_Strict):
     max_background_edges: float | None = Field(default=_T.max_background_edges, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _band(self) -> FaceQuality:
+    def _band(self) -> FaceQualityLimits:
         if self.min_brightness >= self.max_brightness:
             raise ValueError("min_brightness must be below max_brightness")
         return self
@@ -66,7 +66,7 @@ class CameraConfig(_Strict):
     model: str
     firmware: str
     capture: CameraCapture
-    quality: FaceQuality = Field(default_factory=FaceQuality)
+    quality: FaceQualityLimits = Field(default_factory=FaceQualityLimits)
 
 
 class FingerprintCapture(_Strict):

@@ -56,7 +56,7 @@ def _sync(args: argparse.Namespace) -> int:
     import threading
 
     from kiosk.client import CentralClient
-    from kiosk.outbox import Outbox, SyncWorker
+    from kiosk.outbox import Outbox, OutboxState, SyncWorker
 
     data = Path(args.data_dir)
     outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
@@ -70,7 +70,11 @@ def _sync(args: argparse.Namespace) -> int:
     worker.start()
     while not done.wait(0.5):
         counts = outbox.counts()
-        if args.until_empty and not counts.get("queued") and not counts.get("acked"):
+        if (
+            args.until_empty
+            and not counts.get(OutboxState.QUEUED)
+            and not counts.get(OutboxState.ACKED)
+        ):
             break
     worker.stop()
     print(json.dumps(outbox.counts(), sort_keys=True))
@@ -113,13 +117,13 @@ def _operator_add(args: argparse.Namespace) -> int:
 
 def _requeue(args: argparse.Namespace) -> int:
     """Send refused packets again (after fixing what the registry refused them for)."""
-    from kiosk.outbox import Outbox
+    from kiosk.outbox import Outbox, OutboxState
 
     data = Path(args.data_dir)
     outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))
     if not args.all and not args.packet_id:
         for e in outbox.listing():
-            if e.state == "refused":
+            if e.state == OutboxState.REFUSED:
                 print(f"{e.packet_id}  {e.tracking}  {e.created_at:%Y-%m-%d %H:%M}  {e.last_error}")
         return 0
     done = outbox.requeue(None if args.all else args.packet_id)

@@ -37,7 +37,7 @@ from devices.bus import DeviceClient, DeviceError
 from devices.icao import emulator
 from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity
-from kiosk.outbox import Entry, Outbox
+from kiosk.outbox import Entry, Outbox, OutboxState
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
 from kiosk.web import assemble, serve_ui
 
@@ -354,7 +354,7 @@ def wait_final(outbox: Outbox, entry: Entry, timeout: float = 60.0) -> Entry:
     """Wait for the registry's decision on a queued packet (the sync worker fetches it)."""
     deadline = time.monotonic() + timeout
     e = outbox.get(entry.packet_id) or entry
-    while e.state != "final" and time.monotonic() < deadline:
+    while e.state != OutboxState.FINAL and time.monotonic() < deadline:
         time.sleep(0.2)
         e = outbox.get(entry.packet_id) or e
     return e

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 import httpx
@@ -60,6 +61,15 @@ class _Base(DeclarativeBase):
     pass
 
 
+class OutboxState(StrEnum):
+    """Where a packet stands in the kiosk's outbox (stored as its value)."""
+
+    QUEUED = "queued"  # not yet acknowledged by the registry; the outbox holds its content
+    ACKED = "acked"  # the registry stored it (signed answer): content forgotten, decision awaited
+    FINAL = "final"  # decided: issued, duplicate, adjudication or rejected
+    REFUSED = "refused"  # refused for good (not retryable): content kept for an agent to requeue
+
+
 class _Item(_Base):
     __tablename__ = "outbox"
 
@@ -67,7 +77,7 @@ class _Item(_Base):
     tracking: Mapped[str] = mapped_column(String(16), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    state: Mapped[str] = mapped_column(String(10), index=True)  # queued|acked|final|refused
+    state: Mapped[OutboxState] = mapped_column(String(10), index=True)
     payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # encrypted packet JSON
     digest: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -85,11 +95,11 @@ class Entry:
     packet_id: uuid.UUID
     tracking: str
     created_at: datetime
-    state: str  # queued: not yet acknowledged; acked: registry has it; final; refused
+    state: OutboxState
     attempts: int
     last_error: str | None
     receipt_number: str | None
-    status: str | None  # the registry's: received/processing/issued/duplicate/adjudication
+    status: str | None  # the registry's EnrolmentState value
     idcs: str | None
 
 
@@ -98,7 +108,7 @@ def _entry(item: _Item) -> Entry:
         uuid.UUID(item.packet_id),
         item.tracking,
         _aware(item.created_at),
-        item.state,
+        OutboxState(item.state),
         item.attempts,
         item.last_error,
         item.receipt_number,
@@ -154,11 +164,11 @@ class Outbox:
         """Release the database."""
         self.engine.dispose()
 
-    def _seal(self, packet_id: str, data: bytes) -> bytes:
+    def _encrypt(self, packet_id: str, data: bytes) -> bytes:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, data, f"outbox:{packet_id}".encode())
 
-    def _open(self, packet_id: str, blob: bytes) -> bytes:
+    def _decrypt(self, packet_id: str, blob: bytes) -> bytes:
         try:
             return self._aead.decrypt(blob[:12], blob[12:], f"outbox:{packet_id}".encode())
         except InvalidTag as exc:
@@ -183,8 +193,8 @@ class Outbox:
                 tracking=tracking_number(packet.packet_id),
                 created_at=now,
                 updated_at=now,
-                state="queued",
-                payload=self._seal(pid, data),
+                state=OutboxState.QUEUED,
+                payload=self._encrypt(pid, data),
                 digest=digest,
                 attempts=0,
                 next_attempt_at=now,
@@ -206,9 +216,9 @@ class Outbox:
         decision again after ``poll_after`` seconds while it is pending."""
 
         def apply(item: _Item) -> None:
-            item.attempts = 0 if item.state == "queued" else item.attempts + 1  # polls
+            item.attempts = 0 if item.state == OutboxState.QUEUED else item.attempts + 1  # polls
             item.payload = None
-            item.state = "final" if st.final else "acked"
+            item.state = OutboxState.FINAL if st.final else OutboxState.ACKED
             item.receipt_number, item.status, item.idcs = st.receipt_number, st.status, st.idcs
             item.last_error = None
             item.next_attempt_at = datetime.now(UTC) + timedelta(seconds=poll_after)
@@ -229,7 +239,7 @@ class Outbox:
         """The registry refused the packet for good: keep it for a supervisor, stop sending."""
 
         def apply(item: _Item) -> None:
-            item.state, item.last_error = "refused", error[:300]
+            item.state, item.last_error = OutboxState.REFUSED, error[:300]
 
         return self._update(packet_id, apply)
 
@@ -238,12 +248,12 @@ class Outbox:
         cause is fixed (the kiosk's clock, its key, the registry's configuration)."""
         now = datetime.now(UTC)
         with self._sessions() as s, s.begin():
-            q = select(_Item).where(_Item.state == "refused", _Item.payload.is_not(None))
+            q = select(_Item).where(_Item.state == OutboxState.REFUSED, _Item.payload.is_not(None))
             if packet_id is not None:
                 q = q.where(_Item.packet_id == str(packet_id))
             items = list(s.scalars(q))
             for item in items:
-                item.state, item.attempts, item.next_attempt_at = "queued", 0, now
+                item.state, item.attempts, item.next_attempt_at = OutboxState.QUEUED, 0, now
                 item.updated_at = now
             return [_entry(i) for i in items]
 
@@ -262,37 +272,43 @@ class Outbox:
 
     def due(
         self, limit: int, now: datetime | None = None
-    ) -> list[tuple[str, str, int, bytes | None]]:
+    ) -> list[tuple[str, OutboxState, int, bytes | None]]:
         """Up to ``limit`` (packet id, state, attempts, packet JSON or None) whose next attempt
         is due: queued ones to send, acknowledged ones to ask the decision of. Oldest first."""
         now = now or datetime.now(UTC)
         with self._sessions() as s:
             rows = s.scalars(
                 select(_Item)
-                .where(_Item.state.in_(("queued", "acked")), _Item.next_attempt_at <= now)
+                .where(
+                    _Item.state.in_((OutboxState.QUEUED, OutboxState.ACKED)),
+                    _Item.next_attempt_at <= now,
+                )
                 .order_by(_Item.state.desc(), _Item.created_at)  # queued before acked
                 .limit(limit)
             ).all()
             return [
                 (
                     r.packet_id,
-                    r.state,
+                    OutboxState(r.state),
                     r.attempts,
-                    None if r.payload is None else self._open(r.packet_id, r.payload),
+                    None if r.payload is None else self._decrypt(r.packet_id, r.payload),
                 )
                 for r in rows
             ]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[OutboxState, int]:
         """How many entries are in each state."""
         with self._sessions() as s:
-            return dict(s.execute(select(_Item.state, func.count()).group_by(_Item.state)).all())
+            rows = s.execute(select(_Item.state, func.count()).group_by(_Item.state)).all()
+        return {OutboxState(state): int(n) for state, n in rows}
 
     def next_due(self) -> datetime | None:
         """When the next attempt is due, if anything is pending."""
         with self._sessions() as s:
             d = s.scalar(
-                select(func.min(_Item.next_attempt_at)).where(_Item.state.in_(("queued", "acked")))
+                select(func.min(_Item.next_attempt_at)).where(
+                    _Item.state.in_((OutboxState.QUEUED, OutboxState.ACKED))
+                )
             )
             return None if d is None else _aware(d)
 
@@ -370,10 +386,10 @@ class SyncWorker:
     def _delay(self, attempts: int) -> float:
         return min(self.max_backoff, self.backoff * 2**attempts) * random.uniform(0.5, 1.0)
 
-    def _one(self, packet_id: str, state: str, attempts: int, data: bytes | None) -> None:
+    def _one(self, packet_id: str, state: OutboxState, attempts: int, data: bytes | None) -> None:
         pid = uuid.UUID(packet_id)
         try:
-            if state == "queued" and data is not None:
+            if state == OutboxState.QUEUED and data is not None:
                 st = self.client.submit(data, wait=False)
             else:
                 st = self.client.status(pid)
@@ -385,7 +401,7 @@ class SyncWorker:
             if exc.retryable:
                 delay = max(self._delay(attempts), exc.retry_after or 0.0)
                 entry = self.outbox.failed(packet_id, why, delay)
-            elif state == "queued":
+            elif state == OutboxState.QUEUED:
                 entry = self.outbox.refused(packet_id, why)
             else:  # a status poll refused (the kiosk revoked?): ask again much later
                 entry = self.outbox.failed(packet_id, why, self.max_backoff)
@@ -404,9 +420,9 @@ class SyncWorker:
             )
         else:
             self.online = True
-            if state == "queued":
+            if state == OutboxState.QUEUED:
                 self.clock_skew = None
-            polls = attempts if state == "acked" else 0
+            polls = attempts if state == OutboxState.ACKED else 0
             entry = self.outbox.acknowledged(
                 packet_id, st, min(self.max_backoff, self.status_every * 1.5**polls)
             )

@@ -44,7 +44,7 @@ from central_api.enrolment.schemas import (
     DocumentSource,
     DocumentType,
     FingerException,
-    FingerprintTemplate,
+    FingerprintRecord,
     Override,
 )
 from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
@@ -686,8 +686,10 @@ class EnrolmentSession:
                 language=d.language,  # type: ignore[arg-type]
             )
             fingers = [
-                FingerprintTemplate(
-                    position=f.position, quality=f.quality, data=f.template.to_iso19794_2()
+                FingerprintRecord(
+                    position=fp.FingerPosition(f.position),
+                    quality=f.quality,
+                    data=f.template.to_iso19794_2(),
                 )
                 for f in sorted(d.fingers.values(), key=lambda f: f.position)
             ]

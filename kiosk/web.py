@@ -48,9 +48,10 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from biometrics.fingerprint import FingerPosition
 from devices.bus import DeviceClient
 from kiosk.client import CentralClient, KioskIdentity
-from kiosk.outbox import Entry, Outbox, SyncWorker
+from kiosk.outbox import Entry, Outbox, OutboxState, SyncWorker
 from kiosk.session import (
     FINGER_ORDER,
     LANGUAGES,
@@ -63,18 +64,6 @@ from kiosk.session import (
 
 _HERE = Path(str(resources.files("kiosk")))
 RTL = {"ar"}
-FINGER_NAMES = {
-    1: "right_thumb",
-    2: "right_index",
-    3: "right_middle",
-    4: "right_ring",
-    5: "right_little",
-    6: "left_thumb",
-    7: "left_index",
-    8: "left_middle",
-    9: "left_ring",
-    10: "left_little",
-}
 
 
 @cache
@@ -308,7 +297,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             ctx["fingers"] = [
                 {
                     "position": p,
-                    "name": FINGER_NAMES[p],
+                    "name": FingerPosition(p).name.lower(),
                     "state": "done"
                     if p in d.fingers
                     else "exception"
@@ -319,7 +308,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
                 for p in FINGER_ORDER
             ]
             nxt = session.next_finger
-            ctx["next_finger"] = FINGER_NAMES[nxt] if nxt else None
+            ctx["next_finger"] = FingerPosition(nxt).name.lower() if nxt else None
             ctx["attempt"] = d.attempts.get(nxt, 0) if nxt else 0
         elif session.step == Step.REVIEW:
             ctx["review"] = session.review()
@@ -553,8 +542,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
 def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
     status_key = (
         entry.status
-        if entry.state in ("acked", "final") and entry.status
-        else ("refused" if entry.state == "refused" else "queued")
+        if entry.state in (OutboxState.ACKED, OutboxState.FINAL) and entry.status
+        else (OutboxState.REFUSED if entry.state == OutboxState.REFUSED else OutboxState.QUEUED)
     )
     payload = {
         "trk": entry.tracking,

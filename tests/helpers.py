@@ -32,7 +32,7 @@ from central_api.enrolment.schemas import (
     Demographics,
     Document,
     EnrolmentPacket,
-    FingerprintTemplate,
+    FingerprintRecord,
     read_message,
     seal,
 )
@@ -74,7 +74,7 @@ def demographics(**overrides: object) -> Demographics:
     return Demographics(**fields)
 
 
-def fingers(seed: int = 0) -> list[FingerprintTemplate]:
+def fingers(seed: int = 0) -> list[FingerprintRecord]:
     """Ten ISO/IEC 19794-2 finger templates of random minutiae (cheap, deterministic): what the
     intake policy asks of a packet, for tests that are not about fingerprints."""
     rng = np.random.default_rng(seed)
@@ -91,7 +91,7 @@ def fingers(seed: int = 0) -> list[FingerprintTemplate]:
             for _ in range(40)
         )
         t = fp.FingerprintTemplate(400, 500, minutiae, quality=70, position=position)
-        out.append(FingerprintTemplate(position=position, quality=70, data=t.to_iso19794_2()))
+        out.append(FingerprintRecord(position=position, quality=70, data=t.to_iso19794_2()))
     return out
 
 

@@ -24,8 +24,8 @@ from central_api.identity.service import delete_person, issue_person
 def test_classify_thresholds():
     assert classify(None, 0.93, 0.91) is Outcome.UNIQUE
     assert classify(0.909, 0.93, 0.91) is Outcome.UNIQUE
-    assert classify(0.91, 0.93, 0.91) is Outcome.ADJUDICATE
-    assert classify(0.9299, 0.93, 0.91) is Outcome.ADJUDICATE
+    assert classify(0.91, 0.93, 0.91) is Outcome.ADJUDICATION
+    assert classify(0.9299, 0.93, 0.91) is Outcome.ADJUDICATION
     assert classify(0.93, 0.93, 0.91) is Outcome.DUPLICATE
 
 

@@ -29,6 +29,7 @@ from helpers import (
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from biometrics.fingerprint import FingerPosition
 from central_api.audit.service import chain_key, checkpoint, verify
 from central_api.db import transaction
 from central_api.enrolment.schemas import EnrolmentStatus, Override, seal, verify_status
@@ -118,7 +119,9 @@ def test_templates_must_be_iso_records_and_the_face_of_the_photo(
     bad = [f.model_copy(update={"data": b"\x00" * 40}) for f in fingers()]
     r = registry.submit(registry.packet([template("biden__biden.jpg")], jpeg, fingerprints=bad))
     assert code(r) == "capture_policy" and r.json()["reasons"] == ["finger_template_invalid"]
-    swapped = [f.model_copy(update={"position": 11 - f.position}) for f in fingers()]
+    swapped = [
+        f.model_copy(update={"position": FingerPosition(11 - f.position)}) for f in fingers()
+    ]
     r = registry.submit(registry.packet([template("biden__biden.jpg")], jpeg, fingerprints=swapped))
     assert r.json()["reasons"] == ["finger_template_invalid"]  # a record of another finger
     assert count(db_url, "enrolments") == 0

@@ -1,5 +1,5 @@
 """The dedup worker: takes received enrolments from the durable queue (the enrolments table),
-searches the face gallery 1:N and decides UNIQUE (issue an IDCS), DUPLICATE or ADJUDICATE.
+searches the face gallery 1:N and decides UNIQUE (issue an IDCS), DUPLICATE or ADJUDICATION.
 
 Decisions are serialised: across processes by a PostgreSQL advisory lock (SQLite's single
 writer does the same), within a process by a mutex. So two submissions of one person can never
@@ -30,8 +30,9 @@ from central_api.crypto import DecryptionError, FieldCipher
 from central_api.db import transaction, utcnow
 from central_api.dedup.index import FaceGallery, normalise
 from central_api.dedup.models import AdjudicationCase
-from central_api.enrolment.models import Enrolment, Status
+from central_api.enrolment.models import Enrolment
 from central_api.enrolment.policy import face_template_mismatch
+from central_api.enrolment.schemas import EnrolmentState
 from central_api.enrolment.service import ctx, face_templates
 from central_api.identity.models import FaceReference
 from central_api.identity.service import issue_person
@@ -93,14 +94,14 @@ class Outcome(StrEnum):
 
     UNIQUE = "unique"
     DUPLICATE = "duplicate"
-    ADJUDICATE = "adjudicate"
+    ADJUDICATION = "adjudication"
 
 
 def classify(score: float | None, duplicate_at: float, adjudicate_at: float) -> Outcome:
     """Map the best similarity against the gallery (None: empty gallery) to an outcome."""
     if score is None or score < adjudicate_at:
         return Outcome.UNIQUE
-    return Outcome.DUPLICATE if score >= duplicate_at else Outcome.ADJUDICATE
+    return Outcome.DUPLICATE if score >= duplicate_at else Outcome.ADJUDICATION
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,11 @@ class Deduplicator:
                 select(Enrolment)
                 .where(
                     or_(
-                        Enrolment.status == Status.RECEIVED,
-                        and_(Enrolment.status == Status.PROCESSING, Enrolment.lease_until < now),
+                        Enrolment.status == EnrolmentState.RECEIVED,
+                        and_(
+                            Enrolment.status == EnrolmentState.PROCESSING,
+                            Enrolment.lease_until < now,
+                        ),
                     )
                 )
                 .order_by(Enrolment.id)
@@ -229,11 +233,11 @@ class Deduplicator:
             if e is None:
                 return None
             if e.attempts >= MAX_ATTEMPTS:
-                e.status, e.lease_until = Status.REJECTED, None
+                e.status, e.lease_until = EnrolmentState.REJECTED, None
                 e.reason = "processing failed repeatedly"
                 record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                 return e.id, e.packet_id
-            e.status = Status.PROCESSING
+            e.status = EnrolmentState.PROCESSING
             e.attempts += 1
             e.lease_until = now + timedelta(seconds=self._settings.processing_lease_seconds)
             record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
@@ -286,15 +290,15 @@ class Deduplicator:
                     raise
                 with transaction(self._factory) as s:
                     e = s.get(Enrolment, enrolment_id)
-                    if e is not None and e.status == Status.PROCESSING:
+                    if e is not None and e.status == EnrolmentState.PROCESSING:
                         e.lease_until = utcnow() + timedelta(seconds=self._lease)
 
     def _release(self, enrolment_id: int) -> None:
         """Put a claimed enrolment back in the queue (it is retried; attempts are counted)."""
         with transaction(self._factory) as s:
             e = s.get(Enrolment, enrolment_id)
-            if e is not None and e.status == Status.PROCESSING:
-                e.status, e.lease_until = Status.RECEIVED, None
+            if e is not None and e.status == EnrolmentState.PROCESSING:
+                e.status, e.lease_until = EnrolmentState.RECEIVED, None
                 record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
 
     def _face_check(self, enrolment_id: int) -> Future[str | None] | None:
@@ -326,14 +330,14 @@ class Deduplicator:
                 if s.get_bind().dialect.name == "postgresql":
                     s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
                 e = s.get(Enrolment, enrolment_id, with_for_update=True)
-                if e is None or e.status != Status.PROCESSING:
+                if e is None or e.status != EnrolmentState.PROCESSING:
                     return  # decided elsewhere after its lease ran out
                 try:
                     probes = face_templates(self._cipher, e)
                 except DecryptionError:
                     face_mismatch = "unreadable data"
                 if face_mismatch is not None:  # not a packet an honest kiosk makes
-                    e.status, e.reason, e.lease_until = Status.REJECTED, face_mismatch, None
+                    e.status, e.reason, e.lease_until = EnrolmentState.REJECTED, face_mismatch, None
                     record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                     return
                 self._catch_up(s)
@@ -347,8 +351,8 @@ class Deduplicator:
                 if outcome is Outcome.UNIQUE and e.policy_hold:
                     # the capture evidence fell short (intake policy "adjudicate"): a person
                     # decides before an identifier is issued
-                    outcome, reason = Outcome.ADJUDICATE, f"policy:{e.policy_hold}"[:200]
-                elif outcome is Outcome.ADJUDICATE:
+                    outcome, reason = Outcome.ADJUDICATION, f"policy:{e.policy_hold}"[:200]
+                elif outcome is Outcome.ADJUDICATION:
                     reason = "near_match"
                 if outcome is Outcome.UNIQUE:
                     person = issue_person(s, self._policy, ACTOR)
@@ -363,12 +367,12 @@ class Deduplicator:
                         s.add(ref)
                         new_refs.append(ref)
                     s.flush()
-                    e.status, e.person_id = Status.ISSUED, person.id
+                    e.status, e.person_id = EnrolmentState.ISSUED, person.id
                     record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=e.id)
                 elif outcome is Outcome.DUPLICATE:
-                    e.status, e.person_id = Status.DUPLICATE, person_id
+                    e.status, e.person_id = EnrolmentState.DUPLICATE, person_id
                 else:
-                    e.status = Status.ADJUDICATION
+                    e.status = EnrolmentState.ADJUDICATION
                     s.add(
                         AdjudicationCase(
                             enrolment_id=e.id,
@@ -419,7 +423,7 @@ class Deduplicator:
             session.scalar(
                 select(func.count())
                 .select_from(Enrolment)
-                .where(Enrolment.status.in_([Status.RECEIVED, Status.PROCESSING]))
+                .where(Enrolment.status.in_([EnrolmentState.RECEIVED, EnrolmentState.PROCESSING]))
             )
             or 0
         )

@@ -20,8 +20,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from central_api.db import Base, BigId, utcnow
 from central_api.enrolment.schemas import EnrolmentState
 
-Status = EnrolmentState  # one enum for the wire and the table
-
 
 class Kiosk(Base):
     """A registered enrolment kiosk and the Ed25519 key it signs packets with."""
@@ -51,7 +49,7 @@ class Enrolment(Base):
     captured_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    status: Mapped[str] = mapped_column(String(16), index=True, default=Status.RECEIVED)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=EnrolmentState.RECEIVED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]
     demographics: Mapped[bytes] = mapped_column(LargeBinary)

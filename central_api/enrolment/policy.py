@@ -61,7 +61,7 @@ def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
     accounted = {f.position for f in packet.fingerprints} | {
         e.position for e in c.finger_exceptions
     }
-    if accounted != set(range(1, 11)):
+    if accounted != set(fp.FingerPosition):
         out.append("fingers_unaccounted")
     return out
 

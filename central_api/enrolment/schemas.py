@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from biometrics.fingerprint import FingerPosition
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -196,12 +198,14 @@ class Demographics(BaseModel):
         return v
 
 
-class FingerprintTemplate(BaseModel):
-    """One finger's minutiae template (ISO/IEC 19794-2)."""
+class FingerprintRecord(BaseModel):
+    """One finger's template on the wire: its ISO/IEC 19794-2 record (``data``, what
+    :meth:`biometrics.fingerprint.FingerprintTemplate.to_iso19794_2` writes), position and
+    quality."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    position: int = Field(ge=1, le=10, description="ISO/IEC 19794-2 finger position 1-10")
+    position: FingerPosition = Field(description="ISO/IEC 19794-2 finger position 1-10")
     format: Literal["ISO_19794_2_2005"] = "ISO_19794_2_2005"
     quality: int = Field(ge=0, le=100)
     data: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FINGERPRINT_BYTES)]
@@ -231,7 +235,7 @@ class FingerException(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    position: int = Field(ge=1, le=10)
+    position: FingerPosition
     reason: Literal["amputated", "bandaged", "injured", "unusable", "other"]
 
 
@@ -342,7 +346,7 @@ class EnrolmentPacket(BaseModel):
         ]
     ] = Field(min_length=1, max_length=MAX_FACE_TEMPLATES)
     face_image: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FACE_IMAGE_BYTES)]
-    fingerprints: list[FingerprintTemplate] = Field(default_factory=list, max_length=10)
+    fingerprints: list[FingerprintRecord] = Field(default_factory=list, max_length=10)
     capture: CaptureInfo | None = None
 
     @field_validator("face_templates")
@@ -388,7 +392,7 @@ def read_message(path: str, timestamp: int) -> bytes:
 
 
 class EnrolmentState(StrEnum):
-    """Where an enrolment stands (mirrors central_api.enrolment.models.Status)."""
+    """Where an enrolment stands: the wire's ``status`` and the enrolments table's column."""
 
     RECEIVED = "received"
     PROCESSING = "processing"

@@ -41,9 +41,10 @@ from central_api.enrolment.exceptions import (
     UndecryptablePacket,
     WitnessesNotRegistered,
 )
-from central_api.enrolment.models import Enrolment, Kiosk, PacketSend, Status
+from central_api.enrolment.models import Enrolment, Kiosk, PacketSend
 from central_api.enrolment.schemas import (
     EnrolmentPacket,
+    EnrolmentState,
     EnrolmentStatus,
     SealError,
     SendEnvelope,
@@ -56,17 +57,19 @@ from central_api.identity.models import Person
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 MESSAGES = {
-    Status.RECEIVED: "Received; the identity check has not started yet.",
-    Status.PROCESSING: "The identity check is running.",
-    Status.ISSUED: "Enrolment complete: the identifier (IDCS) has been issued.",
-    Status.DUPLICATE: (
+    EnrolmentState.RECEIVED: "Received; the identity check has not started yet.",
+    EnrolmentState.PROCESSING: "The identity check is running.",
+    EnrolmentState.ISSUED: "Enrolment complete: the identifier (IDCS) has been issued.",
+    EnrolmentState.DUPLICATE: (
         "This person is already registered; no new identifier is issued. "
         "Please see an agent with this receipt."
     ),
-    Status.ADJUDICATION: (
+    EnrolmentState.ADJUDICATION: (
         "An officer must review this enrolment. Keep the receipt and check back later."
     ),
-    Status.REJECTED: "The enrolment could not be processed. Please see an agent with this receipt.",
+    EnrolmentState.REJECTED: (
+        "The enrolment could not be processed. Please see an agent with this receipt."
+    ),
 }
 
 
@@ -375,7 +378,7 @@ def store(
         kiosk_id=kiosk.id,
         packet_sha256=digest,
         captured_at=packet.captured_at,
-        status=Status.RECEIVED,
+        status=EnrolmentState.RECEIVED,
         demographics=seal(packet.demographics.model_dump_json().encode(), "demographics"),
         face_image=seal(packet.face_image, "face_image"),
         face_templates=seal(
@@ -412,16 +415,16 @@ def status_of(
 ) -> EnrolmentStatus:
     """The public status of an enrolment (the IDCS only once issued), signed."""
     idcs = None
-    if enrolment.status == Status.ISSUED and enrolment.person_id is not None:
+    if enrolment.status == EnrolmentState.ISSUED and enrolment.person_id is not None:
         idcs = session.scalar(select(Person.idcs).where(Person.id == enrolment.person_id))
-    status = Status(enrolment.status)
+    status = EnrolmentState(enrolment.status)
     st = EnrolmentStatus(
         packet_id=enrolment.packet_id,
         kiosk_id=enrolment.kiosk_id,
         receipt_number=enrolment.receipt_number,
         status=status,
         idcs=idcs,
-        reason=enrolment.reason if status == Status.REJECTED else None,
+        reason=enrolment.reason if status == EnrolmentState.REJECTED else None,
         message=MESSAGES[status],
         received_at=enrolment.received_at,
         updated_at=enrolment.updated_at,
