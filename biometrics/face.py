@@ -6,7 +6,8 @@ Images are ``numpy.ndarray`` of dtype uint8, shape (H, W, 3), in **RGB** order (
 Templates are 128 float32 values of unit L2 norm; :func:`compare` is their cosine similarity.
 
 Public API: ``detect``, ``assess``, ``encode``, ``compare``, ``threshold_for_fmr``,
-``token_image``, ``liveness``, ``verify_against_document``, ``decode_image``.
+``token_image``, ``liveness``, ``verify_against_document``, ``decode_image``,
+``template_to_bytes`` / ``template_from_bytes`` (the stored form of templates).
 """
 
 from __future__ import annotations
@@ -359,6 +360,24 @@ def encode(
         (vec,) = _models().face_encodings(image, [box._css()], model="small")
     vec = np.asarray(vec, dtype=np.float32)
     return np.asarray(vec / np.linalg.norm(vec), dtype=np.float32)
+
+
+def template_to_bytes(templates: np.ndarray) -> bytes:
+    """One template (shape (128,)) or several ((n, 128)) as little-endian float32 bytes: the
+    one stored form of face templates (what :func:`template_from_bytes` reads)."""
+    t = np.asarray(templates, dtype=np.float32)
+    if t.ndim not in (1, 2) or t.shape[-1] != TEMPLATE_DIM:
+        raise ValueError(f"templates must have {TEMPLATE_DIM} values each, not {t.shape}")
+    return t.astype("<f4").tobytes()
+
+
+def template_from_bytes(data: bytes) -> np.ndarray:
+    """The templates :func:`template_to_bytes` wrote, as an (n, 128) float32 array; ValueError
+    when ``data`` is not a whole number of templates (truncated or not templates at all)."""
+    size = 4 * TEMPLATE_DIM
+    if not data or len(data) % size:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {size}-byte templates")
+    return np.frombuffer(data, dtype="<f4").reshape(-1, TEMPLATE_DIM).astype(np.float32)
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> float:

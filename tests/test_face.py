@@ -164,3 +164,17 @@ def test_liveness_rejects_the_wrong_turn_a_still_photo_and_a_replayed_frame(face
     replay = face.liveness([frames[0]] * 12)
     assert not replay.passed and "static" in replay.reasons
     assert face.liveness(frames[:3]).reasons == ["too_few_frames"]
+
+
+def test_template_codec_round_trips_and_refuses_truncated_bytes():
+    rng = np.random.default_rng(3)
+    one = rng.normal(size=face.TEMPLATE_DIM).astype(np.float32)
+    many = rng.normal(size=(3, face.TEMPLATE_DIM)).astype(np.float32)
+    assert np.array_equal(face.template_from_bytes(face.template_to_bytes(one)), one[None, :])
+    assert np.array_equal(face.template_from_bytes(face.template_to_bytes(many)), many)
+    data = face.template_to_bytes(many)
+    for bad in (data[:-1], data[: 4 * face.TEMPLATE_DIM - 4], b""):
+        with pytest.raises(ValueError, match="whole number"):
+            face.template_from_bytes(bad)
+    with pytest.raises(ValueError, match="128 values"):
+        face.template_to_bytes(np.zeros(127, np.float32))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from biometrics import face
+
 
 def normalise(templates: np.ndarray) -> np.ndarray:
     """Rows as contiguous float32 with unit L2 norm (inner product = cosine similarity)."""
@@ -32,7 +34,7 @@ class FaceGallery:
     from the database loads only what is newer. Not thread-safe: the caller serialises.
     """
 
-    def __init__(self, dim: int = 128) -> None:
+    def __init__(self, dim: int = face.TEMPLATE_DIM) -> None:
         # faiss switches from its own loop to BLAS at 20 queries by default; its loop is 7-9x
         # slower than BLAS for the small batches a dedup queue produces, so always use BLAS.
         # (A process-wide faiss option: set where the index is built, not on import.)

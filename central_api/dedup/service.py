@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from biometrics import face
 from central_api.audit.service import record
 from central_api.config import Settings
 from central_api.crypto import DecryptionError, FieldCipher
@@ -132,10 +133,10 @@ class Deduplicator:
 
     # -- gallery ---------------------------------------------------------------------------
     def _ref_vectors(self, refs: list[FaceReference]) -> np.ndarray:
-        return np.stack(
+        return np.concatenate(
             [
-                np.frombuffer(
-                    self._cipher.decrypt(r.template, f"face_reference:{r.person_id}"), "<f4"
+                face.template_from_bytes(
+                    self._cipher.decrypt(r.template, f"face_reference:{r.person_id}")
                 )
                 for r in refs
             ]
@@ -361,7 +362,7 @@ class Deduplicator:
                             person_id=person.id,
                             enrolment_id=e.id,
                             template=self._cipher.encrypt(
-                                t.astype("<f4").tobytes(), f"face_reference:{person.id}"
+                                face.template_to_bytes(t), f"face_reference:{person.id}"
                             ),
                         )
                         s.add(ref)

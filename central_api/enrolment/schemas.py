@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from biometrics.face import TEMPLATE_DIM
 from biometrics.fingerprint import FingerPosition
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ SIGNATURE_HEADER = "X-Kiosk-Signature"  # base64 Ed25519 signature of read_messa
 KIOSK_HEADER = "X-Kiosk-Id"  # which kiosk sends (every request; checked before a body is read)
 TIMESTAMP_HEADER = "X-Kiosk-Timestamp"  # on reads: unix seconds, within READ_SKEW of the server
 READ_SKEW = timedelta(minutes=5)
-FACE_TEMPLATE_DIM = 128
 MAX_FACE_TEMPLATES = 4
 MAX_FACE_IMAGE_BYTES = 1024 * 1024
 # The face image is the ICAO token image (ISO/IEC 19794-5; the kiosk's is 360x480). Its size is
@@ -342,7 +342,7 @@ class EnrolmentPacket(BaseModel):
     face_templates: list[
         Annotated[
             list[TemplateValue],
-            Field(min_length=FACE_TEMPLATE_DIM, max_length=FACE_TEMPLATE_DIM),
+            Field(min_length=TEMPLATE_DIM, max_length=TEMPLATE_DIM),
         ]
     ] = Field(min_length=1, max_length=MAX_FACE_TEMPLATES)
     face_image: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FACE_IMAGE_BYTES)]

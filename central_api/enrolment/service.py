@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from biometrics import face
 from central_api.audit.service import count_recent, fingerprint, record
 from central_api.crypto import FieldCipher
 from central_api.enrolment.exceptions import (
@@ -368,7 +369,7 @@ def store(
         _witnesses(session, kiosk.id, witnesses, witness_failures_per_hour, audit_key)
     pid = packet.packet_id
 
-    def seal(value: bytes, field: str) -> bytes:
+    def encrypt(value: bytes, field: str) -> bytes:
         return cipher.encrypt(value, ctx(kiosk.id, pid, field))
 
     fingers = [f.model_dump(mode="json") for f in packet.fingerprints]
@@ -379,15 +380,15 @@ def store(
         packet_sha256=digest,
         captured_at=packet.captured_at,
         status=EnrolmentState.RECEIVED,
-        demographics=seal(packet.demographics.model_dump_json().encode(), "demographics"),
-        face_image=seal(packet.face_image, "face_image"),
-        face_templates=seal(
-            np.asarray(packet.face_templates, dtype="<f4").tobytes(), "face_templates"
+        demographics=encrypt(packet.demographics.model_dump_json().encode(), "demographics"),
+        face_image=encrypt(packet.face_image, "face_image"),
+        face_templates=encrypt(
+            face.template_to_bytes(np.asarray(packet.face_templates)), "face_templates"
         ),
-        fingerprints=seal(json.dumps(fingers).encode(), "fingerprints"),
+        fingerprints=encrypt(json.dumps(fingers).encode(), "fingerprints"),
         capture=None
         if packet.capture is None
-        else seal(packet.capture.model_dump_json().encode(), "capture"),
+        else encrypt(packet.capture.model_dump_json().encode(), "capture"),
         policy_hold=",".join(hold)[:200] or None,
     )
     session.add(enrolment)
@@ -407,7 +408,7 @@ def face_templates(cipher: FieldCipher, enrolment: Enrolment) -> np.ndarray:
     raw = cipher.decrypt(
         enrolment.face_templates, ctx(enrolment.kiosk_id, enrolment.packet_id, "face_templates")
     )
-    return np.frombuffer(raw, dtype="<f4").reshape(-1, 128).astype(np.float32)
+    return face.template_from_bytes(raw)
 
 
 def status_of(
