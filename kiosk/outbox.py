@@ -61,6 +61,14 @@ class _Base(DeclarativeBase):
     pass
 
 
+class LocalProblem(StrEnum):
+    """Why a send failed when the registry gave no error code of its own (those are
+    :class:`~central_api.enrolment.schemas.ErrorCode`): the first word of ``last_error``."""
+
+    REGISTRY_UNREACHABLE = "registry_unreachable"
+    ANSWER_NOT_AUTHENTIC = "answer_not_authentic"
+
+
 class OutboxState(StrEnum):
     """Where a packet stands in the kiosk's outbox (stored as its value)."""
 
@@ -409,13 +417,13 @@ class SyncWorker:
             # whoever answered is not the registry: forget nothing, try again later
             log.warning("outbox: answer for %s is not the registry's", packet_id)
             entry = self.outbox.failed(
-                packet_id, f"answer_not_authentic: {exc}", self._delay(attempts)
+                packet_id, f"{LocalProblem.ANSWER_NOT_AUTHENTIC}: {exc}", self._delay(attempts)
             )
         except (httpx.HTTPError, OSError) as exc:
             self.online = False
             entry = self.outbox.failed(
                 packet_id,
-                f"registry_unreachable: {type(exc).__name__}",
+                f"{LocalProblem.REGISTRY_UNREACHABLE}: {type(exc).__name__}",
                 self._delay(attempts),
             )
         else:

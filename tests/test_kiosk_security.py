@@ -5,6 +5,7 @@ UI's host / origin / token / cookie checks, and private key files."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import stat
@@ -22,12 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import PACKET_PUB, SIGNING_PUB, demographics, evidence
 
-from central_api.enrolment.schemas import EnrolmentStatus
+from central_api.enrolment.schemas import EnrolmentStatus, ErrorCode
 from devices.bus import DaemonUnavailable, DeviceClient, DeviceError, SocketDirError
 from devices.daemon import DaemonConfig, DaemonConfigError, DeviceDaemon
 from devices.icao import emulator
 from kiosk.client import CentralClient, ConfigError, KioskIdentity, build_packet
-from kiosk.outbox import Outbox, SyncWorker
+from kiosk.outbox import LocalProblem, Outbox, SyncWorker
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
 from kiosk.web import COOKIE, Kiosk, create_app
 
@@ -423,3 +424,24 @@ def test_keys_are_written_0600_and_loose_ones_refused(tmp_path: Path):
         Outbox.load_key(tmp_path / "kiosk" / "k")
     for f in ("registry.db", "other.db", "kiosk/outbox.db"):
         assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o600, f
+
+
+def test_every_problem_an_agent_can_see_has_a_message_in_every_language():
+    """The agent screen shows ``agent.problem.<code>`` for a refused or stuck packet: every
+    registry error code and every local one needs it in each of the four catalogues (nine
+    codes had none, and the screen showed the bare key)."""
+    catalogues = {
+        p.stem: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((ROOT / "kiosk" / "locales").glob("*.json"))
+    }
+    assert set(catalogues) == {"ar", "en", "fr", "zgh"}
+    keys = {lang: set(c) for lang, c in catalogues.items()}
+    assert all(k == keys["en"] for k in keys.values()), "the catalogues differ in their keys"
+    codes = [*ErrorCode, *LocalProblem]
+    missing = [
+        f"{lang}:{code}"
+        for lang, c in catalogues.items()
+        for code in codes
+        if not c.get(f"agent.problem.{code}", "").strip()
+    ]
+    assert not missing, missing
