@@ -26,6 +26,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from biometrics.exceptions import BiometricError
+
 TEMPLATE_DIM = 128
 
 
@@ -54,7 +56,7 @@ _DLIB = threading.Lock()
 
 
 # --------------------------------------------------------------------------------- errors
-class FaceError(ValueError):
+class FaceError(BiometricError):
     """An image cannot give a face template; ``reasons`` holds machine-readable codes."""
 
     def __init__(self, message: str, reasons: list[str]) -> None:

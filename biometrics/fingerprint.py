@@ -24,10 +24,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from biometrics.exceptions import BiometricError
+
 DPI = 500
 
 
-class FingerprintError(ValueError):
+class FingerprintError(BiometricError):
     """The image cannot give a usable template; ``reason`` is a machine-readable code."""
 
     def __init__(self, message: str, reason: str) -> None:
@@ -35,7 +37,7 @@ class FingerprintError(ValueError):
         self.reason = reason
 
 
-class TemplateFormatError(ValueError):
+class TemplateFormatError(BiometricError):
     """Bytes that are not a valid ISO/IEC 19794-2:2005 finger minutiae record."""
 
 

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from central_api.exceptions import InternalError
 from central_api.identity.idcs import IdcsPolicy
 
 
-class ConfigError(RuntimeError):
+class ConfigError(InternalError):
     """The settings cannot be used as given; the message says what to change."""
 
 

@@ -13,11 +13,13 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from central_api.exceptions import InternalError
+
 _VERSION = b"\x01"
 _NONCE = 12
 
 
-class DecryptionError(RuntimeError):
+class DecryptionError(InternalError):
     """A stored value could not be decrypted (wrong key, wrong context or tampered data)."""
 
 

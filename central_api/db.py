@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from central_api.exceptions import InternalError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Integer primary keys: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
@@ -65,7 +67,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012
 
 
-class DatabaseNotMigrated(RuntimeError):
+class DatabaseNotMigrated(InternalError):
     """The database schema is not at the revision this code expects."""
 
 

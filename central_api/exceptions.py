@@ -44,6 +44,18 @@ class RegistryError(Exception):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
+class InternalError(RegistryError):
+    """The registry itself failed (configuration, schema, keys, identifier space): not the
+    sender's fault. Should one reach a request, it is logged and answered as ``unavailable``
+    (retry later) without its message, which may name files or keys."""
+
+    status_code, code = 503, ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.detail = "the registry is unavailable; retry later"
+
+
 class NotFound(RegistryError):
     """No such resource for this caller."""
 

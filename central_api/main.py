@@ -22,7 +22,7 @@ from central_api.enrolment.gate import BodySlots, IntakeGate, RefusalThrottle
 from central_api.enrolment.router import router as enrolment_router
 from central_api.enrolment.schemas import ErrorAnswer, ErrorCode
 from central_api.enrolment.service import KioskDirectory
-from central_api.exceptions import RegistryError
+from central_api.exceptions import InternalError, RegistryError
 from central_api.ops.router import router as ops_router
 from central_api.ops.service import Counters, QueueGauge
 
@@ -110,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RegistryError)
     async def refused(_: Request, exc: RegistryError) -> JSONResponse:
+        if isinstance(exc, InternalError):
+            log.error("request failed inside the registry: %s", exc)
         registry.intake_answers.add(exc.code.value)
         if exc.sender is not None:
             registry.throttle.record(exc.sender)

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from devices.exceptions import DeviceError
+
 PROTOCOL = 1
 
 
@@ -53,7 +55,7 @@ def endpoints(socket_dir: Path) -> tuple[str, str]:
     return f"ipc://{socket_dir / 'commands'}", f"ipc://{socket_dir / 'events'}"
 
 
-class SocketDirError(RuntimeError):
+class SocketDirError(DeviceError):
     """The socket directory is not private to the kiosk's user(s)."""
 
 
@@ -75,19 +77,11 @@ def secure_socket_dir(path: Path, group: str | None = None) -> Path:
     return path
 
 
-class DeviceError(RuntimeError):
-    """The daemon answered with an error; ``code`` is stable (the UI translates it)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class DaemonUnavailable(DeviceError):
     """The device daemon did not answer in time (not running, or stuck)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("daemon_unavailable", message)
+        super().__init__(message, "daemon_unavailable")
 
 
 @dataclass
@@ -158,7 +152,7 @@ class DeviceClient:
                 if not reply.get("ok"):
                     err = reply.get("error") or {}
                     raise DeviceError(
-                        str(err.get("code", "error")), str(err.get("message", "device error"))
+                        str(err.get("message", "device error")), str(err.get("code", "error"))
                     )
                 return Reply(dict(reply.get("result") or {}), frames[2:])
             raise DaemonUnavailable(

@@ -22,9 +22,10 @@ import numpy as np
 
 from biometrics import face
 from biometrics.synthetic import BACKDROP, FaceModel, Pose, face_model
+from devices.exceptions import DeviceError
 
 
-class CameraError(RuntimeError):
+class CameraError(DeviceError):
     """The camera cannot be opened or stopped delivering frames."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from devices.exceptions import AccessDenied, CardError, CardRemoved, ChipError, NoCard, NoReader
 from devices.icao import lds, secure, tlv
 from devices.icao.lds import EMRTD_AID
 from devices.icao.mrz import MRZ, AccessKey, CANKey, MRZError, MRZKey
@@ -50,34 +51,6 @@ __all__ = [
 
 
 _T = TypeVar("_T")
-
-
-class CardError(RuntimeError):
-    """Reading the document failed; ``str()`` is fit to show to the operator."""
-
-
-class NoReader(CardError):
-    """No PC/SC reader (or no PC/SC service)."""
-
-
-class NoCard(CardError):
-    """No card on the reader."""
-
-
-class CardRemoved(CardError):
-    """The card left the reader while it was being read."""
-
-
-class AccessDenied(CardError):
-    """The chip refused the MRZ / CAN: the typed data does not match the card."""
-
-
-class ChipError(CardError):
-    """The chip answered with an error or with data that does not parse."""
-
-    def __init__(self, message: str, sw: int | None = None) -> None:
-        super().__init__(message)
-        self.sw = sw  # the status word, when the chip refused a command
 
 
 STATUS = {

@@ -47,6 +47,7 @@ from devices.camera import (
     auto_capture,
     record,
 )
+from devices.exceptions import DeviceError
 from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintReader
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import emulator, lds
@@ -56,15 +57,14 @@ log = logging.getLogger("devices.daemon")
 _REPLIES = "inproc://devices-daemon-replies"
 
 
-class CommandError(Exception):
+class CommandError(DeviceError):
     """A command failed in a way the kiosk can explain; ``code`` is stable."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
 
 
-class DaemonConfigError(ValueError):
+class DaemonConfigError(DeviceError, ValueError):
     """The daemon cannot start as configured; the message says what to change."""
 
 
@@ -429,17 +429,10 @@ class DeviceDaemon:
                 key = mrz_mod.MRZKey(str(args["number"]), str(args["birth"]), str(args["expiry"]))
         except (KeyError, mrz_mod.MRZError) as exc:
             raise CommandError("bad_key", f"the document data is not valid: {exc}") from exc
-        errors: dict[type[Exception], str] = {
-            card_mod.NoReader: "no_reader",
-            card_mod.NoCard: "no_card",
-            card_mod.CardRemoved: "card_removed",
-            card_mod.AccessDenied: "access_denied",
-            card_mod.ChipError: "chip_error",
-        }
         try:
             doc = card_mod.read_document(self.config.card_reader, key, self.trust, chunk=0xFF0)
         except card_mod.CardError as exc:
-            raise CommandError(errors.get(type(exc), "chip_error"), str(exc)) from exc
+            raise CommandError(exc.code, str(exc)) from exc
         m = doc.mrz
         result: dict[str, object] = {
             "document_code": m.document_type,

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from biometrics import synthetic
+from devices.exceptions import DeviceError
 
 POSITIONS = {
     1: "right thumb",
@@ -25,7 +26,7 @@ POSITIONS = {
 }
 
 
-class FingerprintReaderError(RuntimeError):
+class FingerprintReaderError(DeviceError):
     """The reader failed (disconnected, timed out, finger not detected)."""
 
 

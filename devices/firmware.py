@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from biometrics import face
+from devices.exceptions import DeviceError
 
 
 class _Strict(BaseModel):
@@ -97,7 +98,7 @@ class _File(_Strict):
     device: FirmwareConfig
 
 
-class FirmwareConfigError(ValueError):
+class FirmwareConfigError(DeviceError, ValueError):
     """A firmware configuration file is unreadable or does not follow the schema."""
 
 

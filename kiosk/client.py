@@ -40,9 +40,10 @@ from central_api.enrolment.schemas import (
     seal,
     verify_status,
 )
+from kiosk.exceptions import KioskError
 
 
-class ConfigError(ValueError):
+class ConfigError(KioskError, ValueError):
     """The kiosk cannot start as configured: a key file missing, malformed or readable by
     others, a registry URL without https. The message says what to change."""
 
@@ -152,7 +153,7 @@ def build_packet(
     )
 
 
-class PacketRefused(RuntimeError):
+class PacketRefused(KioskError):
     """The registry refused the request (4xx/503 with an error answer). ``retryable`` (from
     the answer's code, not the HTTP status) says whether sending it again can succeed."""
 
@@ -175,7 +176,7 @@ class PacketRefused(RuntimeError):
         self.server_time, self.retry_after = server_time, retry_after
 
 
-class AnswerNotAuthentic(RuntimeError):
+class AnswerNotAuthentic(KioskError):
     """An answer that claims to come from the registry but is not signed by its key: a wrong
     URL, a proxy or a fake server. Nothing is forgotten; the packet is sent again later."""
 

@@ -12,6 +12,7 @@ import numpy as np
 from biometrics import face
 from devices.camera import CHALLENGE_SECONDS, Camera, auto_capture, record
 from devices.firmware import CameraConfig
+from kiosk.exceptions import KioskError
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class FaceCapture:
     liveness: face.LivenessResult
 
 
-class FaceCaptureFailed(RuntimeError):
+class FaceCaptureFailed(KioskError):
     """The face stage could not finish; ``reasons`` say why (quality or liveness codes)."""
 
     def __init__(self, stage: str, reasons: list[str]) -> None:

@@ -45,6 +45,7 @@ from kiosk.client import (
     read_private,
     write_private,
 )
+from kiosk.exceptions import KioskError
 
 log = logging.getLogger("kiosk.outbox")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -129,7 +130,7 @@ def _aware(d: datetime) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-class OutboxError(RuntimeError):
+class OutboxError(KioskError):
     """The outbox cannot store or read a packet (disk, key)."""
 
 

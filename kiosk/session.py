@@ -52,6 +52,7 @@ from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import lds
 from devices.icao.mrz import MRZ
 from kiosk.client import build_packet, write_private
+from kiosk.exceptions import KioskError
 from kiosk.face_capture import FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
 
@@ -77,7 +78,7 @@ class Step(StrEnum):
     RECEIPT = "receipt"
 
 
-class StepError(Exception):
+class StepError(KioskError):
     """An action failed; the session stays on its step. ``code`` is translated by the UI."""
 
     def __init__(self, code: str, detail: str = "") -> None:

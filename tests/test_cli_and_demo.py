@@ -50,3 +50,42 @@ def test_demo_enrols_everyone_and_catches_the_returning_person(tmp_path: Path):
     }
     assert summary["not_enrolled"] == 0
     assert summary["outbox"] == {"final": 13}  # every packet acknowledged and decided
+
+
+ROOTS = {
+    "biometrics": "biometrics.exceptions.BiometricError",
+    "devices": "devices.exceptions.DeviceError",
+    "kiosk": "kiosk.exceptions.KioskError",
+    "central_api": "central_api.exceptions.RegistryError",
+}
+# the wire contract's own errors, raised on both sides of it (kiosk and registry)
+CONTRACT = {
+    "central_api.enrolment.schemas.SealError",
+    "central_api.enrolment.schemas.DecisionNotAuthentic",
+}
+
+
+def test_every_exception_of_a_package_derives_from_its_root():
+    import importlib
+    import inspect
+    import pkgutil
+
+    strays = []
+    for package, root_path in ROOTS.items():
+        module_name, _, cls_name = root_path.rpartition(".")
+        root = getattr(importlib.import_module(module_name), cls_name)
+        pkg = importlib.import_module(package)
+        for info in pkgutil.walk_packages(pkg.__path__, f"{package}."):
+            if ".migrations" in info.name:
+                continue  # alembic's env.py runs a migration when imported
+            module = importlib.import_module(info.name)
+            for name, obj in inspect.getmembers(module, inspect.isclass):
+                qual = f"{info.name}.{name}"
+                if (
+                    issubclass(obj, BaseException)
+                    and obj.__module__ == info.name
+                    and not issubclass(obj, root)
+                    and qual not in CONTRACT
+                ):
+                    strays.append(qual)
+    assert not strays, strays

@@ -12,6 +12,8 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
+from central_api.exceptions import InternalError
+
 LENGTH = 10
 
 # Verhoeff: multiplication in the dihedral group D5, a position permutation and the inverse.
@@ -118,7 +120,7 @@ def is_valid(number: str, policy: IdcsPolicy = IdcsPolicy()) -> bool:
     return not violations(number, policy)
 
 
-class IdcsSpaceExhausted(RuntimeError):
+class IdcsSpaceExhausted(InternalError):
     """The policy rejects (nearly) every number: it is misconfigured."""
 
 

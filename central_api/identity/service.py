@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from central_api.audit.service import record
 from central_api.enrolment.models import Enrolment
+from central_api.exceptions import InternalError
 from central_api.identity.idcs import IdcsPolicy, draw
 from central_api.identity.models import FaceReference, IssuedIdentifier, Person
 
 
-class IssuanceError(RuntimeError):
+class IssuanceError(InternalError):
     """No fresh IDCS could be reserved."""
 
 

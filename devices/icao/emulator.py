@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from devices.exceptions import DeviceError
 from devices.icao import lds, secure, tlv
 from devices.icao import mrz as mrz_mod
 from devices.icao.lds import EMRTD_AID
@@ -553,7 +554,7 @@ def _vpcd_loaded() -> bool:
     return _port_open(VPCD_PORT)
 
 
-class PcscdUnavailable(RuntimeError):
+class PcscdUnavailable(DeviceError):
     """pcscd with vsmartcard's vpcd driver is not installed or did not start."""
 
 

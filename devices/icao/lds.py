@@ -21,13 +21,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from devices.exceptions import CardError
 from devices.icao import mrz as mrz_mod
 from devices.icao import tlv
 
 EMRTD_AID = bytes.fromhex("A0000002471001")  # the eMRTD application (ICAO 9303-10)
 
 
-class LDSError(ValueError):
+class LDSError(CardError, ValueError):
     """A data group or security object that cannot be parsed."""
 
 

@@ -9,13 +9,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from devices.exceptions import CardError
+
 _VALUES = {**{str(d): d for d in range(10)}, "<": 0} | {
     chr(c): c - ord("A") + 10 for c in range(ord("A"), ord("Z") + 1)
 }
 _CHARS = re.compile(r"^[A-Z0-9<]*$")
 
 
-class MRZError(ValueError):
+class MRZError(CardError, ValueError):
     """An MRZ (or a key typed from it) that is malformed or fails its check digits."""
 
 

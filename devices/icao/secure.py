@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from devices.exceptions import AccessDenied, CardError
 from devices.icao import tlv
 
 ENC, MAC = 1, 2  # KDF counters
 
 
-class SecureMessagingError(ValueError):
+class SecureMessagingError(CardError, ValueError):
     """A protected APDU that is malformed or fails its checksum: the session is over."""
-
-
-class AccessDenied(PermissionError):
-    """The chip refused the access key (wrong MRZ or CAN)."""
 
 
 def adjust_parity(key: bytes) -> bytes:

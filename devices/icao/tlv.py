@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from devices.exceptions import CardError
 
-class TLVError(ValueError):
+
+class TLVError(CardError, ValueError):
     """Malformed TLV data."""
 
 
