@@ -138,6 +138,39 @@ def test_a_packet_waiting_for_its_decision_holds_no_body_slot(
     assert count(url_db, "enrolments") == 2
 
 
+def _children(pid: int) -> set[int]:
+    out = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # the field after the state: ppid
+                out.add(int(stat_file.parent.name))
+    return out
+
+
+def test_a_registry_killed_9_leaves_no_face_check_process_behind(
+    sqlite_registry, tmp_path: Path, template, photo
+):
+    """Each registry process checks faces in processes of its own (~190 MB each with dlib's
+    models). Killed -9, it cannot stop them: they lived on as orphans (131 found, 24 GB)."""
+    url_db, kiosk = sqlite_registry
+    tpl, jpeg = template("obama__obama.jpg"), photo("obama__obama.jpg")
+    with server(url_db, tmp_path / "server.log") as (proc, url, _port):
+        with CentralClient(url, kiosk, PACKET_PUB, SIGNING_PUB) as client:
+            packet = build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg, **evidence())
+            assert client.submit(packet).status.value == "issued"  # the face check ran
+        workers = _children(proc.pid)
+        assert workers  # the face-check processes
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while (alive := {w for w in workers if Path(f"/proc/{w}").exists()}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    assert not alive, f"face-check processes outlived their registry: {sorted(alive)}"
+
+
 def _bomb() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (4096, 4096)).save(buf, "JPEG2000", irreversible=True, quality_layers=[400])

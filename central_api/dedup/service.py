@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from central_api.db import transaction, utcnow
 from central_api.dedup.index import FaceGallery, normalise
 from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment
-from central_api.enrolment.policy import face_template_mismatch
+from central_api.enrolment.policy import exit_with_parent, face_template_mismatch
 from central_api.enrolment.schemas import EnrolmentState
 from central_api.enrolment.service import ctx, face_templates
 from central_api.identity.models import FaceReference
@@ -83,7 +84,13 @@ class _FaceCheckers:
                 self._pool = None
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")
-                self._pool, self._size = ProcessPoolExecutor(size, mp_context=context), size
+                self._pool = ProcessPoolExecutor(
+                    size,
+                    mp_context=context,
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
+                self._size = size
             return self._pool
 
 
