@@ -247,7 +247,7 @@ class Deduplicator:
                 return e.id, e.packet_id
             e.status = EnrolmentState.PROCESSING
             e.attempts += 1
-            e.lease_until = now + timedelta(seconds=self._settings.processing_lease_seconds)
+            e.lease_until = now + timedelta(seconds=self._lease)
             record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
             return e.id, e.packet_id
 
