@@ -136,9 +136,10 @@ def test_a_worker_dying_mid_decision_loses_nothing(registry_factory, template, p
     packet = crashed.packet([template("biden__biden.jpg")], photo("biden__biden.jpg"))
     r = crashed.submit(packet)
     assert r.status_code == 202 and r.json()["status"] == "received"
-    # the worker takes the job ... and dies here
+    # the worker takes the job, starts it ... and dies here
     claimed = crashed.app.state.registry.dedup._claim()
     assert claimed is not None
+    crashed.app.state.registry.dedup._start(claimed[0])
     assert crashed.get(packet.packet_id).json()["status"] == "processing"
 
     survivor = registry_factory(worker_poll_seconds=0.05)  # picks it up once the lease runs out
@@ -148,6 +149,31 @@ def test_a_worker_dying_mid_decision_loses_nothing(registry_factory, template, p
         from central_api.enrolment.models import Enrolment
 
         assert s.scalars(select(Enrolment.attempts)).one() == 2
+
+
+def test_a_worker_dying_charges_only_the_job_it_had_started(registry_factory, template, photo):
+    """A worker claims a batch; killed while deciding the first job, it must not count an
+    attempt against the others (three such kills rejected honest packets)."""
+    crashed = registry_factory(
+        start_worker=False, sync_wait_seconds=0, processing_lease_seconds=0.2
+    )
+    names = ["biden__biden.jpg", "obama__obama.jpg"]
+    packets = [crashed.packet([template(n)], photo(n)) for n in names]
+    for p in packets:
+        crashed.submit(p)
+    dedup = crashed.app.state.registry.dedup
+    first, second = dedup._claim(), dedup._claim()
+    assert first is not None and second is not None
+    dedup._start(first[0])  # ... and dies here
+
+    survivor = registry_factory(worker_poll_seconds=0.05)
+    for p in packets:
+        assert _wait_status(survivor, p.packet_id, "issued")["status"] == "issued"
+    with survivor.app.state.registry.sessions() as s:
+        from central_api.enrolment.models import Enrolment
+
+        attempts = {i: n for i, n in s.execute(select(Enrolment.id, Enrolment.attempts))}
+    assert attempts == {first[0]: 2, second[0]: 1}
 
 
 @pytest.mark.slow

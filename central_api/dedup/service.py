@@ -246,10 +246,19 @@ class Deduplicator:
                 record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                 return e.id, e.packet_id
             e.status = EnrolmentState.PROCESSING
-            e.attempts += 1
             e.lease_until = now + timedelta(seconds=self._lease)
-            record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
             return e.id, e.packet_id
+
+    def _start(self, enrolment_id: int) -> None:
+        """Count an attempt as this job's own processing begins. Not at the claim: a process
+        claims a batch, and one killed while deciding the first job of it must not charge the
+        jobs it never started (they would be rejected as failing after three such kills)."""
+        with transaction(self._factory) as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is not None and e.status == EnrolmentState.PROCESSING:
+                e.attempts += 1
+                e.lease_until = utcnow() + timedelta(seconds=self._lease)
+                record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
 
     def process_next(self) -> uuid.UUID | None:
         """Claim and decide one queued enrolment; returns its packet id, or None if idle."""
@@ -266,9 +275,12 @@ class Deduplicator:
             if job is None:
                 break
             claimed.append(job)
-        checks = {eid: self._face_check(eid) for eid, _ in claimed}
-        for enrolment_id, packet_id in claimed:
+        checks = self._start_checks([eid for eid, _ in claimed])
+        for i, (enrolment_id, packet_id) in enumerate(claimed):
             try:
+                self._start(enrolment_id)
+                if enrolment_id not in checks:  # its check could not be started above
+                    checks[enrolment_id] = self._face_check(enrolment_id)
                 check = checks[enrolment_id]
                 mismatch = None if check is None else self._await_check(enrolment_id, check)
                 self._decide(enrolment_id, mismatch)
@@ -276,12 +288,25 @@ class Deduplicator:
                 log.error("a face-check process died; enrolment %s will be retried", packet_id)
                 _FACE_CHECKERS.discard()
                 self._release(enrolment_id)
+                # the later jobs' checks died with the pool: run them again on new processes
+                checks.update(self._start_checks([eid for eid, _ in claimed[i + 1 :]]))
             except Exception:
                 log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
                 self._release(enrolment_id)
             finally:
                 self._signal(enrolment_id)
         return [packet_id for _, packet_id in claimed]
+
+    def _start_checks(self, enrolment_ids: list[int]) -> dict[int, Future[str | None] | None]:
+        """Start the face checks of these jobs side by side; a job whose check cannot start
+        (no face-check process could be started) is left out and tried again in its turn."""
+        checks: dict[int, Future[str | None] | None] = {}
+        for enrolment_id in enrolment_ids:
+            try:
+                checks[enrolment_id] = self._face_check(enrolment_id)
+            except Exception:
+                log.exception("the face check of enrolment %d could not start", enrolment_id)
+        return checks
 
     def _await_check(self, enrolment_id: int, check: Future[str | None]) -> str | None:
         """The face check's result. While it runs, the enrolment's lease is renewed: the first
@@ -316,8 +341,8 @@ class Deduplicator:
         own the checks run side by side and never stall intake or this process's event loop."""
         with self._factory() as s:
             e = s.get(Enrolment, enrolment_id)
-            if e is None:
-                return None
+            if e is None or e.status != EnrolmentState.PROCESSING:
+                return None  # rejected at the claim: nothing to check
             try:
                 image = self._cipher.decrypt(
                     e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image")
