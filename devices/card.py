@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -222,30 +223,62 @@ def wait_for_removal(reader: str, timeout: float = 30.0) -> bool:
 
 
 def watch(on_insert: Callable[[str], None], on_remove: Callable[[str], None]) -> Callable[[], None]:
-    """Call ``on_insert(reader)`` / ``on_remove(reader)`` as cards come and go (pyscard's
-    card monitor, a background thread); returns a function that stops watching."""
-    from smartcard.CardMonitoring import CardMonitor, CardObserver
+    """Call ``on_insert(reader)`` / ``on_remove(reader)`` as cards come and go on any reader,
+    from a background thread with a PC/SC context of its own; returns the function that stops
+    watching. Stopping cancels the thread's wait, joins it and releases its context, so nothing
+    is left to the interpreter's exit (pyscard's CardMonitor kept its thread and context until
+    then and printed tracebacks when pcscd had stopped first). NoReader without pcscd."""
+    from smartcard import scard
 
-    class _Observer(CardObserver):
-        def update(self, observable, actions):
-            added, removed = actions
-            for c in added:
-                on_insert(str(c.reader))
-            for c in removed:
-                on_remove(str(c.reader))
+    rv, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if rv != scard.SCARD_S_SUCCESS:
+        raise NoReader("the smart-card service (pcscd) is not running")
+    stopping = threading.Event()
+    gone = (scard.SCARD_E_CANCELLED, scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED)
 
-    monitor, observer = CardMonitor(), _Observer()
-    monitor.addObserver(observer)
+    def tell(callback: Callable[[str], None], reader: str) -> None:
+        try:
+            callback(reader)
+        except Exception:
+            log.exception("a card event handler failed")
+
+    def run() -> None:
+        states: dict[str, int] = {}  # reader -> the state pcscd last reported
+        present: dict[str, bool] = {}
+        while not stopping.is_set():
+            rv, names = scard.SCardListReaders(ctx, [])
+            names = list(names) if rv == scard.SCARD_S_SUCCESS else []
+            for name in [n for n in present if n not in names]:  # unplugged with its card
+                states.pop(name, None)
+                if present.pop(name):
+                    tell(on_remove, name)
+            if not names:
+                stopping.wait(0.5)
+                continue
+            watched = [(n, states.get(n, scard.SCARD_STATE_UNAWARE)) for n in names]
+            # waits until a slot changes, or half a second to notice readers plugged in
+            rv, changed = scard.SCardGetStatusChange(ctx, 500, watched)
+            if rv in gone:
+                return
+            if rv != scard.SCARD_S_SUCCESS:  # a timeout, or a reader that went meanwhile
+                continue
+            for name, state, _atr in changed:
+                states[name] = state & ~scard.SCARD_STATE_CHANGED
+                now = bool(state & scard.SCARD_STATE_PRESENT)
+                if now != present.get(name, False):
+                    present[name] = now
+                    tell(on_insert if now else on_remove, name)
+
+    thread = threading.Thread(target=run, name="card-watch", daemon=True)
+    thread.start()
 
     def stop() -> None:
-        thread = monitor.rmthread
-        request = getattr(thread, "cardrequest", None) if thread is not None else None
-        monitor.deleteObserver(observer)
-        if request is not None and monitor.rmthread is None:  # the monitor thread is gone:
-            pcsc = request.pcsccardrequest  # release its PC/SC context now, not at exit
-            with contextlib.suppress(Exception):
-                pcsc.release()
-            pcsc.hcontext = None
+        if stopping.is_set():
+            return
+        stopping.set()
+        scard.SCardCancel(ctx)
+        thread.join(5)
+        scard.SCardReleaseContext(ctx)
 
     return stop
 

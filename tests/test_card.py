@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -372,6 +373,7 @@ def test_card_removed_mid_read_is_a_clear_error(pcscd, document, pki):
 
 def test_card_events_are_reported(pcscd, document):
     seen: list[tuple[str, str]] = []
+    before = set(threading.enumerate())
     stop = card.watch(lambda r: seen.append(("in", r)), lambda r: seen.append(("out", r)))
     try:
         with emulator.VirtualCard(emulator.EmulatedChip(document)):
@@ -384,6 +386,9 @@ def test_card_events_are_reported(pcscd, document):
     finally:
         stop()
     assert ("in", READER) in seen and ("out", READER) in seen
+    # nothing of the watch outlives stop(): pyscard's monitor thread stayed until exit and
+    # printed tracebacks there once pcscd had stopped
+    assert set(threading.enumerate()) <= before
 
 
 def test_no_pcsc_service_is_a_clear_error(tmp_path):
