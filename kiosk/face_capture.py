@@ -28,7 +28,9 @@ class FaceCapture:
 class FaceCaptureFailed(KioskError):
     """The face stage could not finish; ``reasons`` say why (quality or liveness codes)."""
 
-    def __init__(self, stage: str, reasons: list[str]) -> None:
+    def __init__(
+        self, stage: Literal["capture", "liveness", "encoding"], reasons: list[str]
+    ) -> None:
         super().__init__(f"face {stage} failed: {', '.join(reasons) or 'no reason given'}")
         self.stage, self.reasons = stage, reasons
 

@@ -78,10 +78,75 @@ class Step(StrEnum):
     RECEIPT = "receipt"
 
 
+class Problem(StrEnum):
+    """Every problem the kiosk shows a citizen or an agent. Each has ``error.<value>`` (what
+    happened) and ``next.<value>`` (what to do) in every catalogue under kiosk/locales/; a test
+    holds the four catalogues to this list. Device problems are ``<stage>_<device code>``."""
+
+    # operators
+    OPERATOR_LOCKED = "operator_locked"
+    OPERATOR_DENIED = "operator_denied"
+    OPERATOR_UNKNOWN = "operator_unknown"
+    SUPERVISOR_NEEDED = "supervisor_needed"
+    OVERRIDE_INVALID = "override_invalid"
+    NOTHING_TO_OVERRIDE = "nothing_to_override"
+    BAD_REASON = "bad_reason"
+    # the flow
+    WRONG_STEP = "wrong_step"
+    BAD_LANGUAGE = "bad_language"
+    TIMED_OUT = "timed_out"
+    BIRTH_CERTIFICATE_MISSING = "birth_certificate_missing"
+    WITNESSES_INVALID = "witnesses_invalid"
+    REVIEW_INVALID = "review_invalid"
+    # devices, whatever the stage
+    DEVICES_UNAVAILABLE = "devices_unavailable"
+    DEVICE_LOST = "device_lost"
+    DEVICE_ERROR = "device_error"
+    # the document
+    CARD_NO_READER = "card_no_reader"
+    CARD_NO_CARD = "card_no_card"
+    CARD_REMOVED = "card_card_removed"
+    CARD_ACCESS_DENIED = "card_access_denied"
+    CARD_BAD_KEY = "card_bad_key"
+    CARD_CHIP_ERROR = "card_chip_error"
+    CARD_NOT_AUTHENTIC = "card_not_authentic"
+    CARD_DEVICE_LOST = "card_device_lost"
+    # the face
+    FACE_DEVICE_LOST = "face_device_lost"
+    FACE_NO_FACE = "face_no_face"
+    FACE_TIMEOUT = "face_face_timeout"
+    FACE_LIVENESS = "face_liveness"
+    FACE_ENCODING = "face_encoding"
+    FACE_CHIP_PHOTO_UNUSABLE = "face_chip_photo_unusable"
+    FACE_DOCUMENT_MISMATCH = "face_document_mismatch"
+    # the fingers
+    FINGER_DEVICE_LOST = "finger_device_lost"
+    FINGER_NO_FINGER = "finger_no_finger"
+    FINGER_POOR_QUALITY = "finger_poor_quality"
+    FINGER_SAME_AS_BEFORE = "finger_same_as_before"
+    FINGER_UNUSABLE = "finger_unusable"
+
+    @classmethod
+    def from_device(cls, stage: str, code: str) -> Problem:
+        """The problem for a device error ``code`` at ``stage`` (card, face, finger);
+        DEVICE_ERROR for a code the kiosk has no message for (a newer daemon's)."""
+        try:
+            return cls(f"{stage}_{code}")
+        except ValueError:
+            return cls.DEVICE_ERROR
+
+
+_FACE_STAGE_PROBLEMS = {
+    "capture": Problem.FACE_TIMEOUT,
+    "liveness": Problem.FACE_LIVENESS,
+    "encoding": Problem.FACE_ENCODING,
+}
+
+
 class StepError(KioskError):
     """An action failed; the session stays on its step. ``code`` is translated by the UI."""
 
-    def __init__(self, code: str, detail: str = "") -> None:
+    def __init__(self, code: Problem, detail: str = "") -> None:
         super().__init__(detail or code)
         self.code, self.detail = code, detail
 
@@ -147,7 +212,7 @@ class Operators:
             failures = self._failures()
             count, until = failures.get(operator_id, [0, 0.0])
             if count >= self.MAX_FAILURES and self.clock() < until:
-                raise StepError("operator_locked")
+                raise StepError(Problem.OPERATOR_LOCKED)
             op = self._load().get(operator_id)
             ok = op is not None and hmac.compare_digest(
                 op["hash"], _hash(pin, bytes.fromhex(op["salt"]))
@@ -156,8 +221,8 @@ class Operators:
                 failures[operator_id] = [count + 1, self.clock() + self.LOCK_SECONDS]
                 write_private(self.lockouts, json.dumps(failures).encode())
                 if count + 1 >= self.MAX_FAILURES:
-                    raise StepError("operator_locked")
-                raise StepError("operator_denied")
+                    raise StepError(Problem.OPERATOR_LOCKED)
+                raise StepError(Problem.OPERATOR_DENIED)
             if operator_id in failures:
                 del failures[operator_id]
                 write_private(self.lockouts, json.dumps(failures).encode())
@@ -166,7 +231,7 @@ class Operators:
         # wrong one fails at the check below
         role: Role = op["role"]  # type: ignore[assignment]
         if _ROLE_RANK[role] < _ROLE_RANK[needs]:
-            raise StepError("supervisor_needed")
+            raise StepError(Problem.SUPERVISOR_NEEDED)
         return role
 
     def unlock(self, operator_id: str) -> None:
@@ -179,7 +244,7 @@ class Operators:
     def unlock_by(self, supervisor_id: str, pin: str, operator_id: str) -> None:
         """A supervisor, with their PIN, lifts ``operator_id``'s lockout."""
         if operator_id not in self._load():
-            raise StepError("operator_unknown")
+            raise StepError(Problem.OPERATOR_UNKNOWN)
         self.authenticate(supervisor_id, pin, "supervisor")
         self.unlock(operator_id)
 
@@ -284,7 +349,7 @@ class EnrolmentSession:
         self.step = Step.WELCOME
         self.data = _Data()
         self.receipt: Entry | None = None
-        self.last_error: str | None = None
+        self.last_error: Problem | None = None
         self.session_id = uuid.uuid4().hex
         self._touched = clock()
         self._lock = threading.RLock()
@@ -302,13 +367,13 @@ class EnrolmentSession:
             self._configs[model] = by_model(model)
         config = self._configs[model]
         if not isinstance(config, kind):
-            raise self._fail("device_error", f"{model} is not a {kind.__name__}")
+            raise self._fail(Problem.DEVICE_ERROR, f"{model} is not a {kind.__name__}")
         return config
 
     def _expect(self, *steps: Step) -> None:
         if self.step not in steps:
             # a double click or a stale page: not the person's error, nothing to show
-            raise StepError("wrong_step", f"not possible at step {self.step}")
+            raise StepError(Problem.WRONG_STEP, f"not possible at step {self.step}")
 
     def _touch(self) -> None:
         self._touched = self.clock()
@@ -324,7 +389,7 @@ class EnrolmentSession:
             idle = self.clock() - self._touched > self.settings.idle_timeout
             if idle and self.step not in (Step.WELCOME,):
                 self.cancel()
-                self.last_error = "timed_out"
+                self.last_error = Problem.TIMED_OUT
                 return True
             return False
 
@@ -340,7 +405,7 @@ class EnrolmentSession:
             self.session_id = uuid.uuid4().hex
             self._touch()
 
-    def _fail(self, code: str, detail: str = "") -> StepError:
+    def _fail(self, code: Problem, detail: str = "") -> StepError:
         self.last_error = code
         return StepError(code, detail)
 
@@ -359,7 +424,7 @@ class EnrolmentSession:
                 at=datetime.now(UTC),
             )
         except ValidationError as exc:
-            raise self._fail("override_invalid", str(exc.errors()[0]["loc"])) from exc
+            raise self._fail(Problem.OVERRIDE_INVALID, str(exc.errors()[0]["loc"])) from exc
 
     def _authorise(self, operator_id: str, pin: str, needs: Role) -> Role:
         """An operator's PIN check; its refusal is shown like every other error."""
@@ -374,9 +439,9 @@ class EnrolmentSession:
         try:
             return call(*args)
         except DaemonUnavailable as exc:
-            raise self._fail("devices_unavailable", str(exc)) from exc
+            raise self._fail(Problem.DEVICES_UNAVAILABLE, str(exc)) from exc
         except DeviceError as exc:
-            raise self._fail(f"{prefix}_{exc.code}", str(exc)) from exc
+            raise self._fail(Problem.from_device(prefix, exc.code), str(exc)) from exc
 
     # ------------------------------------------------------------------------ welcome, language
     def start(self) -> None:
@@ -393,7 +458,7 @@ class EnrolmentSession:
         with self._lock:
             self._expect(Step.LANGUAGE, Step.DOCUMENT)
             if language not in LANGUAGES:
-                raise self._fail("bad_language")
+                raise self._fail(Problem.BAD_LANGUAGE)
             self.data.language = language
             self.step, self.last_error = Step.DOCUMENT, None
             self._touch()
@@ -414,12 +479,12 @@ class EnrolmentSession:
             try:
                 chip = verify_chip(read, self.trust)
             except lds.LDSError as exc:
-                raise self._fail("card_chip_error", str(exc)) from exc
+                raise self._fail(Problem.CARD_CHIP_ERROR, str(exc)) from exc
             pa = chip.passive_authentication
             if pa.status != "valid":
                 # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
                 # daemon's own verdict is not taken): no enrolment from it, a person must look
-                raise self._fail("card_not_authentic", f"{pa.status}: {pa.reason}")
+                raise self._fail(Problem.CARD_NOT_AUTHENTIC, f"{pa.status}: {pa.reason}")
             m = chip.mrz  # from the verified DG1, not from the daemon's summary
             doc_type = (
                 DocumentType.PASSPORT
@@ -468,7 +533,7 @@ class EnrolmentSession:
             if kind == "birth_certificate":
                 number = (birth_certificate or "").strip().upper()
                 if not number:
-                    raise self._fail("birth_certificate_missing")
+                    raise self._fail(Problem.BIRTH_CERTIFICATE_MISSING)
                 doc = Document(
                     type=DocumentType.BIRTH_CERTIFICATE,
                     number=number.replace("/", "").replace("-", "")[:20],
@@ -478,7 +543,7 @@ class EnrolmentSession:
             else:
                 ws = [w.strip() for w in witnesses or [] if w.strip()]
                 if len(set(ws)) != 2 or not all(w.isdigit() and len(w) == 10 for w in ws):
-                    raise self._fail("witnesses_invalid")
+                    raise self._fail(Problem.WITNESSES_INVALID)
                 d.witnesses = ws
             d.source = DocumentSource(kind)
             d.fields = {
@@ -509,7 +574,7 @@ class EnrolmentSession:
                     frames.timestamps,
                 )
             except FaceCaptureFailed as exc:
-                raise self._fail(f"face_{exc.stage}", ", ".join(exc.reasons)) from exc
+                raise self._fail(_FACE_STAGE_PROBLEMS[exc.stage], ", ".join(exc.reasons)) from exc
             finally:
                 del frames  # the raw frames are not kept (received buffers are read-only)
             d = self.data
@@ -520,12 +585,12 @@ class EnrolmentSession:
                 try:
                     chip_template = face.encode(face.decode_image(d.chip_face), thresholds=None)
                 except face.FaceError as exc:
-                    raise self._fail("face_chip_photo_unusable", str(exc)) from exc
+                    raise self._fail(Problem.FACE_CHIP_PHOTO_UNUSABLE, str(exc)) from exc
                 score = face.compare(shot.template, chip_template)
                 d.face_similarity = score
                 if score < face.threshold_for_fmr(self.settings.face_document_fmr):
                     d.face_mismatch = True
-                    raise self._fail("face_document_mismatch")
+                    raise self._fail(Problem.FACE_DOCUMENT_MISMATCH)
             self.step, self.last_error = Step.FINGERS, None
 
     def accept_face_mismatch(self, operator_id: str, pin: str, reason: str) -> None:
@@ -534,7 +599,7 @@ class EnrolmentSession:
         with self._lock:
             self._expect(Step.FACE)
             if not self.data.face_mismatch:
-                raise self._fail("nothing_to_override")
+                raise self._fail(Problem.NOTHING_TO_OVERRIDE)
             role = self._authorise(operator_id, pin, "supervisor")
             self.data.overrides.append(
                 self._override(operator_id, role, "face_document_mismatch", None, reason)
@@ -559,11 +624,11 @@ class EnrolmentSession:
             self._touch()
             pos = self.next_finger
             if pos is None:
-                raise self._fail("wrong_step")
+                raise self._fail(Problem.WRONG_STEP)
             d = self.data
             attempt = d.attempts.get(pos, 0)
             if attempt > self.settings.max_recaptures:
-                raise self._fail("finger_unusable")
+                raise self._fail(Problem.FINGER_UNUSABLE)
             shot = self._device("finger", self.devices.capture_finger, pos)
             reader = self._config(shot.model, FingerprintConfig)
             d.attempts[pos] = attempt + 1
@@ -574,15 +639,15 @@ class EnrolmentSession:
                 template, quality = None, 0
             if template is None or quality < reader.capture.min_quality:
                 if attempt + 1 > self.settings.max_recaptures:
-                    raise self._fail("finger_unusable")
-                self.last_error = "finger_poor_quality"
+                    raise self._fail(Problem.FINGER_UNUSABLE)
+                self.last_error = Problem.FINGER_POOR_QUALITY
                 return "retry"
             matcher = fp.FingerprintMatcher(template)
             for other in d.fingers.values():
                 if matcher.match(other.template) >= SAME_FINGER_BITS:
                     if attempt + 1 > self.settings.max_recaptures:
-                        raise self._fail("finger_unusable")
-                    self.last_error = "finger_same_as_before"
+                        raise self._fail(Problem.FINGER_UNUSABLE)
+                    self.last_error = Problem.FINGER_SAME_AS_BEFORE
                     return "retry"
             d.fingers[pos] = Finger(pos, template, quality)
             self.last_error = None
@@ -596,9 +661,9 @@ class EnrolmentSession:
             self._touch()
             pos = self.next_finger
             if pos is None:
-                raise self._fail("wrong_step")
+                raise self._fail(Problem.WRONG_STEP)
             if reason not in ("amputated", "bandaged", "injured", "unusable", "other"):
-                raise self._fail("bad_reason")
+                raise self._fail(Problem.BAD_REASON)
             role = self._authorise(operator_id, pin, "operator")
             self.data.exceptions[pos] = reason
             self.data.overrides.append(
@@ -651,7 +716,7 @@ class EnrolmentSession:
                 )
             except ValidationError as exc:
                 fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
-                raise self._fail("review_invalid", ",".join(fields)) from exc
+                raise self._fail(Problem.REVIEW_INVALID, ",".join(fields)) from exc
             try:
                 status = self.devices.status()
                 d.devices = [

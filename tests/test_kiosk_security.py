@@ -29,7 +29,7 @@ from devices.daemon import DaemonConfig, DaemonConfigError, DeviceDaemon
 from devices.icao import emulator
 from kiosk.client import CentralClient, ConfigError, KioskIdentity, build_packet
 from kiosk.outbox import LocalProblem, Outbox, SyncWorker
-from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
+from kiosk.session import EnrolmentSession, KioskSettings, Operators, Problem, Step, StepError
 from kiosk.web import COOKIE, Kiosk, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -445,3 +445,23 @@ def test_every_problem_an_agent_can_see_has_a_message_in_every_language():
         if not c.get(f"agent.problem.{code}", "").strip()
     ]
     assert not missing, missing
+
+
+def test_every_problem_a_citizen_can_see_has_a_message_and_a_next_step_in_every_language():
+    """The kiosk shows ``error.<code>`` and ``next.<code>``; codes without them showed the
+    generic sentence (``bad_reason``, ``nothing_to_override``, a device's unforeseen code)."""
+    catalogues = {
+        p.stem: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((ROOT / "kiosk" / "locales").glob("*.json"))
+    }
+    missing = [
+        f"{lang}:{kind}.{code}"
+        for lang, c in catalogues.items()
+        for code in Problem
+        for kind in ("error", "next")
+        if not c.get(f"{kind}.{code}", "").strip()
+    ]
+    assert not missing, missing
+    assert Problem.from_device("card", "no_card") is Problem.CARD_NO_CARD
+    assert Problem.from_device("face", "face_timeout") is Problem.FACE_TIMEOUT
+    assert Problem.from_device("finger", "something_new") is Problem.DEVICE_ERROR
