@@ -124,7 +124,8 @@ def _requeue(args: argparse.Namespace) -> int:
     if not args.all and not args.packet_id:
         for e in outbox.listing():
             if e.state == OutboxState.REFUSED:
-                print(f"{e.packet_id}  {e.tracking}  {e.created_at:%Y-%m-%d %H:%M}  {e.last_error}")
+                created = f"{e.created_at:%Y-%m-%d %H:%M}"
+                print(f"{e.packet_id}  {e.receipt_number}  {created}  {e.last_error}")
         return 0
     done = outbox.requeue(None if args.all else args.packet_id)
     print(f"{len(done)} packet(s) queued again")

@@ -427,7 +427,7 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
             counts[final.status or final.state] += 1
             print(
                 f"{who.name:28s} -> {final.status or final.state:12s} IDCS={final.idcs or '-':10s} "
-                f"tracking={final.tracking} receipt={final.receipt_number} "
+                f"receipt={final.receipt_number} "
                 f"(kiosk {kiosk_s:.1f} s)",
                 flush=True,
             )

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import DateTime, Integer, LargeBinary, String, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus
+from central_api.enrolment.schemas import EnrolmentPacket, EnrolmentStatus, receipt_number
 from kiosk.client import (
     AnswerNotAuthentic,
     CentralClient,
@@ -48,14 +48,6 @@ from kiosk.client import (
 from kiosk.exceptions import KioskError
 
 log = logging.getLogger("kiosk.outbox")
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def tracking_number(packet_id: uuid.UUID) -> str:
-    """The citizen's tracking number: 50 bits of the packet id, Crockford base 32."""
-    bits = packet_id.int >> 78
-    chars = "".join(_CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(10)))
-    return f"TRK-{chars[:5]}-{chars[5:]}"
 
 
 class _Base(DeclarativeBase):
@@ -83,7 +75,9 @@ class _Item(_Base):
     __tablename__ = "outbox"
 
     packet_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    tracking: Mapped[str] = mapped_column(String(16), unique=True)
+    # the citizen's receipt number; the column keeps its first name, "tracking", so that an
+    # existing outbox opens (its old "receipt_number" column, the registry's echo, is unused)
+    receipt_number: Mapped[str] = mapped_column("tracking", String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     state: Mapped[OutboxState] = mapped_column(String(10), index=True)
@@ -92,7 +86,6 @@ class _Item(_Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_error: Mapped[str | None] = mapped_column(String(300))
-    receipt_number: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str | None] = mapped_column(String(16))
     idcs: Mapped[str | None] = mapped_column(String(10))
 
@@ -102,12 +95,11 @@ class Entry:
     """What the kiosk knows about one queued packet (nothing personal or biometric)."""
 
     packet_id: uuid.UUID
-    tracking: str
+    receipt_number: str  # the number the citizen keeps (schemas.receipt_number)
     created_at: datetime
     state: OutboxState
     attempts: int
     last_error: str | None
-    receipt_number: str | None
     status: str | None  # the registry's EnrolmentState value
     idcs: str | None
 
@@ -115,12 +107,11 @@ class Entry:
 def _entry(item: _Item) -> Entry:
     return Entry(
         uuid.UUID(item.packet_id),
-        item.tracking,
+        item.receipt_number,
         _aware(item.created_at),
         OutboxState(item.state),
         item.attempts,
         item.last_error,
-        item.receipt_number,
         item.status,
         item.idcs,
     )
@@ -185,7 +176,7 @@ class Outbox:
 
     # ------------------------------------------------------------------------ writing
     def put(self, packet: EnrolmentPacket) -> Entry:
-        """Store a packet durably; returns its entry (with the tracking number). Putting the
+        """Store a packet durably; returns its entry (with the receipt number). Putting the
         same packet again is a no-op; a different packet under the same id is refused."""
         data = packet.model_dump_json().encode()
         pid = str(packet.packet_id)
@@ -199,7 +190,7 @@ class Outbox:
                 return _entry(item)
             item = _Item(
                 packet_id=pid,
-                tracking=tracking_number(packet.packet_id),
+                receipt_number=receipt_number(packet.packet_id),
                 created_at=now,
                 updated_at=now,
                 state=OutboxState.QUEUED,
@@ -228,7 +219,7 @@ class Outbox:
             item.attempts = 0 if item.state == OutboxState.QUEUED else item.attempts + 1  # polls
             item.payload = None
             item.state = OutboxState.FINAL if st.final else OutboxState.ACKED
-            item.receipt_number, item.status, item.idcs = st.receipt_number, st.status, st.idcs
+            item.status, item.idcs = st.status, st.idcs
             item.last_error = None
             item.next_attempt_at = datetime.now(UTC) + timedelta(seconds=poll_after)
 

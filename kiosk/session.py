@@ -12,7 +12,7 @@ stable ``code`` (the UI translates it) and stays where it is, so every failure a
 cause has a next step. Overrides (finger exceptions, no document, face/document mismatch)
 need an operator's or supervisor's PIN and are recorded in the packet. Submitting commits
 the packet to the outbox before the receipt is shown; after that the session holds only the
-tracking number.
+receipt number.
 """
 
 from __future__ import annotations
@@ -699,7 +699,7 @@ class EnrolmentSession:
         given_names_arabic: str = "",
     ) -> Entry:
         """The citizen confirmed: build the packet and commit it to the outbox. Only then is
-        the receipt shown; the session keeps only the tracking entry."""
+        the receipt shown; the session keeps only the outbox entry."""
         with self._lock:
             self._expect(Step.REVIEW)
             self._touch()

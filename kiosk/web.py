@@ -438,7 +438,6 @@ def create_app(kiosk: Kiosk) -> FastAPI:
                 "status": entry.status,
                 "message": t(f"receipt.status.{ctx['status_key']}"),
                 "idcs": entry.idcs,
-                "receipt_number": entry.receipt_number,
                 "qr": ctx["qr"],
             }
         )
@@ -475,7 +474,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         worker = kiosk.worker
         entries = [
             {
-                "tracking": e.tracking,
+                "receipt_number": e.receipt_number,
                 "created": e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
                 "state": e.state,
                 "status": e.status,
@@ -546,7 +545,7 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
         else (OutboxState.REFUSED if entry.state == OutboxState.REFUSED else OutboxState.QUEUED)
     )
     payload = {
-        "trk": entry.tracking,
+        "receipt": entry.receipt_number,
         "pid": str(entry.packet_id),
         "kiosk": kiosk.session.settings.kiosk_id,
         "date": entry.created_at.date().isoformat(),
@@ -556,13 +555,12 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
     qr = segno.make(json.dumps(payload, separators=(",", ":")), error="m")
     return {
         "packet_id": str(entry.packet_id),
-        "tracking": entry.tracking,
+        "receipt_number": entry.receipt_number,
         "date": entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "centre": kiosk.session.settings.centre,
         "kiosk_id": kiosk.session.settings.kiosk_id,
         "state": entry.state,
         "status_key": status_key,
-        "receipt_number": entry.receipt_number,
         "idcs": entry.idcs,
         "qr": qr.svg_inline(scale=4, title="QR"),
         "now": datetime.now(UTC).isoformat(),

@@ -162,7 +162,7 @@ def test_a_full_enrolment_reaches_the_registry_sealed_with_ten_fingers(
     assert s.step == Step.RECEIPT and s.data.face_template is None  # nothing biometric kept
     final = wait_final(kiosk.outbox, entry.packet_id)
     assert final.status == "issued" and final.idcs and len(final.idcs) == 10
-    assert final.tracking.startswith("TRK-")
+    assert final.receipt_number.startswith("RNP-")
     # acknowledged: the packet's content is gone from the kiosk; it was never in clear text
     db = kiosk.outbox.engine.url.database
     with sqlite3.connect(db) as conn:
@@ -346,7 +346,7 @@ def test_outbox_backs_off_while_the_registry_is_unreachable(tmp_path, template, 
     assert e.state == "queued" and e.attempts == 1 and "unreachable" in e.last_error
     assert worker.round() == 0  # not due again before its backoff
     # putting the same packet again changes nothing; other content under its id is refused
-    assert outbox.put(packet).tracking == entry.tracking
+    assert outbox.put(packet).receipt_number == entry.receipt_number
     other = packet.model_copy(update={"kiosk_id": "KIOSK-OTHER-02"})
     with pytest.raises(OutboxError, match="other content"):
         outbox.put(other)
@@ -423,7 +423,7 @@ def test_a_packet_is_on_disk_before_the_citizen_is_told(tmp_path, template, phot
         "d = Path(sys.argv[1])\n"
         "o = Outbox(d / 'outbox.db', Outbox.load_key(d / 'outbox.key'))\n"
         "e = o.put(EnrolmentPacket.model_validate_json(sys.stdin.buffer.read()))\n"
-        "print('SUBMITTED', e.tracking, flush=True)\n"
+        "print('SUBMITTED', e.receipt_number, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
     packet = _packets(template, photo, 1)[0]
@@ -438,7 +438,7 @@ def test_a_packet_is_on_disk_before_the_citizen_is_told(tmp_path, template, phot
     line = proc.stdout.readline().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert line.startswith("SUBMITTED TRK-")
+    assert line.startswith("SUBMITTED RNP-")
     outbox = Outbox(tmp_path / "k" / "outbox.db", Outbox.load_key(tmp_path / "k" / "outbox.key"))
     assert outbox.get(packet.packet_id).state == "queued"
 
@@ -510,7 +510,7 @@ def test_a_wrong_kiosk_clock_keeps_packets_due_and_a_supervisor_requeues_refused
     outbox.close()
     cli = [sys.executable, "-m", "kiosk.cli", "requeue", "--data-dir", str(data)]
     listed = subprocess.run(cli, capture_output=True, text=True, timeout=60)
-    assert weak_entry.tracking in listed.stdout and "capture_policy" in listed.stdout
+    assert weak_entry.receipt_number in listed.stdout and "capture_policy" in listed.stdout
     again = subprocess.run([*cli, "--all"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "1 packet(s) queued again" in again.stdout
     outbox = Outbox(data / "outbox.db", Outbox.load_key(data / "outbox.key"))

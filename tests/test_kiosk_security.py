@@ -376,7 +376,7 @@ def test_the_agent_screen_requeues_refused_packets_with_a_supervisor_pin(ui, tem
     kiosk.outbox.refused(str(entry.packet_id), "capture_policy: capture_missing")
     token = _csrf(client.get("/").text)
     page = client.get("/agent")
-    assert page.status_code == 200 and entry.tracking in page.text
+    assert page.status_code == 200 and entry.receipt_number in page.text
     assert "capture evidence refused" in page.text.lower() or "preuves" in page.text
     client.post("/agent/requeue", data={"csrf": token, "operator_id": "sup-01", "pin": "0000"})
     assert kiosk.outbox.get(entry.packet_id).state == "refused"  # type: ignore[union-attr]

@@ -232,10 +232,10 @@ def test_arabic_enrolment_right_to_left_through_to_the_receipt(stack, faces_dir)
     assert re.fullmatch(r"\d{10}", c.page.inner_text("#idcs").strip())
     assert "تم منح معرفك" in c.page.inner_text("#receipt-status")
     assert c.page.locator("#qr svg").count() == 1
-    # the printable receipt: tracking number and QR, nothing biometric
+    # the printable receipt: receipt number and QR, nothing biometric
     c.page.goto(f"{c.base}/receipt/{c.page.get_attribute('#receipt', 'data-packet')}")
     c.shot("printable")
-    assert c.page.locator("img").count() == 0 and "TRK-" in c.page.inner_text("#tracking")
+    assert c.page.locator("img").count() == 0 and "RNP-" in c.page.inner_text("#receipt-number")
     c.page.close()
 
 
@@ -289,7 +289,7 @@ def test_network_down_then_back(stack, faces_dir):
     c.confirm()
     status = c.page.locator("#receipt-status")
     assert status.get_attribute("data-status") == "queued"  # saved here, sent later
-    assert "TRK-" in c.page.inner_text("#tracking")
+    assert "RNP-" in c.page.inner_text("#receipt-number")
     c.shot("queued-offline")
     kiosk = stack["kiosk"]
     deadline = time.monotonic() + 15

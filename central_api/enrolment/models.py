@@ -43,7 +43,7 @@ class Enrolment(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     packet_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    receipt_number: Mapped[str] = mapped_column(String(20), unique=True)
+    receipt_number: Mapped[str] = mapped_column(String(20), index=True)  # not unique: see schemas
     kiosk_id: Mapped[str] = mapped_column(String(64), ForeignKey("kiosks.id"))
     packet_sha256: Mapped[str] = mapped_column(String(64))
     captured_at: Mapped[datetime]

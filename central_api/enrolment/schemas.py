@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import math
 import re
@@ -400,6 +401,20 @@ class EnrolmentState(StrEnum):
     DUPLICATE = "duplicate"
     ADJUDICATION = "adjudication"
     REJECTED = "rejected"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # no I, L, O, U: nothing to misread
+
+
+def receipt_number(packet_id: uuid.UUID) -> str:
+    """The one number the citizen keeps for an enrolment, ``RNP-XXXXX-XXXXX``: 50 bits of a
+    hash of the packet id in Crockford base 32. The kiosk prints it before the registry has
+    answered (offline too) and the registry gives the same. A reference for people, not a
+    key: over tens of millions of enrolments a few pairs share one (about one pair in 40 M),
+    so a look-up by number may return two enrolments; the packet id is the key."""
+    bits = int.from_bytes(hashlib.sha256(packet_id.bytes).digest()[:8], "big") >> 14
+    chars = "".join(_CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(10)))
+    return f"RNP-{chars[:5]}-{chars[5:]}"
 
 
 class EnrolmentStatus(BaseModel):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import threading
 import time
 import uuid
@@ -50,12 +49,11 @@ from central_api.enrolment.schemas import (
     SealError,
     SendEnvelope,
     open_sealed,
+    receipt_number,
     sign_status,
 )
 from central_api.exceptions import InvalidRequest, RegistryError
 from central_api.identity.models import Person
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 MESSAGES = {
     EnrolmentState.RECEIVED: "Received; the identity check has not started yet.",
@@ -281,11 +279,6 @@ def packet_digest(packet: EnrolmentPacket) -> str:
     return hashlib.sha256(packet.model_dump_json().encode()).hexdigest()
 
 
-def _receipt_number() -> str:
-    chars = "".join(secrets.choice(_CROCKFORD) for _ in range(10))
-    return f"RNP-{chars[:5]}-{chars[5:]}"
-
-
 def ctx(kiosk_id: str, packet_id: uuid.UUID, field: str) -> str:
     """Encryption context binding a stored value to its enrolment (kiosk and packet id, unique
     together) and column."""
@@ -375,7 +368,7 @@ def store(
     fingers = [f.model_dump(mode="json") for f in packet.fingerprints]
     enrolment = Enrolment(
         packet_id=pid,
-        receipt_number=_receipt_number(),
+        receipt_number=receipt_number(pid),
         kiosk_id=kiosk.id,
         packet_sha256=digest,
         captured_at=packet.captured_at,

@@ -56,7 +56,6 @@
         document.getElementById("receipt-status").textContent = st.message;
         document.getElementById("receipt-status").dataset.status = st.status || st.state;
         document.getElementById("idcs").textContent = st.idcs || "—";
-        document.getElementById("receipt-number").textContent = st.receipt_number || "—";
         document.getElementById("qr").innerHTML = st.qr;
         if (st.state === "final") clearInterval(timer);
       } catch (e) { /* offline: keep the last state */ }
