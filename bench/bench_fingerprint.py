@@ -19,6 +19,7 @@ Run: .venv/bin/python bench/bench_fingerprint.py [fingers] [image_distractors] [
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
 import os
 import sys
@@ -226,5 +227,157 @@ def main(fingers: int = 200, image_distractors: int = 2000, gallery_size: int = 
     print("quality: " + ", ".join(f"{name} {fp.quality(im)}" for name, im in rows))
 
 
+# --------------------------------------------------------------- real prints: FVC2004
+FVC = Path(
+    os.environ.get("RNP_FVC_DIR", Path(__file__).parents[2] / "shared/data/fingerprints/fvc2004")
+)
+FVC_DPI = {"DB1_B": 500, "DB2_B": 500, "DB3_B": 512, "DB4_B": 500}
+
+
+def fvc_pairs(keys: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """FVC protocol over images keyed (finger, impression): genuine = every pair of
+    impressions of one finger; impostor = every pair of images of two different fingers
+    (all of them, so that FMR1000 has enough pairs). Index pairs into ``keys``."""
+    gen, imp = [], []
+    for a in range(len(keys)):
+        for b in range(a + 1, len(keys)):
+            (gen if keys[a][0] == keys[b][0] else imp).append((a, b))
+    return gen, imp
+
+
+def fvc_rates(gen: np.ndarray, imp: np.ndarray, gen_ok: np.ndarray, imp_ok: np.ndarray) -> dict:
+    """EER, FMR100, FMR1000 with failures to extract counted as non-matches (both kinds of
+    pair), and EER* over the pairs where both sides were extracted (FVC's two figures)."""
+    out = rates(np.where(gen_ok, gen, -np.inf), np.where(imp_ok, imp, -np.inf))
+    out["EER*"] = rates(gen[gen_ok], imp[imp_ok])["EER"] if gen_ok.any() else float("nan")
+    return out
+
+
+class _Peer:
+    """NIST mindtct + bozorth3 (nbis-py 0.1.3: `pip install -e .[bench]`), the open reference."""
+
+    def __init__(self, dpi: int) -> None:
+        import nbis
+
+        self.nbis = nbis
+        self.extractor = nbis.new_nbis_extractor(
+            nbis.NbisExtractorSettings(
+                min_quality=0.0,
+                get_center=False,
+                check_fingerprint=False,
+                compute_nfiq2=False,
+                ppi=float(dpi),
+            )
+        )
+
+    def extract(self, png: bytes) -> object | None:
+        try:
+            m = self.extractor.extract_minutiae(png)
+        except self.nbis.NbisError:
+            return None
+        return m if len(m.get()) >= 1 else None
+
+    @staticmethod
+    def compare(a: object, b: object) -> float:
+        return float(a.compare(b))  # type: ignore[attr-defined]
+
+    def template(
+        self, minutiae: object | None, shape: tuple[int, ...], dpi: int
+    ) -> fp.FingerprintMatcher | None:
+        """mindtct's minutiae as this project's template (its angles are ISO's)."""
+        if minutiae is None:
+            return None
+        kinds = {self.nbis.MinutiaKind.RIDGE_ENDING: "ending"}
+        ms = tuple(
+            fp.Minutia(
+                int(m.x()),
+                int(m.y()),
+                math.radians(m.angle()),
+                kinds.get(m.kind(), "bifurcation"),  # type: ignore[arg-type]
+                max(1, min(100, round(m.reliability() * 100))),
+            )
+            for m in minutiae.get()  # type: ignore[attr-defined]
+        )
+        return fp.FingerprintMatcher(fp.FingerprintTemplate(shape[1], shape[0], ms, dpi))
+
+
+def fvc(sets: list[str] | None = None) -> None:
+    """Project vs NIST mindtct + bozorth3 on each FVC2004 "B" set, side by side."""
+    try:
+        import nbis  # noqa: F401
+    except ImportError:
+        print("FVC2004: the peer is missing: .venv/bin/pip install -e '.[bench]'")
+        return
+    print(f"FVC2004 B sets from {FVC}; FVC protocol, failures to extract count as non-matches")
+    header = (
+        f"{'set':6s} {'extractor':22s} {'EER':>7s} {'EER*':>7s} {'FMR100':>7s} {'FMR1000':>8s} "
+        f"{'FTE':>6s} {'extract ms':>10s} {'matches/s':>9s}"
+    )
+    print(header)
+    for name in sets or list(FVC_DPI):
+        files = sorted(FVC.joinpath(name).glob("*.png"))
+        keys = [tuple(int(x) for x in f.stem.split("_")) for f in files]
+        dpi = FVC_DPI[name]
+        gen, imp = fvc_pairs(keys)  # type: ignore[arg-type]
+        peer = _Peer(dpi)
+        rows = {}
+        peer_made: list[object | None] = []
+        for label in ("project", "mindtct+bozorth3", "mindtct+project matcher"):
+            made: list[object | None] = []
+            times = []
+            for k, f in enumerate(files):
+                t = time.perf_counter()
+                if label == "project":
+                    image = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+                    try:
+                        made.append(fp.FingerprintMatcher(fp.extract(image, dpi=dpi)))
+                    except fp.FingerprintError:
+                        made.append(None)
+                elif label == "mindtct+bozorth3":
+                    made.append(peer.extract(f.read_bytes()))
+                    peer_made.append(made[-1])
+                else:  # the extractor's share of the gap: mindtct's minutiae, this matcher
+                    shape = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).shape
+                    made.append(peer.template(peer_made[k], shape, dpi))
+                times.append(time.perf_counter() - t)
+            ok = np.array([m is not None for m in made])
+
+            def score(
+                a: int, b: int, made: list[object | None] = made, label: str = label
+            ) -> float:
+                x, y = made[a], made[b]
+                if x is None or y is None:
+                    return -np.inf
+                if label == "mindtct+bozorth3":
+                    return _Peer.compare(x, y)
+                return x.match_raw(y._cyl)  # type: ignore[attr-defined]
+
+            t = time.perf_counter()
+            g = np.array([score(a, b) for a, b in gen])
+            i = np.array([score(a, b) for a, b in imp])
+            per_s = (len(gen) + len(imp)) / (time.perf_counter() - t)
+            g_ok = np.array([ok[a] and ok[b] for a, b in gen])
+            i_ok = np.array([ok[a] and ok[b] for a, b in imp])
+            r = fvc_rates(g, i, g_ok, i_ok)
+            rows[label] = r
+            print(
+                f"{name:6s} {label:22s} {r['EER']:7.2%} {r['EER*']:7.2%} {r['FMR100']:7.2%} "
+                f"{r['FMR1000']:8.2%} {1 - ok.mean():6.1%} {np.median(times) * 1e3:10.0f} "
+                f"{per_s:9.0f}",
+                flush=True,
+            )
+        base = max(rows["mindtct+bozorth3"]["EER"], 1e-9)
+        print(
+            f"{name:6s} EER against mindtct+bozorth3: project "
+            f"{rows['project']['EER'] / base:.2f}x, mindtct+project matcher "
+            f"{rows['mindtct+project matcher']['EER'] / base:.2f}x",
+            flush=True,
+        )
+
+
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]))
+    if sys.argv[1:2] == ["fvc"]:
+        fvc(sys.argv[2:] or None)
+    else:
+        fvc()
+        main(*(int(a) for a in sys.argv[1:4]))

@@ -64,7 +64,8 @@ _KINDS: tuple[MinutiaKind, ...] = ("other", "ending", "bifurcation")  # ISO 1979
 @dataclass(frozen=True)
 class Minutia:
     """A ridge ending or bifurcation. Angle in radians, counter-clockwise from the x axis
-    (image y axis pointing down), the direction the ridge runs out of the minutia."""
+    (image y axis pointing down), as ISO/IEC 19794-2 records it: an ending points along its
+    ridge, into the ridge (as NIST's mindtct and commercial extractors write it)."""
 
     x: int
     y: int
@@ -111,38 +112,85 @@ class FingerprintTemplate:
 
     @classmethod
     def from_iso19794_2(cls, data: bytes) -> FingerprintTemplate:
-        """Parse a record made by :meth:`to_iso19794_2` (or any single-view 2005 record)."""
-        if len(data) < 24 + 4 + 2:
+        """Parse a single-view ISO/IEC 19794-2:2005 record (such as :meth:`to_iso19794_2`
+        makes). The length field governs: zero bytes after the record (as some systems store
+        records in fixed-size slots) are ignored; anything else there is refused."""
+        cls._check_identity(data, 24)
+        length, _equip, width, height, xres, yres, views, reserved = struct.unpack(
+            ">IHHHHHBB", data[8:24]
+        )
+        return cls._parse_view(data, 24, length, (width, height, xres, yres, views, reserved), 256)
+
+    @classmethod
+    def from_ansi378(cls, data: bytes) -> FingerprintTemplate:
+        """Parse a single-view ANSI/INCITS 378-2004 record: the US sibling of ISO 19794-2:2005
+        (a 2- or 6-byte length, a CBEFF product identifier, angles in units of 2 degrees)."""
+        cls._check_identity(data, 26)
+        (length,) = struct.unpack(">H", data[8:10])
+        start = 10
+        if length == 0:  # a record over 65,535 bytes: the next 4 bytes hold its length
+            if len(data) < 32:
+                raise TemplateFormatError(f"record too short ({len(data)} bytes)")
+            (length,) = struct.unpack(">I", data[10:14])
+            start = 14
+        _owner, _type, _equip, width, height, xres, yres, views, reserved = struct.unpack(
+            ">HHHHHHHBB", data[start : start + 16]
+        )
+        header = (width, height, xres, yres, views, reserved)
+        return cls._parse_view(data, start + 16, length, header, 180)
+
+    @staticmethod
+    def _check_identity(data: bytes, header: int) -> None:
+        if len(data) < header + 4 + 2:
             raise TemplateFormatError(f"record too short ({len(data)} bytes)")
         if data[:4] != b"FMR\x00":
             raise TemplateFormatError("not a finger minutiae record (format identifier)")
         if data[4:8] != b" 20\x00":
-            raise TemplateFormatError("unsupported version (expected ISO/IEC 19794-2:2005)")
-        length, _equip, width, height, xres, yres, views, reserved = struct.unpack(
-            ">IHHHHHBB", data[8:24]
-        )
-        if length != len(data):
-            raise TemplateFormatError(f"record length field {length} != {len(data)} bytes")
+            raise TemplateFormatError("unsupported version (expected the 2004/2005 editions)")
+
+    @classmethod
+    def _parse_view(
+        cls,
+        data: bytes,
+        start: int,
+        length: int,
+        header: tuple[int, int, int, int, int, int],
+        circle: int,
+    ) -> FingerprintTemplate:
+        """The finger view after the record header; ``circle``: angle units in a full turn,
+        256 in ISO (1.40625 degrees each), 180 in ANSI (2 degrees each)."""
+        width, height, xres, yres, views, reserved = header
+        if length > len(data):
+            raise TemplateFormatError(f"record length field {length} > {len(data)} bytes")
+        if length < len(data):
+            if any(data[length:]):
+                raise TemplateFormatError(
+                    f"{len(data) - length} bytes after the record's {length} are not padding"
+                )
+            data = data[:length]
         if views != 1:
             raise TemplateFormatError(f"{views} finger views; exactly one is supported")
         if reserved != 0 or width == 0 or height == 0 or xres == 0 or yres == 0:
             raise TemplateFormatError("invalid record header")
-        position, view_imp, fquality, count = struct.unpack(">BBBB", data[24:28])
+        position, view_imp, fquality, count = struct.unpack(">BBBB", data[start : start + 4])
         if position > 10 or fquality > 100:
             raise TemplateFormatError("invalid finger view header")
         if view_imp & 0x0F not in (0, 1, 2, 3, 8):
             raise TemplateFormatError("invalid impression type")
-        end = 28 + 6 * count
+        first = start + 4
+        end = first + 6 * count
         if len(data) < end + 2:
             raise TemplateFormatError("record truncated inside the minutiae")
         minutiae = []
         for i in range(count):
-            tx, y, angle, q = struct.unpack(">HHBB", data[28 + 6 * i : 34 + 6 * i])
+            tx, y, angle, q = struct.unpack(">HHBB", data[first + 6 * i : first + 6 + 6 * i])
             kind_code, x = tx >> 14, tx & 0x3FFF
             if kind_code == 3 or y >> 14 or q > 100 or x >= width or (y & 0x3FFF) >= height:
                 raise TemplateFormatError(f"invalid minutia {i}")
+            if angle >= circle:
+                raise TemplateFormatError(f"invalid minutia {i} (angle {angle})")
             kind = _KINDS[kind_code]
-            minutiae.append(Minutia(x, y, angle / 256 * 2 * math.pi, kind, q))
+            minutiae.append(Minutia(x, y, angle / circle * 2 * math.pi, kind, q))
         (ext,) = struct.unpack(">H", data[end : end + 2])
         if end + 2 + ext != len(data):
             raise TemplateFormatError("extended data length does not match the record")
@@ -165,6 +213,10 @@ class ExtractionSettings:
 
 
 DEFAULT_SETTINGS = ExtractionSettings()
+# ridges further apart than this at 500 dpi (0.61 mm; adult ridge periods are about 0.4 - 0.55
+# mm, children's less): the image's resolution is higher than declared. A resolution declared
+# too high cannot be told from a child's finger, and is not checked.
+_MAX_RIDGE_PERIOD = 12.0
 
 
 def _pyfing() -> ModuleType:
@@ -184,7 +236,10 @@ def _prepare(image: np.ndarray, dpi: int, settings: ExtractionSettings) -> np.nd
             raise FingerprintError("image must be grey-scale or RGB", "bad_image")
         image = cv2.cvtColor(image[..., :3].astype(image.dtype), cv2.COLOR_RGB2GRAY)
     if image.dtype == np.uint16:
-        image = np.right_shift(image, 8).astype(np.uint8)
+        # scaled from the bit depth the data really has (12-bit readers store 0-4095 in 16
+        # bits: dropping the low byte left a blank image)
+        shift = max(0, int(image.max()).bit_length() - 8)
+        image = np.right_shift(image, shift).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise FingerprintError(f"unsupported pixel type {image.dtype}", "bad_image")
     if dpi != DPI:
@@ -293,10 +348,13 @@ def _minutiae(an: _Analysis, s: ExtractionSettings) -> list[Minutia]:
         traced = _direction(skel, x, y, kind)
         if traced is None:
             continue
-        # the traced sense (which way along the ridge), the smooth field's precise angle
+        # the traced sense (which way along the ridge), the smooth field's precise angle;
+        # then turned half a circle to ISO/IEC 19794-2's sense (measured against a commercial
+        # SDK's records and mindtct on FVC2004: 95 % of endings were 180 degrees off)
         theta = float(an.orientation[y, x])
         if math.cos(traced - theta) < 0:
             theta += math.pi
+        theta += math.pi
         q = float(an.coherence[y, x]) * min(1.0, float(border[y, x]) / (3 * s.border_margin))
         # not typed precisely here: kind comes from _direction's ridge tracing: 'ending' or
         # 'bifurcation' only
@@ -394,6 +452,13 @@ def extract(
     an = _analyse(image, settings)
     if an.mask.mean() < 0.02:
         raise FingerprintError("no fingerprint area found", "no_fingerprint")
+    period = float(np.median(an.period[an.mask]))
+    if period > _MAX_RIDGE_PERIOD:
+        raise FingerprintError(
+            f"the ridges are {period:.1f} px apart at the declared {dpi} dpi: the image's "
+            "resolution is higher than declared",
+            "wrong_dpi",
+        )
     minutiae = _minutiae(an, settings)
     q = _quality(an, minutiae)
     if q < settings.min_quality:
@@ -435,7 +500,7 @@ _DS = 2 * _R / _NS
 _DD = 2 * math.pi / _ND
 
 
-def _dphi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _dphi(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     """Signed angle difference a - b wrapped to [-pi, pi)."""
     return np.asarray((a - b + math.pi) % (2 * math.pi) - math.pi)
 
@@ -520,10 +585,33 @@ def _local_similarities(a: _Cylinders, b: _Cylinders) -> np.ndarray:
     sim = np.where(denom > 0, 1 - np.sqrt(diff) / np.where(denom > 0, denom, 1), 0.0)
     total = _IN_DISC.sum() * _ND
     sim[matchable < _MIN_ME * total] = 0.0
-    sim[np.abs(_dphi(a.angle[:, None], b.angle[None, :])) > _DELTA_THETA] = 0.0
     sim[~a.ok, :] = 0.0
     sim[:, ~b.ok] = 0.0
+    # pairs whose turn differs from the print's by more than DELTA_THETA are not compared
+    # (MCC's limit); the print's turn is found, not assumed upright
+    turn = _dphi(b.angle[None, :], a.angle[:, None])
+    sim[np.abs(_dphi(turn, _dominant_turn(sim, turn))) > _DELTA_THETA] = 0.0
     return sim
+
+
+_TURNS = np.radians(np.arange(0, 360, 15))
+_TURN_PAIRS = 12  # the most similar pairs that vote for the print's turn
+_UPRIGHT_ODDS = 1.5  # another turn must gather this much more of their vote than upright
+
+
+def _dominant_turn(sim: np.ndarray, turn: np.ndarray) -> float:
+    """The rotation between two impressions: where the turns of their most similar minutia
+    pairs gather (within 45 degrees), upright unless clearly elsewhere. An impression turned
+    upside down then still matches; upright ones lose little (all of the local similarity
+    voting instead, impostors gathered it anywhere: EER 5.7 -> 8.5 % on FVC2004 DB1_B)."""
+    if not sim.any():
+        return 0.0
+    best = np.argsort(sim, axis=None)[::-1][:_TURN_PAIRS]
+    turns, weights = turn.ravel()[best], sim.ravel()[best]
+    near = np.abs(_dphi(turns[None, :], _TURNS[:, None])) <= math.pi / 4
+    votes = (near * weights[None, :]).sum(axis=1)
+    i = int(np.argmax(votes))
+    return float(_TURNS[i]) if votes[i] > _UPRIGHT_ODDS * votes[0] else 0.0
 
 
 def _sigmoid(v: np.ndarray | float, mu: float, tau: float) -> np.ndarray:

@@ -40,6 +40,10 @@ from kiosk.client import KioskIdentity, build_packet
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("RNP_FACES_DIR", ROOT.parent / "shared" / "data" / "faces"))
+# FVC2004 "B" sets: real prints, with a commercial SDK's ISO 19794-2 records of the same images
+FVC2004 = Path(
+    os.environ.get("RNP_FVC_DIR", ROOT.parent / "shared" / "data" / "fingerprints" / "fvc2004")
+)
 PG_URL = os.environ.get(
     "RNP_TEST_POSTGRES_URL", "postgresql+psycopg://rnp:rnp@127.0.0.1:5432/rnp_test"
 )
