@@ -285,6 +285,7 @@ def _fvc(name: str) -> tuple[np.ndarray, int]:
     return image, 512 if name.startswith("DB3") else 500
 
 
+@pytest.mark.slow
 def test_minutia_angles_are_iso_19794_2_as_another_vendor_writes_them():
     """Against a commercial SDK's ISO records of the same real images: minutiae both found
     (within 8 px, once the SDK's canvas is aligned by translation) agree within 22.5
@@ -311,6 +312,7 @@ def test_minutia_angles_are_iso_19794_2_as_another_vendor_writes_them():
     assert len(diffs) >= 30 and agree >= 0.6, (len(diffs), agree)
 
 
+@pytest.mark.slow
 def test_an_impression_turned_upside_down_matches_its_original():
     """The matcher is documented as rotation invariant; past 90 degrees nothing matched
     (MCC's limit on the turn between paired minutiae assumed an upright finger)."""
