@@ -260,7 +260,9 @@ def watch(on_insert: Callable[[str], None], on_remove: Callable[[str], None]) ->
             rv, changed = scard.SCardGetStatusChange(ctx, 500, watched)
             if rv in gone:
                 return
-            if rv != scard.SCARD_S_SUCCESS:  # a timeout, or a reader that went meanwhile
+            if rv != scard.SCARD_S_SUCCESS:
+                if rv != scard.SCARD_E_TIMEOUT:  # a reader that went meanwhile: not a spin
+                    stopping.wait(0.5)
                 continue
             for name, state, _atr in changed:
                 states[name] = state & ~scard.SCARD_STATE_CHANGED
