@@ -20,7 +20,6 @@ test-fast: venv
 	.venv/bin/python -m pytest -q -m "not postgres and not pcsc and not browser and not slow"
 
 bench: venv
-	.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	.venv/bin/python bench/bench_fingerprint.py fvc
 	.venv/bin/python bench/bench_dedup.py
 	.venv/bin/python bench/bench_idcs.py

@@ -77,7 +77,7 @@ class FingerprintCapture(_Strict):
     width: int = Field(ge=100)
     height: int = Field(ge=100)
     min_quality: int = Field(
-        default=40, ge=0, le=100, description="fingerprint.quality below this: re-capture"
+        default=40, ge=0, le=100, description="NFIQ 2 (fingerprint.quality) below this: re-capture"
     )
 
 

@@ -43,6 +43,6 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 # face_recognition's metadata asks for the source `dlib` (a long C++ compile); dlib-bin,
 # installed above, ships the same module prebuilt, so the wrapper goes in without deps.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
-.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart' 2>/dev/null \
+.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart, nbis' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -31,11 +31,9 @@ def fingers() -> dict[tuple[int, int], fp.FingerprintTemplate]:
 
 @pytest.fixture(scope="module")
 def finger() -> tuple[fp.FingerprintTemplate, fp.FingerprintTemplate]:
-    """Two impressions of one synthetic finger, extracted (the format tests need no more)."""
-    master = synthetic.master_fingerprint(500)
-    return fp.extract(synthetic.fingerprint_impression(master, 0)), fp.extract(
-        synthetic.fingerprint_impression(master, 1)
-    )
+    """Two impressions of one real finger, as a commercial SDK's ISO records (the format and
+    matcher tests need no extraction)."""
+    return _sdk_record("DB2_B/101_1"), _sdk_record("DB2_B/101_2")
 
 
 @pytest.mark.slow
@@ -57,7 +55,7 @@ def test_extraction_is_deterministic_and_plausible(fingers):
     again = fp.extract(synthetic.fingerprint_impression(master, 0))
     assert again == fingers[(0, 0)]
     t = fingers[(0, 0)]
-    assert 15 <= len(t.minutiae) <= 120 and t.quality >= 60
+    assert 15 <= len(t.minutiae) <= 128 and t.quality >= 40  # NFIQ 2: the kiosk's threshold
     assert {m.kind for m in t.minutiae} <= {"ending", "bifurcation"}
     assert all(0 <= m.x < t.width and 0 <= m.y < t.height for m in t.minutiae)
 
@@ -99,6 +97,27 @@ def test_iso_19794_2_round_trip_is_exact(finger):
         for a, b in zip(back.minutiae, t.minutiae, strict=True)
     )
     assert fp.compare(back, other) >= 10  # quantised angles still match
+
+
+def test_a_templates_cylinders_are_built_once(finger, monkeypatch):
+    """The matcher's search structure is built on a template's first match and kept with the
+    (frozen) template: a kiosk matching each new finger against the earlier ones, or a
+    gallery, does not rebuild it at every comparison."""
+    from biometrics.fingerprint import _mcc
+
+    built: list[fp.FingerprintTemplate] = []
+    build = _mcc._build_cylinders
+    monkeypatch.setattr(_mcc, "_build_cylinders", lambda t: built.append(t) or build(t))
+    a, b = (fp.FingerprintTemplate.from_iso19794_2(t.to_iso19794_2()) for t in finger)
+    first = fp.compare(a, b)
+    assert first >= 13.3
+    assert [fp.compare(a, b) for _ in range(3)] == [first] * 3
+    fp.compare(b, a)
+    gallery = fp.FingerprintGallery()
+    gallery.add("b", b)
+    assert gallery.search(a, top_k=1)[0][0] == "b"
+    assert len(built) == 2
+    assert a == fp.FingerprintTemplate.from_iso19794_2(a.to_iso19794_2())  # features only
 
 
 @settings(max_examples=150, deadline=None)
@@ -237,22 +256,34 @@ def test_bad_images_get_clear_errors():
 
 
 @pytest.mark.slow
-def test_quality_falls_as_the_image_degrades():
-    img = synthetic.fingerprint_impression(synthetic.master_fingerprint(503), 0)
-    clean = fp.quality(img)
-    noisy = [
-        fp.quality(
-            np.clip(img + np.random.default_rng(1).normal(0, s, img.shape), 0, 255).astype(np.uint8)
-        )
-        for s in (15, 40, 80)
-    ]
-    blurred = [fp.quality(cv2.GaussianBlur(img, (0, 0), s)) for s in (1.5, 3.5)]
-    part = img.copy()
-    part[160:] = 235
-    assert clean >= 80
-    assert clean >= noisy[0] > noisy[1] > noisy[2]
-    assert clean > blurred[0] > blurred[1]
-    assert clean > fp.quality(part)
+def test_quality_is_nfiq2_and_falls_as_a_real_print_degrades():
+    """NFIQ 2 on real prints (on the generator's it even rises with added noise: see the
+    README). Every degradation scores below the clean print; the worst ones near 0."""
+    for name in ("DB2_B/102_1", "DB1_B/102_2"):
+        image, dpi = _fvc(name)
+        clean = fp.quality(image, dpi)
+        noisy = [
+            np.clip(image + np.random.default_rng(1).normal(0, s, image.shape), 0, 255)
+            for s in (15, 40, 80)
+        ]
+        part = image.copy()
+        part[image.shape[0] * 2 // 5 :] = 255
+        worse = [fp.quality(n.astype(np.uint8), dpi) for n in noisy]
+        worse += [fp.quality(cv2.GaussianBlur(image, (0, 0), s), dpi) for s in (1.5, 3.5)]
+        worse.append(fp.quality(part, dpi))
+        assert clean >= 60, name
+        assert max(worse) < clean and max(worse[2], worse[4]) <= 20, (name, clean, worse)
+
+
+@pytest.mark.slow
+def test_quality_never_stops_the_extraction_of_a_print_with_minutiae():
+    """A noisy real print scores below the kiosk's threshold (a re-capture), and still gets
+    its template: the classic extractor refused prints below quality 20 (FTE up to 22 %)."""
+    image, dpi = _fvc("DB2_B/102_1")
+    noisy = np.clip(image + np.random.default_rng(1).normal(0, 15, image.shape), 0, 255)
+    t = fp.extract(noisy.astype(np.uint8), dpi=dpi)
+    assert t.quality < 40 and len(t.minutiae) >= 12
+    assert fp.compare(t, fp.extract(image, dpi=dpi)) >= 13.3
 
 
 @pytest.mark.slow
@@ -285,31 +316,72 @@ def _fvc(name: str) -> tuple[np.ndarray, int]:
     return image, 512 if name.startswith("DB3") else 500
 
 
+def _sdk_record(name: str, like: fp.FingerprintTemplate | None = None) -> fp.FingerprintTemplate:
+    """The commercial SDK's ISO/IEC 19794-2 record shipped beside an FVC2004 image. The SDK
+    resized every image to 300 x 400 (not keeping its aspect) and still wrote 500 dpi: with
+    ``like`` (the project's template of an image of the same set) its minutiae are put back
+    into that image's geometry, their angles too."""
+    t = fp.FingerprintTemplate.from_iso19794_2((FVC2004 / f"{name}.iso").read_bytes())
+    if like is None:
+        return t
+    sx, sy = like.width / t.width, like.height / t.height
+    back = tuple(
+        fp.Minutia(
+            min(round(m.x * sx), like.width - 1),
+            min(round(m.y * sy), like.height - 1),
+            math.atan2(math.sin(m.angle) * sy, math.cos(m.angle) * sx) % (2 * math.pi),
+            m.kind,
+            m.quality,
+        )
+        for m in t.minutiae
+    )
+    return fp.FingerprintTemplate(like.width, like.height, back, like.dpi, t.quality, t.position)
+
+
 @pytest.mark.slow
-def test_minutia_angles_are_iso_19794_2_as_another_vendor_writes_them():
-    """Against a commercial SDK's ISO records of the same real images: minutiae both found
-    (within 8 px, once the SDK's canvas is aligned by translation) agree within 22.5
-    degrees, as the standard's angle is defined. The project's were 180 degrees off."""
-    diffs = []
-    for name in ("DB2_B/101_1", "DB2_B/103_3", "DB3_B/101_2", "DB3_B/102_7", "DB4_B/103_2"):
+def test_minutiae_are_iso_19794_2_as_another_vendor_writes_them():
+    """Against a commercial SDK's ISO records of the same real images (put back into the
+    image's geometry, then aligned by the translation most pairs agree on): most of its
+    minutiae have one of the project's within 10 px, and those agree within 22.5 degrees, as
+    the standard defines the angle. The classic extractor's were 180 degrees off."""
+    found = agree = total = 0
+    for name in ("DB1_B/101_2", "DB2_B/103_3", "DB3_B/106_5", "DB4_B/103_2", "DB4_B/108_4"):
         image, dpi = _fvc(name)
-        ours = fp.extract(image, dpi=dpi).minutiae
-        theirs = fp.FingerprintTemplate.from_iso19794_2(
-            (FVC2004 / f"{name}.iso").read_bytes()
-        ).minutiae
+        template = fp.extract(image, dpi=dpi)
+        ours = template.minutiae
+        theirs = _sdk_record(name, like=template).minutiae
         a = np.array([(m.x, m.y) for m in ours], float)
         b = np.array([(m.x, m.y) for m in theirs], float)
-        # the SDK's records sit on their own canvas: the translation most pairs agree on
-        shifts = (b[None, :, :] - a[:, None, :]).reshape(-1, 2)
-        cells, counts = np.unique(np.round(shifts / 4), axis=0, return_counts=True)
-        shift = cells[counts.argmax()] * 4
-        for m, p in zip(ours, a + shift, strict=True):
-            d = np.hypot(*(b - p).T)
-            if d.min() <= 8:
-                other = theirs[int(d.argmin())]
-                diffs.append(abs(math.remainder(other.angle - m.angle, 2 * math.pi)))
-    agree = np.mean(np.degrees(diffs) <= 22.5)
-    assert len(diffs) >= 30 and agree >= 0.6, (len(diffs), agree)
+        shifts = (a[None, :, :] - b[:, None, :]).reshape(-1, 2)
+        support = [(np.hypot(*(a[None] - b[:, None] - t).T) <= 10).any(0).sum() for t in shifts]
+        shift = shifts[int(np.argmax(support))]
+        for m, p in zip(theirs, b + shift, strict=True):
+            d = np.hypot(*(a - p).T)
+            total += 1
+            if d.min() <= 10:
+                found += 1
+                mine = ours[int(d.argmin())]
+                agree += abs(math.remainder(mine.angle - m.angle, 2 * math.pi)) <= math.pi / 8
+    assert found / total >= 0.7 and agree / found >= 0.85, (total, found, agree)
+
+
+@pytest.mark.slow
+def test_templates_match_another_vendors_records_of_the_same_finger():
+    """Cross-vendor: the project's template of one impression against the SDK's record of
+    another impression. Mates of usable quality (NFIQ 2 40 or more: the kiosk's threshold)
+    score as high as between the project's own templates; other fingers stay low. (The bench
+    measures every pair: `bench/bench_fingerprint.py fvc`, row "project vs SDK".)"""
+    ours = {}
+    for f in range(101, 107):
+        first, third = (fp.extract(*_fvc(f"DB2_B/{f}_{i}")) for i in (1, 3))
+        if min(first.quality, third.quality) >= 40:
+            ours[f] = fp.FingerprintMatcher(first), third
+    theirs = {f: _sdk_record(f"DB2_B/{f}_3", like=third) for f, (_, third) in ours.items()}
+    own = [m.match(third) for m, third in ours.values()]
+    genuine = [ours[f][0].match(theirs[f]) for f in ours]
+    impostor = [ours[f][0].match(theirs[g]) for f in ours for g in ours if f != g]
+    assert len(ours) >= 4 and min(own) >= 13.3, own
+    assert min(genuine) >= 13.3 and max(impostor) < 10, (genuine, impostor)
 
 
 @pytest.mark.slow

@@ -1,0 +1,48 @@
+"""Fingerprints: image -> template -> matcher, as SourceAFIS.
+
+- ``extract(image, dpi)`` -> ``FingerprintTemplate``: minutiae from LEADER (a small neural
+  network in ``pyfing``) and the image's NFIQ 2 quality; ``quality(image, dpi)``: NFIQ 2 alone.
+- ``FingerprintTemplate``: frozen minutiae; ``to_iso19794_2`` / ``from_iso19794_2`` (ISO/IEC
+  19794-2:2005) and ``from_ansi378`` (ANSI/INCITS 378-2004).
+- ``compare(a, b)``, ``FingerprintMatcher(probe).match(candidate)``: Minutia Cylinder-Code
+  with LSS-R, in bits of evidence (a threshold of t bits has an FMR of about 2**-t);
+  rotation (full circle) and translation invariant.
+- ``FingerprintGallery``: 1:N search with a descriptor pre-selection.
+
+Images are 2-D arrays (uint8, or uint16 scaled from their real bit depth; RGB is converted),
+dark ridges on a light background; other resolutions than 500 dpi are resampled.
+"""
+
+from biometrics.fingerprint._extraction import ExtractionSettings, extract, quality
+from biometrics.fingerprint._iso import (
+    DPI,
+    FingerPosition,
+    FingerprintError,
+    FingerprintTemplate,
+    Minutia,
+    MinutiaKind,
+    TemplateFormatError,
+)
+from biometrics.fingerprint._mcc import (
+    FingerprintGallery,
+    FingerprintMatcher,
+    compare,
+    score_to_bits,
+)
+
+__all__ = [
+    "DPI",
+    "ExtractionSettings",
+    "FingerPosition",
+    "FingerprintError",
+    "FingerprintGallery",
+    "FingerprintMatcher",
+    "FingerprintTemplate",
+    "Minutia",
+    "MinutiaKind",
+    "TemplateFormatError",
+    "compare",
+    "extract",
+    "quality",
+    "score_to_bits",
+]
