@@ -343,7 +343,13 @@ def fvc(sets: list[str] | None = None) -> None:
         peer_made: list[object | None] = []
         peer_times: list[float] = []
         ours: list[object | None] = []
-        labels = ("project", "mindtct+bozorth3", "mindtct+project matcher", "project vs SDK")
+        labels = (
+            "project",
+            "mindtct+bozorth3",
+            "mindtct+project matcher",
+            "project vs SDK",
+            "SDK+project matcher",
+        )
         for label in labels:
             made: list[object | None] = []
             times = []
@@ -356,7 +362,7 @@ def fvc(sets: list[str] | None = None) -> None:
                     except fp.FingerprintError:
                         made.append(None)
                     ours.append(made[-1])
-                elif label == "project vs SDK":  # cross-vendor: the SDK's record of the other
+                elif label in ("project vs SDK", "SDK+project matcher"):  # the SDK's records
                     record = f.with_suffix(".iso").read_bytes()
                     made.append(sdk_record(record, *fvc_size(cv2.imread(str(f), 0).shape, dpi)))
                 elif label == "mindtct+bozorth3":
@@ -389,6 +395,8 @@ def fvc(sets: list[str] | None = None) -> None:
                 if label == "project vs SDK":  # the project's template of a, the SDK's of b
                     mine = ours[a]
                     return -np.inf if mine is None else mine.match_raw(y)  # type: ignore[attr-defined]
+                if label == "SDK+project matcher":  # the SDK's records of both
+                    return fp.FingerprintMatcher(x).match_raw(y)  # type: ignore[arg-type]
                 return x.match_raw(y.probe)  # type: ignore[attr-defined]
 
             t = time.perf_counter()
@@ -414,7 +422,9 @@ def fvc(sets: list[str] | None = None) -> None:
             f"{rows['project']['ms'] / rows['mindtct+bozorth3']['ms']:.1f}x mindtct's; "
             f"cross-vendor EER "
             f"{rows['project vs SDK']['EER'] / max(rows['project']['EER'], 1e-9):.2f}x "
-            "project-vs-project",
+            "project-vs-project, "
+            f"{rows['project vs SDK']['EER'] / max(rows['SDK+project matcher']['EER'], 1e-9):.2f}x "
+            "SDK-vs-SDK",
             flush=True,
         )
 

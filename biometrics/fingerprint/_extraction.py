@@ -82,6 +82,7 @@ def _prepare(image: np.ndarray, dpi: int, settings: ExtractionSettings) -> np.nd
 class _Ridges:
     period: float  # px: the lower quartile of the windows' ridge periods
     clarity: float  # the median window's share of its spectrum in its strongest frequency
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1: the part of the image with ridges
 
 
 def _ridges(image: np.ndarray) -> _Ridges | None:
@@ -123,7 +124,15 @@ def _ridges(image: np.ndarray) -> _Ridges | None:
     order = np.argsort(periods)
     cum = np.cumsum(np.asarray(shares)[order])
     period = float(np.asarray(periods)[order][np.searchsorted(cum, cum[-1] / 4)])
-    return _Ridges(period, float(np.median(shares)))
+    ys, xs = np.nonzero(ridged)
+    m = win  # the windows' reach, and the finger's edge beyond the last ridged window
+    box = (
+        max(int(ys.min()) - m, 0),
+        min(int(ys.max()) + m + 1, img.shape[0]),
+        max(int(xs.min()) - m, 0),
+        min(int(xs.max()) + m + 1, img.shape[1]),
+    )
+    return _Ridges(period, float(np.median(shares)), box)
 
 
 def _network() -> Callable[[np.ndarray], np.ndarray]:
@@ -152,13 +161,32 @@ def _network() -> Callable[[np.ndarray], np.ndarray]:
         return _network_fn
 
 
-def _leader(image: np.ndarray, settings: ExtractionSettings) -> list[Minutia]:
+def _span(lo: int, hi: int, size: int) -> tuple[int, int, int, int]:
+    """Along one axis: (start, length) of the image part fed to the network, the padding
+    before it, and the network's input length (a multiple of _SIZE_STEP). The part covers
+    lo..hi, grown with real image rather than padding where the image has it."""
+    n = -(-(hi - lo) // _SIZE_STEP) * _SIZE_STEP
+    if n >= size:  # the whole axis, padded on both sides
+        n = -(-size // _SIZE_STEP) * _SIZE_STEP
+        return 0, size, (n - size) // 2, n
+    return min(max((lo + hi - n) // 2, 0), size - n), n, 0, n
+
+
+def _leader(
+    image: np.ndarray, settings: ExtractionSettings, box: tuple[int, int, int, int]
+) -> list[Minutia]:
+    """LEADER's minutiae in the part of the image that holds the finger (``box``): a reader's
+    frame is often mostly background, and the network's time grows with its input's area.
+    The whole image when the part would save less than a quarter of the time."""
     h, w = image.shape
-    ph, pw = (-(-d // _SIZE_STEP) * _SIZE_STEP for d in (h, w))
-    top, left = (ph - h) // 2, (pw - w) // 2
-    x = np.full((1, ph, pw, 1), float(image[0, 0]), np.float32)
-    x[0, top : top + h, left : left + w, 0] = image
-    out = _network()(x)[0, top : top + h, left : left + w]
+    sy, lh, ty, nh = _span(box[0], box[1], h)
+    sx, lw, tx, nw = _span(box[2], box[3], w)
+    if nh * nw > 0.75 * _span(0, h, h)[3] * _span(0, w, w)[3]:
+        sy, lh, ty, nh = _span(0, h, h)
+        sx, lw, tx, nw = _span(0, w, w)
+    x = np.full((1, nh, nw, 1), float(image[0, 0]), np.float32)
+    x[0, ty : ty + lh, tx : tx + lw, 0] = image[sy : sy + lh, sx : sx + lw]
+    out = _network()(x)[0, ty : ty + lh, tx : tx + lw]
     # channels: minutia probability, direction, ending-vs-bifurcation, the probability after
     # non-maximum suppression (pyfing takes the last as each minutia's confidence)
     ys, xs = np.nonzero(out[..., 3] >= settings.min_confidence)
@@ -166,8 +194,8 @@ def _leader(image: np.ndarray, settings: ExtractionSettings) -> list[Minutia]:
     keep = np.argsort(-conf, kind="stable")[: settings.max_minutiae]
     return [
         Minutia(
-            int(xs[i]),
-            int(ys[i]),
+            int(xs[i]) + sx,
+            int(ys[i]) + sy,
             # LEADER's direction is ISO's: counter-clockwise from the x axis, y down
             float(out[ys[i], xs[i], 1] % (2 * math.pi)),
             "ending" if out[ys[i], xs[i], 2] >= 0.5 else "bifurcation",
@@ -227,7 +255,7 @@ def extract(
             "resolution is higher than declared",
             "wrong_dpi",
         )
-    minutiae = _leader(image, settings)
+    minutiae = _leader(image, settings, ridges.box)
     if len(minutiae) < settings.min_minutiae:
         raise FingerprintError(f"only {len(minutiae)} minutiae found", "no_fingerprint")
     h, w = image.shape
