@@ -46,7 +46,9 @@ _MAX_RIDGE_PERIOD = 12.0
 _MIN_CLARITY = 0.007
 _SIZE_STEP = 64  # the network's input is padded to multiples of this (fewer shapes to compile)
 
-_lock = threading.Lock()
+# one lock each: a quality check need not wait while another thread loads the network
+_network_lock = threading.Lock()
+_nfiq2_lock = threading.Lock()
 _network_fn: Callable[[np.ndarray], np.ndarray] | None = None
 _nfiq2: Any = None
 
@@ -135,10 +137,21 @@ def _ridges(image: np.ndarray) -> _Ridges | None:
     return _Ridges(period, float(np.median(shares)), box)
 
 
+def _ridge_flow(image: np.ndarray) -> _Ridges:
+    """The image's ridges, or FingerprintError ``no_fingerprint`` for a blank image or one
+    without ridge flow."""
+    if float(image.std()) < 4.0:
+        raise FingerprintError("the image is blank", "no_fingerprint")
+    ridges = _ridges(image)
+    if ridges is None or ridges.clarity < _MIN_CLARITY:
+        raise FingerprintError("no ridges found", "no_fingerprint")
+    return ridges
+
+
 def _network() -> Callable[[np.ndarray], np.ndarray]:
     """LEADER, loaded once per process (a few seconds) from the weights inside pyfing."""
     global _network_fn
-    with _lock:
+    with _network_lock:
         if _network_fn is None:
             os.environ.setdefault("KERAS_BACKEND", "jax")
             import keras
@@ -179,11 +192,11 @@ def _leader(
     frame is often mostly background, and the network's time grows with its input's area.
     The whole image when the part would save less than a quarter of the time."""
     h, w = image.shape
-    sy, lh, ty, nh = _span(box[0], box[1], h)
-    sx, lw, tx, nw = _span(box[2], box[3], w)
-    if nh * nw > 0.75 * _span(0, h, h)[3] * _span(0, w, w)[3]:
-        sy, lh, ty, nh = _span(0, h, h)
-        sx, lw, tx, nw = _span(0, w, w)
+    rows, cols = _span(box[0], box[1], h), _span(box[2], box[3], w)
+    whole = _span(0, h, h), _span(0, w, w)
+    if rows[3] * cols[3] > 0.75 * whole[0][3] * whole[1][3]:
+        rows, cols = whole
+    (sy, lh, ty, nh), (sx, lw, tx, nw) = rows, cols
     x = np.full((1, nh, nw, 1), float(image[0, 0]), np.float32)
     x[0, ty : ty + lh, tx : tx + lw, 0] = image[sy : sy + lh, sx : sx + lw]
     out = _network()(x)[0, ty : ty + lh, tx : tx + lw]
@@ -213,7 +226,7 @@ def _nfiq2_score(image: np.ndarray) -> int:
     ok, bmp = cv2.imencode(".bmp", image)
     if not ok:
         return 0
-    with _lock:  # one extractor per process; the native library is not documented thread-safe
+    with _nfiq2_lock:  # one extractor per process; the native library is not documented thread-safe
         if _nfiq2 is None:
             _nfiq2 = nbis.new_nbis_extractor(
                 nbis.NbisExtractorSettings(
@@ -244,11 +257,7 @@ def extract(
     Raises FingerprintError (``bad_image``, ``wrong_dpi``, ``too_small``, ``no_fingerprint``).
     """
     image = _prepare(image, dpi, settings)
-    if float(image.std()) < 4.0:
-        raise FingerprintError("the image is blank", "no_fingerprint")
-    ridges = _ridges(image)
-    if ridges is None or ridges.clarity < _MIN_CLARITY:
-        raise FingerprintError("no ridges found", "no_fingerprint")
+    ridges = _ridge_flow(image)
     if ridges.period > _MAX_RIDGE_PERIOD:
         raise FingerprintError(
             f"the ridges are {ridges.period:.1f} px apart at the declared {dpi} dpi: the image's "
@@ -269,9 +278,7 @@ def quality(
     Images at other resolutions are resampled to 500 dpi first, as NFIQ 2 requires."""
     try:
         image = _prepare(image, dpi, settings)
+        _ridge_flow(image)  # NFIQ 2 itself gives white noise 33
     except FingerprintError:
-        return 0
-    ridges = _ridges(image) if float(image.std()) >= 4.0 else None
-    if ridges is None or ridges.clarity < _MIN_CLARITY:  # NFIQ 2 gives white noise 33
         return 0
     return _nfiq2_score(image)
