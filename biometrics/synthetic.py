@@ -233,6 +233,9 @@ def face_model(path: str) -> FaceModel:
 FINGER_CLASSES = ("arch", "tented_arch", "left_loop", "right_loop", "whorl")
 # approximate natural frequencies of the classes (Henry system statistics)
 CLASS_WEIGHTS = (0.037, 0.029, 0.338, 0.317, 0.279)
+# share of pixels that seed ridge growth: more seeds, more minutiae (0.002 gave prints with
+# about 1.7x the minutiae LEADER finds in the FVC2004 prints; fewer left blank patches)
+_SEED_DENSITY = 0.0005
 
 
 @dataclass(frozen=True)
@@ -332,7 +335,7 @@ def master_fingerprint(
             x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, w)
             box = (slice(y0, y1), slice(x0, x1))
             regions.append((b, box, bins[box] == b, weight[box][bins[box] == b]))
-    img = (rng.random((h, w)) < 0.002).astype(np.float32) * rng.choice([-1.0, 1.0], (h, w))
+    img = (rng.random((h, w)) < _SEED_DENSITY).astype(np.float32) * rng.choice([-1.0, 1.0], (h, w))
     img = img.astype(np.float32)
     for _ in range(12):
         out = np.zeros_like(img)
@@ -345,36 +348,73 @@ def master_fingerprint(
     return MasterFingerprint(img.astype(np.float32), kind, seed)
 
 
+# The hard cases real captures have, and the share of impressions each takes at difficulty 1
+# (the rest are ordinary captures). Chosen so that the synthetic EER sits within the range of
+# the real FVC2004 sets (see bench/bench_fingerprint.py), not to make the matcher look good.
+HARD_CASES = {"dry": 0.1, "wet": 0.1, "smudged": 0.08, "partial": 0.1, "distorted": 0.1}
+
+
+def hard_case(master: MasterFingerprint, impression: int, difficulty: float = 1.0) -> str:
+    """The condition impression ``impression`` of ``master`` is captured in: ``"normal"`` or
+    one of ``HARD_CASES``, drawn (deterministically) in their shares times ``difficulty``."""
+    # a stream of its own: an impression's ordinary variations do not depend on it
+    u = float(np.random.default_rng([master.seed, impression, 1]).random())
+    for name, share in HARD_CASES.items():
+        u -= share * difficulty
+        if u < 0:
+            return name
+    return "normal"
+
+
 def fingerprint_impression(
     master: MasterFingerprint,
     impression: int,
     size: tuple[int, int] | None = None,
     difficulty: float = 1.0,
+    condition: str | None = None,
 ) -> np.ndarray:
     """One 500-dpi grey-scale impression (uint8, dark ridges on white) of ``master``.
 
     Varies with ``impression`` (deterministic): contact area and position, rotation
-    (+-15 deg), translation, elastic distortion, pressure (ridge thickness), noise.
-    ``difficulty`` scales the variations (0: the master itself, on a clean background).
+    (+-15 deg), translation, elastic distortion, pressure (ridge thickness), noise; and, for
+    some impressions, one of the ``HARD_CASES``: a dry finger (broken, faint ridges), a wet one
+    (ridges run together in blotches), a smudge (the finger slid), a partial contact, a strong
+    distortion (the skin pushed sideways). ``condition`` forces one of them (or ``"normal"``).
+    ``difficulty`` scales the variations and the share of hard cases (0: the master itself, on
+    a clean background).
     """
     rng = np.random.default_rng([master.seed, impression])
+    if condition is None:
+        condition = hard_case(master, impression, difficulty)
+    elif condition != "normal" and condition not in HARD_CASES:
+        raise ValueError(f"unknown condition {condition!r}")
+    hard = np.random.default_rng([master.seed, impression, 2])
     h, w = master.ridges.shape
     out_h, out_w = size or (h, w)
     d = difficulty
     angle = rng.uniform(-15, 15) * d
-    tx, ty = rng.uniform(-25, 25, 2) * d
+    tx, ty = rng.uniform(-40, 40, 2) * d
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     m[:, 2] += (tx + (out_w - w) / 2, ty + (out_h - h) / 2)
-    # elastic distortion: a smooth random displacement field, strongest away from the centre
+    # elastic distortion: a smooth random displacement field
     gx, gy = (
         cv2.GaussianBlur(rng.normal(0, 1, (out_h, out_w)).astype(np.float32), (0, 0), 40)
         for _ in range(2)
     )
-    scale = 6.0 * d / max(float(np.abs(gx).max()), float(np.abs(gy).max()), 1e-6)
+    reach = 11.0 * d
+    if condition == "distorted":
+        reach *= hard.uniform(2.0, 3.0)
+    scale = reach / max(float(np.abs(gx).max()), float(np.abs(gy).max()), 1e-6)
     yy, xx = np.mgrid[0:out_h, 0:out_w].astype(np.float32)
+    dx, dy = gx * scale, gy * scale
+    if condition == "distorted":  # pushed sideways: the far side of the contact moves most
+        push = hard.uniform(0, 2 * math.pi)
+        along = (math.cos(push) * (xx - out_w / 2) + math.sin(push) * (yy - out_h / 2)) / out_h
+        shift = np.float32(hard.uniform(8, 16) * d) * np.clip(along * 2, -1, 1)
+        dx, dy = dx + math.cos(push) * shift, dy + math.sin(push) * shift
     inv = cv2.invertAffineTransform(m)
-    map_x = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2] + gx * scale
-    map_y = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2] + gy * scale
+    map_x = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2] + dx
+    map_y = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2] + dy
     ridges = cv2.remap(
         master.ridges,
         map_x.astype(np.float32),
@@ -383,20 +423,51 @@ def fingerprint_impression(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0.0,
     )
-    # contact area: an ellipse around the finger's centre, partial for some impressions
+    # contact area: an ellipse around the finger's centre
     cx = out_w / 2 + tx + rng.uniform(-20, 20) * d
     cy = out_h / 2 + ty + rng.uniform(-30, 30) * d
     area = np.zeros((out_h, out_w), np.float32)
     # a flat capture's contact: nearly the frame (smaller areas scored NFIQ 2 below real prints')
-    axes = (int(out_w * rng.uniform(0.42, 0.5)), int(out_h * rng.uniform(0.45, 0.55)))
+    axes = (int(out_w * rng.uniform(0.36, 0.5)), int(out_h * rng.uniform(0.38, 0.55)))
+    if condition == "partial":  # the finger's tip or side only, off centre
+        keep = hard.uniform(0.45, 0.65)
+        axes = (int(axes[0] * keep), int(axes[1] * keep))
+        off = hard.uniform(0, 2 * math.pi)
+        cx += math.cos(off) * out_w * 0.22
+        cy += math.sin(off) * out_h * 0.22
     cv2.ellipse(area, (int(cx), int(cy)), axes, angle, 0, 360, 1.0, -1)
     contact = cv2.GaussianBlur(area, (0, 0), 6)
     pressure = rng.uniform(-0.35, 0.35) * d  # >0: heavy press, thick ridges
+    contrast = 175.0
+    if condition == "dry":
+        pressure = -hard.uniform(0.35, 0.6)
+        contrast *= hard.uniform(0.55, 0.8)
+    elif condition == "wet":
+        pressure = hard.uniform(0.45, 0.75)
     ink = np.clip((-(ridges) + pressure) * 2.5, -1, 1)  # 1 = ridge
     ink = ink * (
         0.75 + 0.25 * cv2.GaussianBlur(rng.random((out_h, out_w)).astype(np.float32), (0, 0), 8)
     )
-    grey = 235 - contact * (ink + 1) / 2 * 175
+    if condition == "dry":  # ridges broken into dots and dashes
+        grain = cv2.GaussianBlur(hard.random((out_h, out_w)).astype(np.float32), (0, 0), 1.5)
+        gaps = grain < np.quantile(grain, hard.uniform(0.3, 0.5))
+        ink = np.where(gaps & (ink > -1), -1.0, ink)
+    elif condition == "wet":  # blotches where the moisture fills the valleys
+        wet = cv2.GaussianBlur(hard.random((out_h, out_w)).astype(np.float32), (0, 0), 12)
+        blot = np.clip((wet - np.quantile(wet, hard.uniform(0.7, 0.85))) * 60, 0, 1)
+        ink = ink + blot * (0.9 - ink)
+    elif condition == "smudged":  # the finger slid: a streak along the slide, over part of it
+        length = int(hard.uniform(9, 17))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2] = 1.0 / length
+        rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), hard.uniform(0, 180), 1)
+        line = np.asarray(cv2.warpAffine(kernel, rot, (length, length)), np.float32)
+        streak = cv2.filter2D(ink.astype(np.float32), -1, line / max(float(line.sum()), 1e-6))
+        side = hard.uniform(0, 2 * math.pi)
+        along = np.cos(side) * (xx - cx) + np.sin(side) * (yy - cy)
+        share = np.clip(along / 40.0 + 0.5, 0, 1)  # one side of the contact
+        ink = ink + share * (streak - ink)
+    grey = 235 - contact * (ink + 1) / 2 * contrast
     grey += rng.normal(0, 6 + 6 * d, grey.shape)
     smoothed = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
     return np.asarray(np.clip(smoothed, 0, 255), dtype=np.uint8)

@@ -20,12 +20,13 @@ from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintRead
 
 @pytest.fixture(scope="module")
 def fingers() -> dict[tuple[int, int], fp.FingerprintTemplate]:
-    """3 synthetic fingers x 3 impressions, extracted once."""
+    """3 synthetic fingers x 3 ordinary impressions (no hard case), extracted once."""
     out = {}
     for f in range(3):
         master = synthetic.master_fingerprint(500 + f)
         for i in range(3):
-            out[(f, i)] = fp.extract(synthetic.fingerprint_impression(master, i))
+            img = synthetic.fingerprint_impression(master, i, condition="normal")
+            out[(f, i)] = fp.extract(img)
     return out
 
 
@@ -49,10 +50,44 @@ def test_generator_is_deterministic_and_varies_impressions():
     assert {"left_loop", "right_loop", "whorl"} <= classes
 
 
+def _print_stats(img: np.ndarray) -> tuple[float, float, float]:
+    """Share of the frame in contact, share of the contact that is dark ridge, and mean
+    Laplacian (sharpness) over the contact."""
+    contact = cv2.GaussianBlur(img, (0, 0), 8) < 215
+    dark = ((img < 140) & contact).sum() / max(int(contact.sum()), 1)
+    sharp = np.abs(cv2.Laplacian(img.astype(np.float32), cv2.CV_32F))[contact].mean()
+    return float(contact.mean()), float(dark), float(sharp)
+
+
+def test_generator_serves_the_hard_cases_real_prints_have():
+    """Dry, wet, smudged, partial and distorted impressions: each looks like what it says, each
+    comes in its share of the draws, and none at difficulty 0."""
+    for seed in (42, 43):
+        master = synthetic.master_fingerprint(seed, size=(240, 200))
+        normal = synthetic.fingerprint_impression(master, 0, condition="normal")
+        area, dark, sharp = _print_stats(normal)
+        seen = {}
+        for case in synthetic.HARD_CASES:
+            img = synthetic.fingerprint_impression(master, 0, condition=case)
+            assert img.shape == normal.shape and img.dtype == np.uint8
+            seen[case] = (*_print_stats(img), float(np.abs(img - normal.astype(float)).mean()))
+        assert seen["dry"][1] < 0.5 * dark  # broken, faint ridges
+        assert seen["wet"][1] > dark + 0.08  # valleys filled
+        assert seen["smudged"][2] < 0.85 * sharp  # streaked along the slide
+        assert seen["partial"][0] < 0.6 * area  # a part of the finger only
+        assert abs(seen["distorted"][1] - dark) < 0.05 and seen["distorted"][3] > 15  # moved
+    with pytest.raises(ValueError, match="unknown condition"):
+        synthetic.fingerprint_impression(master, 0, condition="oily")
+    draws = [synthetic.hard_case(master, i) for i in range(4000)]
+    for case, share in synthetic.HARD_CASES.items():
+        assert abs(draws.count(case) / len(draws) - share) < 0.25 * share, case
+    assert {synthetic.hard_case(master, i, difficulty=0) for i in range(200)} == {"normal"}
+
+
 @pytest.mark.slow
 def test_extraction_is_deterministic_and_plausible(fingers):
     master = synthetic.master_fingerprint(500)
-    again = fp.extract(synthetic.fingerprint_impression(master, 0))
+    again = fp.extract(synthetic.fingerprint_impression(master, 0, condition="normal"))
     assert again == fingers[(0, 0)]
     t = fingers[(0, 0)]
     assert 15 <= len(t.minutiae) <= 128 and t.quality >= 40  # NFIQ 2: the kiosk's threshold
@@ -221,7 +256,8 @@ def test_ansi_378_records_are_read(finger):
 
 @pytest.mark.slow
 def test_bad_images_get_clear_errors():
-    finger = synthetic.fingerprint_impression(synthetic.master_fingerprint(502), 0)
+    master = synthetic.master_fingerprint(502)
+    finger = synthetic.fingerprint_impression(master, 0, condition="normal")
     cases = {
         "blank": (np.full((400, 320), 235, np.uint8), "no_fingerprint"),
         "black": (np.zeros((400, 320), np.uint8), "no_fingerprint"),
