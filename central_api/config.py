@@ -89,7 +89,13 @@ class Settings(BaseSettings):
         "person's decision",
     )
     intake_min_face_quality: int = Field(default=50, ge=0, le=100)
-    intake_min_finger_quality: int = Field(default=20, ge=0, le=100)
+    intake_min_finger_quality: int = Field(
+        default=20,
+        ge=0,
+        le=100,
+        description="NIST NFIQ 2 of every finger the packet carries (the kiosk asks for a new "
+        "capture below its reader's min_quality, 30-40; this only catches a kiosk that did not)",
+    )
     intake_min_face_document_similarity: float = Field(
         default=0.90,
         ge=-1,
