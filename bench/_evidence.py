@@ -4,6 +4,8 @@ registry's intake policy (capture evidence of a chip read and a live face, ten I
 
 from __future__ import annotations
 
+import numpy as np
+
 from biometrics import fingerprint as fp
 from central_api.enrolment.schemas import CaptureInfo, Demographics, Document, FingerprintRecord
 
@@ -22,17 +24,24 @@ def demographics(number: str = "AB000001") -> Demographics:
     )
 
 
-def evidence() -> dict[str, object]:
-    """``build_packet`` keywords: ``capture`` and ``fingerprints``."""
-    minutiae = tuple(fp.Minutia(20 + 7 * i, 30 + 9 * i, 0.1 * i, "ending", 60) for i in range(40))
-    fingers = [
-        FingerprintRecord(
-            position=pos,
-            quality=70,
-            data=fp.FingerprintTemplate(400, 500, minutiae, position=pos).to_iso19794_2(),
+def evidence(person: int = 0) -> dict[str, object]:
+    """``build_packet`` keywords: ``capture`` and the ``fingerprints`` of ``person`` (random
+    minutiae drawn from that seed: the dedup finds two packets with the same to be one)."""
+    rng = np.random.default_rng(person)
+    fingers = []
+    for pos in range(1, 11):
+        minutiae = tuple(
+            fp.Minutia(
+                int(rng.integers(20, 380)),
+                int(rng.integers(20, 480)),
+                float(rng.uniform(0, 6.28)),
+                "ending",
+                60,
+            )
+            for _ in range(40)
         )
-        for pos in range(1, 11)
-    ]
+        t = fp.FingerprintTemplate(400, 500, minutiae, position=pos)
+        fingers.append(FingerprintRecord(position=pos, quality=70, data=t.to_iso19794_2()))
     capture = CaptureInfo(
         document_source="chip",
         passive_authentication="valid",

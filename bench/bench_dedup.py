@@ -103,11 +103,11 @@ def intake_throughput(count: int = 300) -> None:
         )
         registry_pub = settings.packet_private_key().public_key().public_bytes_raw()
         bodies = []
-        for _ in range(count):
+        for i in range(count):
             noise = rng.normal(size=128).astype(np.float32)
             t = base + 2 * noise / np.linalg.norm(noise)  # distinct random persons
             t /= np.linalg.norm(t)
-            p = build_packet(kiosk.kiosk_id, demo, [t], jpeg, **evidence())
+            p = build_packet(kiosk.kiosk_id, demo, [t], jpeg, **evidence(i))
             bodies.append(p.model_dump_json().encode())
         with TestClient(create_app(settings)) as client:
             t0 = time.perf_counter()

@@ -96,7 +96,9 @@ def honest_packets(kiosk: KioskIdentity, n: int) -> list[bytes]:
             img = cv2.resize(img, None, fx=scale, fy=scale)
         jpeg = cv2.imencode(".jpg", img)[1].tobytes()
         tpl = face.encode(face.decode_image(jpeg), thresholds=None)
-        packet = build_packet(kiosk.kiosk_id, demographics(f"AB{i:06d}"), [tpl], jpeg, **evidence())
+        packet = build_packet(
+            kiosk.kiosk_id, demographics(f"AB{i:06d}"), [tpl], jpeg, **evidence(i)
+        )
         out.append(packet.model_dump_json().encode())
     return out
 

@@ -131,7 +131,7 @@ def throughput(queued: int, work: Path) -> None:
         return box
 
     (work / "central").mkdir()
-    with demo.central_service(work / "central", identity) as (url, keys):
+    with demo.central_service(work / "central", identity) as (url, keys, _env):
         # baseline: one thread, each send waits for the registry's decision
         n0 = max(10, queued // 10)
         base = fill(n0, "baseline")

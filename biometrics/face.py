@@ -29,6 +29,9 @@ import numpy as np
 from biometrics.exceptions import BiometricError
 
 TEMPLATE_DIM = 128
+# The name and version of what makes templates (stored with every reference: templates of
+# different versions are never compared)
+ALGORITHM = "dlib-resnet-v1"
 
 
 @functools.cache

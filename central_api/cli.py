@@ -181,6 +181,33 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evidence(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from central_api.audit.service import record
+    from central_api.enrolment.models import Enrolment
+
+    with _database(args) as factory, transaction(factory) as s:
+        rows = s.scalars(
+            select(Enrolment).where(Enrolment.receipt_number == args.receipt).order_by(Enrolment.id)
+        ).all()
+        for e in rows:  # reading a decision's evidence is itself recorded
+            record(s, f"cli:{_operator()}", "evidence.read", "enrolment", e.id)
+        found = [
+            {
+                "receipt_number": e.receipt_number,
+                "status": e.status,
+                "evidence": None if e.evidence is None else json.loads(e.evidence),
+            }
+            for e in rows
+        ]
+    if not found:
+        print("no enrolment has that receipt number", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2))
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from central_api.audit.service import chain_key, verify
 
@@ -297,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(sp)
     sp.add_argument("idcs")
     sp.set_defaults(func=_delete_person)
+
+    sp = sub.add_parser(
+        "evidence",
+        help="print what the dedup decided an enrolment on (JSON: per-finger and face scores, "
+        "fused LLR, thresholds, algorithm versions; no biometric data)",
+    )
+    db_arg(sp)
+    sp.add_argument("receipt", help="the receipt number (RNP-XXXXX-XXXXX)")
+    sp.set_defaults(func=_evidence)
 
     sp = sub.add_parser("stats", help="print enrolment counts by status as JSON")
     db_arg(sp)

@@ -116,12 +116,25 @@ class Settings(BaseSettings):
         description="processes that encode token images for the face check, side by side",
     )
 
-    # Face dedup thresholds on cosine similarity of L2-normalised dlib descriptors.
-    # Calibrated on ../shared/data/faces (72 usable photos, 12 people): genuine pairs
-    # >= 0.930, impostor pairs <= 0.908. A tiny set: recalibrate on real data before use.
-    face_duplicate_threshold: float = Field(default=0.93, gt=0, le=1)
-    face_adjudication_threshold: float = Field(default=0.91, gt=0, le=1)
-    dedup_candidates: int = Field(default=10, ge=1)
+    # The dedup's thresholds follow from these rates at the gallery's size (fusion.Thresholds:
+    # fused LLR >= ln(persons / rate)); not hand-set scores
+    dedup_target_fpir: float = Field(
+        default=1e-3,
+        gt=0,
+        lt=1,
+        description="false-positive identification rate allowed to automatic DUPLICATE "
+        "decisions (MOSIP ABIS's targetFPIR); the fused threshold rises with the gallery",
+    )
+    dedup_adjudication_fpir: float = Field(
+        default=1e-2,
+        gt=0,
+        lt=1,
+        description="the most non-mated searches that may go to an adjudicator; between "
+        "this and dedup_target_fpir a match is adjudicated, not decided",
+    )
+    dedup_candidates: int = Field(
+        default=10, ge=1, description="persons each gallery proposes for full comparison"
+    )
 
     idcs_check_digit: bool = True
     idcs_deny_list: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -155,8 +168,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
-        if self.face_adjudication_threshold > self.face_duplicate_threshold:
-            raise ValueError("face_adjudication_threshold must not exceed face_duplicate_threshold")
+        if self.dedup_adjudication_fpir < self.dedup_target_fpir:
+            raise ValueError("dedup_adjudication_fpir must not be below dedup_target_fpir")
         return self
 
     def idcs_policy(self) -> IdcsPolicy:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central_api.config import Settings
 from central_api.crypto import FieldCipher
-from central_api.dedup.service import Deduplicator
+from central_api.dedup.worker import DedupWorker
 from central_api.enrolment.gate import BodySlots, RefusalThrottle
 from central_api.enrolment.service import KioskDirectory
 from central_api.ops.service import Counters, QueueGauge
@@ -28,7 +28,7 @@ class Registry:
     packet_key: X25519PrivateKey
     signing_key: Ed25519PrivateKey
     sessions: sessionmaker[Session]
-    dedup: Deduplicator
+    dedup: DedupWorker
     kiosks: KioskDirectory
     queue: QueueGauge
     slots: BodySlots

@@ -16,7 +16,7 @@ from central_api.audit.service import chain_key, checkpoint
 from central_api.config import Settings, get_settings
 from central_api.crypto import FieldCipher
 from central_api.db import ensure_migrated, make_engine, make_session_factory, transaction
-from central_api.dedup.service import Deduplicator
+from central_api.dedup.worker import DedupWorker
 from central_api.dependencies import Registry
 from central_api.enrolment.gate import BodySlots, IntakeGate, RefusalThrottle
 from central_api.enrolment.router import router as enrolment_router
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
         raise
     sessions = make_session_factory(engine, data_key)
-    dedup = Deduplicator(sessions, cipher, settings)
+    dedup = DedupWorker(sessions, cipher, settings)
     registry = Registry(
         settings=settings,
         cipher=cipher,
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dedup.load()
+        dedup.service.load()
         stop = threading.Event()
         threads = []
         if settings.start_worker:

@@ -4,7 +4,7 @@ from central_api.audit.models import AuditCheckpoint, AuditEvent
 from central_api.db import Base
 from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment, Kiosk
-from central_api.identity.models import FaceReference, IssuedIdentifier, Person
+from central_api.identity.models import FaceReference, FingerReference, IssuedIdentifier, Person
 
 __all__ = [
     "AdjudicationCase",
@@ -13,6 +13,7 @@ __all__ = [
     "Base",
     "Enrolment",
     "FaceReference",
+    "FingerReference",
     "IssuedIdentifier",
     "Kiosk",
     "Person",

@@ -163,13 +163,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _central(*args: str, env: dict[str, str]) -> None:
-    subprocess.run(
+def _central(*args: str, env: dict[str, str]) -> str:
+    """Run a ``central_api.cli`` command; returns what it printed."""
+    done = subprocess.run(
         [sys.executable, "-m", "central_api.cli", "--log-level", "warning", *args],
         env=env,
         check=True,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    return done.stdout
+
+
+def explain(receipt: str, env: dict[str, str]) -> list[str]:
+    """What the registry decided an enrolment on, as an operator reads it
+    (``central_api.cli evidence``): the fused score against the thresholds, then each
+    modality's share."""
+    (found,) = json.loads(_central("evidence", receipt, env=env))
+    ev = found["evidence"]
+    th = ev["thresholds"]
+    best = ev["candidates"][0]
+    lines = [
+        f"    fused LLR {best['llr']:.1f} >= duplicate threshold {th['duplicate']:.1f} "
+        f"(ln of {th['gallery_size']} persons / target FPIR {th['target_fpir']:g}); "
+        f"algorithms {ev['algorithms']['finger']}, {ev['algorithms']['face']}"
+    ]
+    if best["face"] is not None:
+        lines.append(
+            f"    face: similarity {best['face']['score']:.3f} -> LLR {best['face']['llr']:+.1f}"
+        )
+    fingers = ", ".join(
+        f"{f['position']}:{f['bits']:.0f}b/{f['llr']:+.1f}" for f in best["fingers"]
+    )
+    lines.append(f"    fingers (position: bits/LLR): {fingers}")
+    return lines
 
 
 @contextlib.contextmanager
@@ -220,14 +247,14 @@ def registry_env(workdir: Path) -> tuple[dict[str, str], tuple[bytes, bytes]]:
 @contextlib.contextmanager
 def central_service(
     workdir: Path, kiosk: KioskIdentity
-) -> Iterator[tuple[str, tuple[bytes, bytes]]]:
-    """Run a fresh registry (SQLite) in its own process; yields its base URL and the public
-    keys a kiosk needs (see :func:`registry_env`)."""
+) -> Iterator[tuple[str, tuple[bytes, bytes], dict[str, str]]]:
+    """Run a fresh registry (SQLite) in its own process; yields its base URL, the public
+    keys a kiosk needs and the registry's environment (see :func:`registry_env`)."""
     env, public = registry_env(workdir)
     _central("migrate", env=env)
     _central("kiosk-add", KIOSK_ID, "--public-key", kiosk.public_key_b64(), env=env)
     with serve_central(env, workdir / "central.log") as url:
-        yield url, public
+        yield url, public, env
 
 
 @contextlib.contextmanager
@@ -378,7 +405,7 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
     counts: Counter[str] = Counter()
     timings: list[float] = []
     with (
-        central_service(workdir, identity) as (url, registry_keys),
+        central_service(workdir, identity) as (url, registry_keys, central_env),
         device_daemon(workdir) as devices,
     ):
         kiosk = assemble(
@@ -431,6 +458,8 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
                 f"(kiosk {kiosk_s:.1f} s)",
                 flush=True,
             )
+            if final.status == "duplicate":
+                print("\n".join(explain(final.receipt_number, central_env)), flush=True)
         if ui:
             guest = Citizen(
                 len(citizens), "guest", people[names[0]], person(len(citizens), rng), set()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -114,9 +115,13 @@ def capture(**overrides: object) -> CaptureInfo:
     return CaptureInfo(**fields)
 
 
-def evidence(seed: int = 0, **overrides: object) -> dict[str, object]:
-    """``build_packet`` keywords for a packet that satisfies the intake policy."""
-    return {"capture": capture(**overrides), "fingerprints": fingers(seed)}
+def evidence(person: int | str | bytes = 0, **overrides: object) -> dict[str, object]:
+    """``build_packet`` keywords for a packet that satisfies the intake policy, with the
+    fingers of ``person`` (a seed, or a name or photo it is drawn from): the registry's dedup
+    finds two packets with the same fingers to be one person."""
+    if not isinstance(person, int):
+        person = zlib.crc32(person.encode() if isinstance(person, str) else person)
+    return {"capture": capture(**overrides), "fingerprints": fingers(person)}
 
 
 class Registry:
@@ -127,9 +132,11 @@ class Registry:
         self.app = client.app
 
     def packet(self, templates: list[np.ndarray], image: bytes, **kw: object) -> EnrolmentPacket:
-        """A packet of this kiosk that satisfies the intake policy unless ``kw`` change it."""
+        """A packet of this kiosk that satisfies the intake policy unless ``kw`` change it.
+        Its fingers are drawn from the photo (one photo, one person's fingers): a test that
+        means two photos to be one person passes ``fingerprints`` of one seed."""
         demo = kw.pop("demographics", None) or demographics()
-        kw = {**evidence(), **kw}
+        kw = {**evidence(image), **kw}
         return build_packet(self.kiosk.kiosk_id, demo, templates, image, **kw)  # type: ignore[arg-type]
 
     def post(self, body: bytes, signer: KioskIdentity | None = None, **seal_kw: object):  # type: ignore[no-untyped-def]

@@ -1,89 +1,292 @@
-"""1:N face dedup: the three outcomes, restarts, several processes, deletions."""
+"""1:N dedup on fingers and face fused: the three outcomes, the evidence, batches, restarts,
+several processes, deletions."""
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing
 import os
 import random
 import signal
+import zlib
 
 import numpy as np
 import pytest
-from helpers import Registry, count
+from helpers import Registry, capture, count, fingers
 from sqlalchemy import select
 
+from biometrics import fingerprint as fp
+from biometrics.gallery import FaceGallery, FingerGallery, normalise
 from central_api.db import transaction
-from central_api.dedup.index import FaceGallery, normalise
+from central_api.dedup import fusion
+from central_api.dedup.fusion import Comparison, FingerScore, Outcome, Thresholds
 from central_api.dedup.models import AdjudicationCase
-from central_api.dedup.service import Outcome, classify
+from central_api.enrolment.models import Enrolment
+from central_api.enrolment.schemas import FingerException, FingerprintRecord
 from central_api.identity.idcs import IdcsPolicy
 from central_api.identity.models import IssuedIdentifier, Person
 from central_api.identity.service import delete_person, issue_person
 
 
-def test_classify_thresholds():
-    assert classify(None, 0.93, 0.91) is Outcome.UNIQUE
-    assert classify(0.909, 0.93, 0.91) is Outcome.UNIQUE
-    assert classify(0.91, 0.93, 0.91) is Outcome.ADJUDICATION
-    assert classify(0.9299, 0.93, 0.91) is Outcome.ADJUDICATION
-    assert classify(0.93, 0.93, 0.91) is Outcome.DUPLICATE
+def test_thresholds_follow_the_target_fpir_and_the_gallery_size():
+    small, big = Thresholds(1_000, 1e-3, 1e-2), Thresholds(1_000_000, 1e-3, 1e-2)
+    assert small.duplicate == pytest.approx(math.log(1e6))
+    assert big.duplicate - small.duplicate == pytest.approx(math.log(1000))
+    assert small.adjudication < small.duplicate
+    finger = FingerScore(1, 1, 30.0, 6.0)
+    strong = Comparison(7, small.duplicate + 0.1, (finger,))
+    assert fusion.decide(None, small) == (Outcome.UNIQUE, None)
+    assert fusion.decide(strong, small) == (Outcome.DUPLICATE, None)
+    assert fusion.decide(strong, big) == (Outcome.UNIQUE, None)  # common among 1M
+    assert fusion.decide(strong, Thresholds(5_000, 1e-3, 1e-2)) == (
+        Outcome.ADJUDICATION,
+        "near_match",
+    )
+    weak = Comparison(7, small.adjudication - 0.1, (finger,))
+    assert fusion.decide(weak, small) == (Outcome.UNIQUE, None)
+    # the face alone never makes a duplicate, however strong
+    face_only = Comparison(7, 1e3, (), 0.99, 1e3)
+    assert fusion.decide(face_only, small) == (Outcome.ADJUDICATION, "face_only")
 
 
-def test_gallery_search_is_exact_and_per_person():
+def test_calibration_is_clamped_to_the_measured_range():
+    cal = fusion.FINGER
+    assert cal.llr(cal.hi + 100) == cal.llr(cal.hi) > 0
+    assert cal.llr(-5) == cal.llr(cal.lo) < 0
+    assert fusion.FACE.llr(5.0) == fusion.FACE.llr(fusion.FACE.hi) >= fusion.FACE.llr(1.0) > 0
+    assert fusion.FACE.llr(0.0) == fusion.FACE.llr(fusion.FACE.lo) < 0
+
+
+def _templates(seed: int) -> dict[int, fp.FingerprintTemplate]:
+    return {r.position: fp.FingerprintTemplate.from_iso19794_2(r.data) for r in fingers(seed)}
+
+
+def test_fusion_sums_what_both_sides_have_and_finds_a_swapped_finger():
+    mine, other = _templates(1), _templates(2)
+    probe = {p: fp.FingerprintMatcher(t) for p, t in mine.items()}
+    no_face = np.zeros((0, 128), np.float32)
+    same = fusion.compare(1, probe, no_face, mine, no_face)
+    assert len(same.fingers) == 10 and same.face_score is None
+    assert same.llr == pytest.approx(sum(f.llr for f in same.fingers))
+    assert same.llr > 5 * fusion.FINGER.llr(fusion.FINGER.hi)
+    stranger = fusion.compare(2, probe, no_face, other, no_face)
+    assert stranger.llr < 0
+    # the candidate lacks four fingers: they contribute nothing
+    partial = fusion.compare(1, probe, no_face, {p: mine[p] for p in (1, 2, 3, 6, 7, 8)}, no_face)
+    assert len(partial.fingers) == 6
+    # the left and right index fingers were captured under each other's positions
+    swapped = {2: probe[7], 7: probe[2]}
+    found = fusion.compare(1, swapped, no_face, mine, no_face)
+    assert [(f.position, f.matched_position) for f in found.fingers] == [(2, 7), (7, 2)]
+    assert found.llr > 0
+    assert found.llr == pytest.approx(
+        2 * (fusion.FINGER.llr(fusion.FINGER.hi) + math.log(fusion.SWAP_PRIOR)), abs=0.5
+    )
+
+
+def test_face_gallery_search_is_exact_and_per_person():
     rng = np.random.default_rng(0)
     g = FaceGallery()
     data = rng.normal(size=(300, 128)).astype(np.float32)
-    g.add(list(range(1, 301)), [i // 3 for i in range(300)], data)  # 3 references a person
+    for person in range(100):  # 3 references a person
+        g.add(person, data[3 * person : 3 * person + 3])
     probe = data[42] + 0.01 * rng.normal(size=128).astype(np.float32)
-    hits = g.search(probe, k=5)
+    hits = g.search(probe[None], k=5)
     assert hits[0].person_id == 14
     brute = normalise(data) @ normalise(probe)[0]
     assert hits[0].score == pytest.approx(float(brute.max()), abs=1e-5)
     assert len({h.person_id for h in hits}) == len(hits) == 5
-    assert g.remove_person(14) == 3 and len(g) == 297
-    assert all(h.person_id != 14 for h in g.search(probe, k=5))
+    assert g.templates(14).shape == (3, 128)
+    assert g.remove(14) == 3 and len(g) == 297
+    assert all(h.person_id != 14 for h in g.search(probe[None], k=5))
+    assert g.templates(14).shape == (0, 128)
     with pytest.raises(ValueError):
-        g.add([999], [1], np.full((1, 128), np.nan, dtype=np.float32))
+        g.add(999, np.full((1, 128), np.nan, dtype=np.float32))
 
 
-@pytest.mark.slow
-def test_near_match_goes_to_adjudication(registry_factory, db_url, template, photo):
-    # thresholds chosen so that a genuine pair falls between them
-    reg: Registry = registry_factory(
-        face_adjudication_threshold=0.5, face_duplicate_threshold=0.999
+def test_finger_gallery_finds_a_person_from_any_finger_in_any_position():
+    g = FingerGallery()
+    for person in range(30):
+        g.add(person, list(_templates(100 + person).values()))
+    assert len(g) == 300
+    mine = _templates(117)
+    assert g.search(list(mine.values()), k=3)[0].person_id == 17
+    # one finger, presented as another position's
+    moved = fp.FingerprintTemplate(
+        mine[2].width, mine[2].height, mine[2].minutiae, mine[2].dpi, mine[2].quality, 7
     )
-    reg.submit(reg.packet([template("obama__obama.jpg")], photo("obama__obama.jpg")))
-    r = reg.submit(reg.packet([template("obama__obama3.jpg")], photo("obama__obama3.jpg")))
+    assert g.search([moved], k=3)[0].person_id == 17
+    assert g.remove(17) == 10
+    assert all(h.person_id != 17 for h in g.search(list(mine.values()), k=5))
+    assert g.templates(17) == {}
+
+
+OBAMA = 44  # the seed of the fingers every photo of him comes with
+
+
+def _obama(reg: Registry, name: str, template, photo, **kw):  # type: ignore[no-untyped-def]
+    """A packet of one of Obama's photos, with his fingers."""
+    return reg.packet([template(name)], photo(name), fingerprints=fingers(OBAMA), **kw)
+
+
+def _evidence(reg: Registry, packet_id) -> dict:  # type: ignore[no-untyped-def]
+    with reg.app.state.registry.sessions() as s:
+        e = s.scalars(select(Enrolment).where(Enrolment.packet_id == packet_id)).one()
+        return json.loads(e.evidence)
+
+
+def test_a_duplicate_is_decided_on_fingers_and_face_with_its_evidence(
+    registry: Registry, template, photo
+):
+    first = registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
+    assert first.json()["status"] == "issued"
+    second = _obama(registry, "obama__obama2.jpg", template, photo)
+    assert registry.submit(second).json()["status"] == "duplicate"
+    ev = _evidence(registry, second.packet_id)
+    assert ev["outcome"] == "duplicate" and ev["probe"]["fingers"] == list(range(1, 11))
+    assert ev["thresholds"]["gallery_size"] == 1
+    assert ev["algorithms"] == {"face": "dlib-resnet-v1", "finger": fp.ALGORITHM}
+    best = ev["candidates"][0]
+    assert best["rank"] == 1 and best["llr"] >= ev["thresholds"]["duplicate"]
+    assert [f["position"] for f in best["fingers"]] == list(range(1, 11))
+    assert all(f["matched_position"] == f["position"] for f in best["fingers"])
+    assert best["face"]["llr"] > 0  # two photos of one man
+    assert "template" not in json.dumps(ev)
+
+
+def test_another_face_with_the_same_fingers_is_a_duplicate(registry: Registry, template, photo):
+    """A tampered kiosk keeps a registered person's fingers and changes the face (its
+    template and photo agree, so the face check passes): the fingers find the person."""
+    registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
+    biden = registry.packet(
+        [template("biden__biden.jpg")], photo("biden__biden.jpg"), fingerprints=fingers(OBAMA)
+    )
+    r = registry.submit(biden)
+    assert r.json()["status"] == "duplicate"
+    best = _evidence(registry, biden.packet_id)["candidates"][0]
+    assert best["face"]["llr"] < 0  # the face says another man; ten fingers outweigh it
+
+
+def test_four_fingers_missing_still_deduplicate(registry: Registry, template, photo):
+    registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
+    missing = [2, 5, 7, 10]
+    packet = registry.packet(
+        [template("obama__obama2.jpg")],
+        photo("obama__obama2.jpg"),
+        fingerprints=[f for f in fingers(OBAMA) if f.position not in missing],
+        capture=capture(
+            finger_exceptions=[FingerException(position=p, reason="bandaged") for p in missing]
+        ),
+    )
+    assert registry.submit(packet).json()["status"] == "duplicate"
+    best = _evidence(registry, packet.packet_id)["candidates"][0]
+    assert len(best["fingers"]) == 6
+
+
+def test_fingers_captured_under_swapped_positions_are_found(registry: Registry, template, photo):
+    """Both hands recorded under each other's positions (an operator's slip), and another
+    face: the swapped fingers alone must find the person."""
+    registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
+    swapped = []
+    for f in fingers(OBAMA):
+        position = fusion.mirror(f.position)
+        t = fp.FingerprintTemplate.from_iso19794_2(f.data)
+        t = fp.FingerprintTemplate(t.width, t.height, t.minutiae, t.dpi, t.quality, position)
+        swapped.append(FingerprintRecord(position=position, quality=70, data=t.to_iso19794_2()))
+    packet = registry.packet(
+        [template("biden__biden.jpg")], photo("biden__biden.jpg"), fingerprints=swapped
+    )
+    assert registry.submit(packet).json()["status"] == "duplicate"
+    best = _evidence(registry, packet.packet_id)["candidates"][0]
+    assert all(f["matched_position"] == fusion.mirror(f["position"]) for f in best["fingers"])
+
+
+def test_a_person_without_fingers_is_decided_by_a_person(registry: Registry, template, photo):
+    """No usable finger: the face alone never makes a duplicate; a match is adjudicated."""
+    registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
+    packet = registry.packet(
+        [template("obama__obama2.jpg")],
+        photo("obama__obama2.jpg"),
+        fingerprints=[],
+        capture=capture(
+            finger_exceptions=[
+                FingerException(position=p, reason="amputated") for p in range(1, 11)
+            ]
+        ),
+    )
+    r = registry.submit(packet)
+    assert r.json()["status"] == "adjudication" and r.json()["idcs"] is None
+    with registry.app.state.registry.sessions() as s:
+        assert s.scalars(select(AdjudicationCase.reason)).one() == "face_only"
+
+
+def test_near_match_goes_to_adjudication(registry_factory, db_url, template, photo):
+    # a target FPIR so small that no match reaches it: every match is adjudicated
+    reg: Registry = registry_factory(dedup_target_fpir=1e-80)
+    reg.submit(_obama(reg, "obama__obama.jpg", template, photo))
+    r = reg.submit(_obama(reg, "obama__obama3.jpg", template, photo))
     assert r.json()["status"] == "adjudication"
     assert r.json()["idcs"] is None
     with reg.app.state.registry.sessions() as s:
         case = s.scalars(select(AdjudicationCase)).one()
-        assert case.status == "open" and 0.5 <= case.score < 0.999
+        assert case.status == "open" and case.reason == "near_match" and case.score > 0
         assert case.candidate_person_id == s.scalars(select(Person.id)).one()
     assert count(db_url, "persons") == 1
 
 
+def test_a_batch_decides_as_one_at_a_time(registry_factory, template, photo):
+    """Five queued enrolments taken as one batch, two people twice among them: the copies
+    are caught within the batch, each decision as if they had come one by one."""
+    reg = registry_factory(start_worker=False, sync_wait_seconds=0)
+    names = [
+        "obama__obama.jpg",
+        "biden__biden.jpg",
+        "obama__obama2.jpg",
+        "kit_harington__john1.jpeg",
+    ]
+    packets = [
+        _obama(reg, n, template, photo)
+        if n.startswith("obama")
+        else reg.packet([template(n)], photo(n))
+        for n in names
+    ]
+    packets.append(reg.packet([template("biden__biden.jpg")], photo("biden__biden.jpg")))
+    for p in packets:
+        reg.submit(p)
+    worker = reg.app.state.registry.dedup
+    assert len(worker.process_batch(len(packets))) == len(packets)
+    got = [reg.get(p.packet_id).json() for p in packets]
+    assert [g["status"] for g in got] == ["issued", "issued", "duplicate", "issued", "duplicate"]
+    with reg.app.state.registry.sessions() as s:
+        person = {e.packet_id: e.person_id for e in s.scalars(select(Enrolment)).all()}
+    assert person[packets[2].packet_id] == person[packets[0].packet_id]
+    assert person[packets[4].packet_id] == person[packets[1].packet_id]
+
+
 def test_gallery_is_rebuilt_from_the_database_at_start(registry_factory, template, photo):
     a = registry_factory()
-    a.submit(a.packet([template("obama__obama.jpg")], photo("obama__obama.jpg")))
+    a.submit(_obama(a, "obama__obama.jpg", template, photo))
     a.client.__exit__(None, None, None)
     b = registry_factory()  # a new process would see only the database
-    assert len(b.app.state.registry.dedup.gallery) == 1
-    r = b.submit(b.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg")))
+    service = b.app.state.registry.dedup.service
+    assert service.persons == 1 and len(service.faces) == 1 and len(service.fingers) == 10
+    r = b.submit(_obama(b, "obama__obama2.jpg", template, photo))
     assert r.json()["status"] == "duplicate"
 
 
 def test_two_servers_on_one_database_stay_consistent(registry_factory, db_url, template, photo):
     a, b = registry_factory(), registry_factory()  # both galleries loaded while empty
-    ra = a.submit(a.packet([template("obama__obama.jpg")], photo("obama__obama.jpg")))
+    ra = a.submit(_obama(a, "obama__obama.jpg", template, photo))
     assert ra.json()["status"] == "issued"
-    rb = b.submit(b.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg")))
+    rb = b.submit(_obama(b, "obama__obama2.jpg", template, photo))
     assert rb.json()["status"] == "duplicate"  # b caught up from the database first
 
-    # the person is deleted through b; a still holds the reference in memory
+    # the person is deleted through b; a still holds the references in memory
     with transaction(b.app.state.registry.sessions) as s:
         assert delete_person(s, ra.json()["idcs"], actor="test") is not None
-    rc = a.submit(a.packet([template("obama__obama3.jpg")], photo("obama__obama3.jpg")))
+    assert count(db_url, "finger_references") == 0
+    rc = a.submit(_obama(a, "obama__obama3.jpg", template, photo))
     assert rc.json()["status"] == "issued"  # a stale in-memory hit never decides
     assert rc.json()["idcs"] != ra.json()["idcs"]
     assert count(db_url, "issued_identifiers") == 2
@@ -111,9 +314,13 @@ def test_several_templates_in_one_packet_all_join_the_gallery(registry: Registry
     second /= np.linalg.norm(second)
     r = registry.submit(registry.packet([first, second], photo("kit_harington__john1.jpeg")))
     assert r.json()["status"] == "issued"
-    assert len(registry.app.state.registry.dedup.gallery) == 2
+    assert len(registry.app.state.registry.dedup.service.faces) == 2
     r = registry.submit(
-        registry.packet([template("kit_harington__john3.jpg")], photo("kit_harington__john3.jpg"))
+        registry.packet(
+            [template("kit_harington__john3.jpg")],
+            photo("kit_harington__john3.jpg"),
+            fingerprints=fingers(zlib.crc32(photo("kit_harington__john1.jpeg"))),
+        )
     )
     assert r.json()["status"] == "duplicate"
 

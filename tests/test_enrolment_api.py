@@ -23,7 +23,11 @@ def test_unique_person_gets_an_idcs_and_duplicate_is_caught(registry: Registry, 
     assert r2.json()["status"] == "issued"
     assert r2.json()["idcs"] != body["idcs"]
 
-    again = registry.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg"))
+    again = registry.packet(  # another photo of the same man, and his fingers
+        [template("obama__obama2.jpg")],
+        photo("obama__obama2.jpg"),
+        fingerprints=first.fingerprints,
+    )
     r3 = registry.submit(again)
     assert r3.status_code == 201
     assert r3.json()["status"] == "duplicate"

@@ -203,7 +203,7 @@ def test_four_hundred_mutated_authenticated_packets_never_give_a_5xx(
                 demographics(),
                 [template(n)],
                 photo(n),
-                **evidence(seed=i),
+                **evidence(i),
             ).model_dump_json()
         )
         for i, n in enumerate(names)

@@ -321,7 +321,7 @@ def _packets(template, photo, n: int):  # type: ignore[no-untyped-def]
             demographics(),
             [template(names[i % len(names)])],
             photo(names[i % len(names)]),
-            **evidence(),
+            **evidence(names[i % len(names)]),
         )
         for i in range(n)
     ]

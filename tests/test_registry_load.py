@@ -209,7 +209,7 @@ def test_a_flood_of_image_bombs_does_not_slow_an_honest_kiosk(
             for i in range(n):
                 name = names[i % len(names)]
                 p = build_packet(
-                    honest.kiosk_id, demographics(), [template(name)], photo(name), **evidence()
+                    honest.kiosk_id, demographics(), [template(name)], photo(name), **evidence(name)
                 )
                 t = time.perf_counter()
                 client.submit(p, wait=False)
@@ -266,7 +266,13 @@ def test_kill_9_of_a_registry_process_loses_nothing_and_issues_one_idcs(
     people = ["biden__biden.jpg", "obama__obama.jpg", "tom_cruise__img1.jpg"]
     again = {"biden__biden.jpg": "biden__biden2.jpg", "obama__obama.jpg": "obama__obama2.jpg"}
     packets = [
-        build_packet(kiosk.kiosk_id, demographics(), [template(n)], photo(n), **evidence())
+        build_packet(  # one person's photos come with that person's fingers
+            kiosk.kiosk_id,
+            demographics(),
+            [template(n)],
+            photo(n),
+            **evidence(n.split("__")[0]),
+        )
         for n in [*people, *again.values(), *people]
     ]
     ports = [free_port(), free_port()]

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from helpers import KEY, PACKET_KEY_B64, SIGNING_KEY_B64, Registry, demographics, settings_for
+from helpers import (
+    KEY,
+    PACKET_KEY_B64,
+    SIGNING_KEY_B64,
+    Registry,
+    demographics,
+    fingers,
+    settings_for,
+)
 from sqlalchemy import create_engine, select, text
 
 from central_api.audit.models import AuditEvent
@@ -67,8 +75,13 @@ def test_personal_and_biometric_data_are_encrypted_at_rest(
 
 
 def test_every_state_change_is_audited(registry: Registry, template, photo):
-    p1 = registry.packet([template("obama__obama.jpg")], photo("obama__obama.jpg"))
-    p2 = registry.packet([template("obama__obama2.jpg")], photo("obama__obama2.jpg"))
+    his = fingers(1)  # two photos, one man: the same fingers
+    p1 = registry.packet(
+        [template("obama__obama.jpg")], photo("obama__obama.jpg"), fingerprints=his
+    )
+    p2 = registry.packet(
+        [template("obama__obama2.jpg")], photo("obama__obama2.jpg"), fingerprints=his
+    )
     registry.submit(p1)
     registry.submit(p2)
     with registry.app.state.registry.sessions() as s:
@@ -151,6 +164,6 @@ def test_settings_from_environment(monkeypatch):
     s = Settings()
     assert s.idcs_policy().deny_list == ("2222", "3333")
     assert s.idcs_policy().check_digit is False
-    monkeypatch.setenv("CENTRAL_FACE_ADJUDICATION_THRESHOLD", "0.99")
-    with pytest.raises(ValueError, match="must not exceed"):
+    monkeypatch.setenv("CENTRAL_DEDUP_TARGET_FPIR", "0.05")
+    with pytest.raises(ValueError, match="must not be below"):
         Settings()

@@ -280,7 +280,9 @@ def test_a_returning_person_with_a_new_card_is_a_duplicate(stack, faces_dir):
 def test_network_down_then_back(stack, faces_dir):
     registry = stack["registry"]
     registry.stop()
-    present(stack, faces_dir, "tom_cruise__img1.jpg", "tom_cruise__img1.jpg", "ZG4004")
+    present(  # another man, with fingers of his own
+        stack, faces_dir, "tom_cruise__img1.jpg", "tom_cruise__img1.jpg", "ZG4004", finger_person=34
+    )
     c = Citizen(stack, "zgh-offline")
     c.start("zgh")
     assert "ⵜⴰⴽⴰⵔⴹⴰ" in c.page.inner_text("h1")

@@ -7,7 +7,8 @@
 - ``compare(a, b)``, ``FingerprintMatcher(probe).match(candidate)``: Minutia Cylinder-Code
   with LSS-R, in bits of evidence (a threshold of t bits has an FMR of about 2**-t);
   rotation (full circle) and translation invariant.
-- ``FingerprintGallery``: 1:N search with a descriptor pre-selection.
+- ``FingerprintGallery``: 1:N search with a descriptor pre-selection; ``descriptor(t)``: the
+  fixed-length descriptor it pre-selects by (``biometrics.gallery.FingerGallery`` too).
 
 Images are 2-D arrays (uint8, or uint16 scaled from their real bit depth; RGB is converted),
 dark ridges on a light background; other resolutions than 500 dpi are resampled.
@@ -24,13 +25,21 @@ from biometrics.fingerprint._iso import (
     TemplateFormatError,
 )
 from biometrics.fingerprint._mcc import (
+    DESCRIPTOR_SIZE,
     FingerprintGallery,
     FingerprintMatcher,
     compare,
+    descriptor,
     score_to_bits,
 )
 
+# The name and version of what makes and compares templates (stored with every reference:
+# templates of different versions are never compared)
+ALGORITHM = "leader-mcc/1"
+
 __all__ = [
+    "ALGORITHM",
+    "DESCRIPTOR_SIZE",
     "DPI",
     "ExtractionSettings",
     "FingerPosition",
@@ -42,6 +51,7 @@ __all__ = [
     "MinutiaKind",
     "TemplateFormatError",
     "compare",
+    "descriptor",
     "extract",
     "quality",
     "score_to_bits",

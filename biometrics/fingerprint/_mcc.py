@@ -151,7 +151,7 @@ def _dominant_turn(sim: np.ndarray, turn: np.ndarray) -> float:
 
 
 def _sigmoid(v: np.ndarray | float, mu: float, tau: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-tau * (np.asarray(v) - mu)))
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * tau * (np.asarray(v) - mu))))  # no overflow
 
 
 def _lss_r(a: _Cylinders, b: _Cylinders, sim: np.ndarray) -> float:
@@ -219,6 +219,15 @@ def score_to_bits(raw: float) -> float:
     if raw <= _CAL_SCORES[-1]:
         return float(np.interp(raw, _CAL_SCORES, _CAL_BITS))
     return float(_CAL_BITS[-1] + _TAIL_SLOPE * (raw - _CAL_SCORES[-1]))
+
+
+DESCRIPTOR_SIZE = _NS * _NS * _ND
+
+
+def descriptor(t: FingerprintTemplate) -> np.ndarray:
+    """The template's cylinder descriptor (DESCRIPTOR_SIZE float32 values, unit length or all
+    zero): the mean of its valid cylinders' bits, for 1:N pre-selection."""
+    return _cylinders(t).descriptor
 
 
 class FingerprintMatcher:

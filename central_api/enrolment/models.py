@@ -12,6 +12,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -59,7 +60,10 @@ class Enrolment(Base):
     person_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("persons.id", ondelete="SET NULL"), index=True
     )
-    match_score: Mapped[float | None] = mapped_column(Float)
+    match_score: Mapped[float | None] = mapped_column(Float)  # the best fused LLR
+    # what the dedup decided on (central_api.dedup.fusion): JSON of scores, thresholds and
+    # algorithm versions, no biometric data
+    evidence: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(String(200))
     capture: Mapped[bytes | None] = mapped_column(LargeBinary)  # CaptureInfo JSON, encrypted
     # the intake policy's reason codes when the evidence fell short and the policy is

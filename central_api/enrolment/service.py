@@ -9,6 +9,7 @@ replay guard, idempotency, witnesses, the encrypted row and its audit).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -28,6 +29,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from biometrics import face
+from biometrics.fingerprint import FingerprintTemplate
 from central_api.audit.service import count_recent, fingerprint, record
 from central_api.crypto import FieldCipher
 from central_api.enrolment.exceptions import (
@@ -46,6 +48,7 @@ from central_api.enrolment.schemas import (
     EnrolmentPacket,
     EnrolmentState,
     EnrolmentStatus,
+    FingerprintRecord,
     SealError,
     SendEnvelope,
     open_sealed,
@@ -402,6 +405,21 @@ def face_templates(cipher: FieldCipher, enrolment: Enrolment) -> np.ndarray:
         enrolment.face_templates, ctx(enrolment.kiosk_id, enrolment.packet_id, "face_templates")
     )
     return face.template_from_bytes(raw)
+
+
+def finger_templates(cipher: FieldCipher, enrolment: Enrolment) -> dict[int, FingerprintTemplate]:
+    """Decrypt an enrolment's finger templates, by ISO finger position (the packet's, which
+    the template's own position field is set to). Raises DecryptionError, or
+    TemplateFormatError for a record that cannot be parsed (intake checked them)."""
+    raw = cipher.decrypt(
+        enrolment.fingerprints, ctx(enrolment.kiosk_id, enrolment.packet_id, "fingerprints")
+    )
+    out = {}
+    for item in json.loads(raw):
+        record = FingerprintRecord.model_validate(item)
+        template = FingerprintTemplate.from_iso19794_2(record.data)
+        out[int(record.position)] = dataclasses.replace(template, position=int(record.position))
+    return out
 
 
 def status_of(

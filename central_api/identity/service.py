@@ -12,7 +12,12 @@ from central_api.audit.service import record
 from central_api.enrolment.models import Enrolment
 from central_api.exceptions import InternalError
 from central_api.identity.idcs import IdcsPolicy, draw
-from central_api.identity.models import FaceReference, IssuedIdentifier, Person
+from central_api.identity.models import (
+    FaceReference,
+    FingerReference,
+    IssuedIdentifier,
+    Person,
+)
 
 
 class IssuanceError(InternalError):
@@ -52,6 +57,7 @@ def delete_person(session: Session, idcs: str, actor: str) -> int | None:
         return None
     pid = person.id
     session.execute(delete(FaceReference).where(FaceReference.person_id == pid))
+    session.execute(delete(FingerReference).where(FingerReference.person_id == pid))
     session.execute(update(Enrolment).where(Enrolment.person_id == pid).values(person_id=None))
     session.delete(person)
     record(session, actor, "person.deleted", "person", pid)

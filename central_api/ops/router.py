@@ -42,7 +42,7 @@ async def metrics(
     def page() -> str:
         with reg.sessions() as s:
             return render(
-                s, reg.queue, reg.intake_answers, len(reg.dedup.gallery), reg.slots.in_flight
+                s, reg.queue, reg.intake_answers, reg.dedup.service.persons, reg.slots.in_flight
             )
 
     return PlainTextResponse(await run_in_threadpool(page), media_type="text/plain; version=0.0.4")

@@ -112,9 +112,9 @@ def render(
         [("", queue.limit)],
     )
     metric(
-        "rnp_gallery_references",
+        "rnp_gallery_persons",
         "gauge",
-        "Face references in this process's gallery.",
+        "Enrolled persons in this process's galleries.",
         [("", gallery_size)],
     )
     metric(

@@ -1,0 +1,362 @@
+"""The registry's multi-modal dedup (ABIS): score calibration and fused decisions.
+
+- ``calibrate``: the genuine and impostor score distributions of each matcher on real data,
+  fitted to log-likelihood ratios (linear logistic regression, both classes weighted equally,
+  as speaker-recognition calibration does), printed as the constants of
+  ``central_api/dedup/fusion.py``. Fingers: the four FVC2004 B sets, the project's extractor
+  (templates cached under bench/.cache/fvc), FVC protocol pairs (genuine: every pair of
+  impressions of one finger; impostor: every pair of two different fingers), scores in bits.
+  Faces: every photo of ../shared/data/faces (dlib templates), all pairs.
+- ``fused``: the fused decision on the real sets: persons built from FVC fingers (each FVC
+  finger stands for one finger position of a person) and face photos, mated and non-mated
+  searches scored as the registry scores them.
+
+Run: .venv/bin/python bench/bench_abis.py calibrate
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from biometrics import face
+from biometrics import fingerprint as fp
+
+ROOT = Path(__file__).resolve().parents[1]
+FVC = ROOT.parent / "shared/data/fingerprints/fvc2004"
+FACES = ROOT.parent / "shared/data/faces"
+FVC_DPI = {"DB1_B": 500, "DB2_B": 500, "DB3_B": 512, "DB4_B": 500}
+CACHE = Path(__file__).parent / ".cache" / "fvc"
+
+
+def _extract(job: tuple[str, str]) -> tuple[str, bytes]:
+    name, path = job
+    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    try:
+        return path, fp.extract(image, dpi=FVC_DPI[name]).to_iso19794_2()
+    except fp.FingerprintError:
+        return path, b""
+
+
+def fvc_templates(name: str) -> dict[tuple[int, int], fp.FingerprintTemplate | None]:
+    """The project's templates of one FVC2004 B set, keyed (finger, impression); extracted on
+    every core once and cached (None: failed to extract)."""
+    folder = CACHE / name
+    folder.mkdir(parents=True, exist_ok=True)
+    images = sorted((FVC / name).glob("*.png"))
+    todo = [(name, str(p)) for p in images if not (folder / f"{p.stem}.iso").exists()]
+    if todo:
+        with multiprocessing.get_context("spawn").Pool(max(1, (_cores() + 1) // 2)) as pool:
+            for path, record in pool.imap_unordered(_extract, todo):
+                (folder / f"{Path(path).stem}.iso").write_bytes(record)
+    out: dict[tuple[int, int], fp.FingerprintTemplate | None] = {}
+    for p in images:
+        record = (folder / f"{p.stem}.iso").read_bytes()
+        key = tuple(int(x) for x in p.stem.split("_"))
+        out[key] = fp.FingerprintTemplate.from_iso19794_2(record) if record else None  # type: ignore[index]
+    return out
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def finger_scores() -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor scores (bits) of the four FVC2004 B sets, FVC protocol, pooled;
+    pairs with a failed extraction are left out (the registry never compares those)."""
+    gen, imp = [], []
+    for name in FVC_DPI:
+        ts = fvc_templates(name)
+        keys = sorted(k for k, t in ts.items() if t is not None)
+        matchers = {k: fp.FingerprintMatcher(ts[k]) for k in keys}  # type: ignore[arg-type]
+        for a, b in itertools.combinations(keys, 2):
+            s = matchers[a].match(ts[b])  # type: ignore[arg-type]
+            (gen if a[0] == b[0] else imp).append(s)
+    return np.asarray(gen), np.asarray(imp)
+
+
+def face_scores() -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor cosine similarities of every pair of the shared face photos."""
+    items = []
+    for p in sorted(FACES.glob("*__*.*")) + sorted(FACES.glob("johns/*/*.jpg")):
+        ident = p.name.split("__")[0] if "__" in p.name else p.parent.name
+        try:
+            t = face.encode(face.decode_image(p.read_bytes()), thresholds=None)
+        except face.FaceError:
+            continue
+        items.append((ident, t))
+    gen, imp = [], []
+    for (ia, a), (ib, b) in itertools.combinations(items, 2):
+        (gen if ia == ib else imp).append(face.compare(a, b))
+    return np.asarray(gen), np.asarray(imp)
+
+
+def fit_llr(gen: np.ndarray, imp: np.ndarray) -> tuple[float, float]:
+    """Linear logistic calibration ``llr = slope * score + offset`` (natural log), both
+    classes weighted equally so that the output is a likelihood ratio, not a posterior
+    (Brümmer's prior-weighted logistic regression, the BOSARIS/FoCal recipe). Newton's
+    method on the two parameters (Laplace-smoothed, as BOSARIS's ``optimal_llr``)."""
+    # Laplace's rule of succession as BOSARIS applies it: one more genuine and one more
+    # impostor score at each end of the range, so that classes the data separates perfectly
+    # (the few shared face photos) still get a finite slope
+    ends = np.array([min(gen.min(), imp.min()), max(gen.max(), imp.max())])
+    gen, imp = np.concatenate([gen, ends]), np.concatenate([imp, ends])
+    x = np.concatenate([gen, imp])
+    y = np.concatenate([np.ones(len(gen)), np.zeros(len(imp))])
+    w = np.where(y == 1, 0.5 / len(gen), 0.5 / len(imp))
+    scale = float(np.std(x)) or 1.0
+    z = np.stack([x / scale, np.ones_like(x)], axis=1)
+    theta = np.zeros(2)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(z @ theta)))
+        grad = z.T @ (w * (p - y))
+        hess = (z * (w * p * (1 - p))[:, None]).T @ z + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0] / scale), float(theta[1])
+
+
+def calibrated_range(
+    gen: np.ndarray, imp: np.ndarray, slope: float, offset: float
+) -> tuple[float, float]:
+    """Scores outside this range are clamped to it. Where the classes overlap, it runs from
+    where genuine scores begin (1st percentile) to where impostor scores end (the highest):
+    past those ends one class has no data. And no score may claim more evidence than the
+    pairs measured can show: the LLR stays within [-ln(genuine pairs), ln(impostor pairs)]
+    (the only bound for classes the data separates, as the shared face photos)."""
+    lo = (-math.log(len(gen)) - offset) / slope
+    hi = (math.log(len(imp)) - offset) / slope
+    start, end = float(np.percentile(gen, 1)), float(imp.max())
+    if start < end:
+        lo, hi = max(lo, start), min(hi, end)
+    return lo, hi
+
+
+def describe(name: str, gen: np.ndarray, imp: np.ndarray) -> None:
+    """Print a matcher's distributions and its calibration."""
+    slope, offset = fit_llr(gen, imp)
+    lo, hi = calibrated_range(gen, imp, slope, offset)
+    print(f"{name}: {len(gen)} genuine, {len(imp)} impostor pairs")
+    print(
+        f"  genuine  p1 {np.percentile(gen, 1):.4f} median {np.median(gen):.4f}; "
+        f"impostor median {np.median(imp):.4f} p99 {np.percentile(imp, 99):.4f} "
+        f"p99.9 {np.percentile(imp, 99.9):.4f} max {imp.max():.4f}"
+    )
+    print(
+        f"  Calibration(slope={slope:.4f}, offset={offset:.4f}, lo={lo:.4f}, hi={hi:.4f}): "
+        f"LLR {slope * lo + offset:.2f} .. {slope * hi + offset:.2f}"
+    )
+    for s in np.linspace(lo, hi, 6):
+        print(f"    score {s:8.4f}: llr {slope * s + offset:7.2f}")
+    # how well calibrated: the impostor mean of the likelihood ratio should be about 1
+    lr_imp = np.exp(slope * np.clip(imp, lo, hi) + offset)
+    lr_gen = np.exp(-(slope * np.clip(gen, lo, hi) + offset))
+    print(
+        f"  E_impostor[LR] {lr_imp.mean():.3f}, E_genuine[1/LR] {lr_gen.mean():.3f} "
+        "(both 1 if calibrated)"
+    )
+
+
+def calibrate() -> None:
+    """Measure both matchers on real data and print the fusion's calibration constants."""
+    describe("fingers (bits, FVC2004 B, project extractor)", *finger_scores())
+    describe("faces (cosine, shared photos, dlib)", *face_scores())
+
+
+STEP = 0.01  # nats: the grid the LLR distributions are convolved on
+
+
+def _pmf(llrs: np.ndarray) -> tuple[float, np.ndarray]:
+    """An empirical LLR distribution on the grid: (value of bin 0, probabilities). Values are
+    rounded up to the grid (conservative for impostors)."""
+    lo = math.floor(float(llrs.min()) / STEP) * STEP
+    idx = np.ceil((llrs - lo) / STEP - 1e-9).astype(np.int64)
+    return lo, np.bincount(idx) / len(llrs)
+
+
+def _add(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, np.ndarray]:
+    """The distribution of the sum of two independent LLRs (FFT convolution)."""
+    n = len(a[1]) + len(b[1]) - 1
+    size = 1 << (n - 1).bit_length()
+    p = np.fft.irfft(np.fft.rfft(a[1], size) * np.fft.rfft(b[1], size), size)[:n]
+    return a[0] + b[0], np.clip(p, 0.0, None)
+
+
+def _sum_of(d: tuple[float, np.ndarray], k: int) -> tuple[float, np.ndarray]:
+    out = d
+    for _ in range(k - 1):
+        out = _add(out, d)
+    return out
+
+
+def _survival(d: tuple[float, np.ndarray], t: float) -> float:
+    """P(LLR >= t)."""
+    lo, p = d
+    i = max(0, math.ceil((t - lo) / STEP - 1e-9))
+    return float(p[i:].sum())
+
+
+def _fpir(single: float, n: int) -> float:
+    """FPIR over ``n`` enrolled persons when one non-mate passes with probability ``single``."""
+    return float(-np.expm1(n * np.log1p(-min(single, 1.0))))
+
+
+def fused() -> None:
+    """FPIR and FNIR of the shipped decision at 10k, 100k and 1M enrolled persons, from the
+    real score distributions (score-level: see the table's note)."""
+    from central_api.dedup import fusion
+
+    rng = np.random.default_rng(14)
+    fg, fi = finger_scores()
+    ag, ai = face_scores()
+    llr_f = np.vectorize(fusion.FINGER.llr)
+    llr_a = np.vectorize(fusion.FACE.llr)
+    same, swap = math.log(1 - fusion.SWAP_PRIOR), math.log(fusion.SWAP_PRIOR)
+    # a probe finger against a person: at its own position and, with the swap prior, at the
+    # other hand's (an impostor comparison for a mate too, unless the hands were swapped)
+    imp_finger = np.logaddexp(same + llr_f(fi), swap + llr_f(rng.choice(fi, len(fi))))
+    gen_finger = np.logaddexp(same + llr_f(fg), swap + llr_f(rng.choice(fi, len(fg))))
+    finger_i, finger_g = _pmf(imp_finger), _pmf(gen_finger)
+    face_i, face_g = _pmf(llr_a(ai)), _pmf(llr_a(ag))
+    modes = {
+        "fused (10 fingers + face)": (
+            _add(_sum_of(finger_i, 10), face_i),
+            _add(_sum_of(finger_g, 10), face_g),
+        ),
+        "fused, 4 fingers missing": (
+            _add(_sum_of(finger_i, 6), face_i),
+            _add(_sum_of(finger_g, 6), face_g),
+        ),
+        "fingers alone (10)": (_sum_of(finger_i, 10), _sum_of(finger_g, 10)),
+        "one finger alone": (finger_i, finger_g),
+    }
+    print(
+        f"\nScore-level population: per-comparison scores drawn from the real sets ({len(fg)} "
+        f"genuine / {len(fi)} impostor FVC2004 finger pairs, {len(ag)} / {len(ai)} face "
+        "pairs), independent across fingers and persons; the mate is assumed pre-selected. "
+        "Shipped thresholds: duplicate at ln(N / 0.001), adjudication at ln(N / 0.01)."
+    )
+    print(
+        f"{'mode':28s} {'N':>9s} {'FPIR':>9s} {'adjud. non-mated':>16s} "
+        f"{'FNIR':>9s} {'adjud. mated':>12s}"
+    )
+    for name, (imp, gen) in modes.items():
+        for n in (10_000, 100_000, 1_000_000):
+            dup, adj = math.log(n / 1e-3), math.log(n / 1e-2)
+            fpir = _fpir(_survival(imp, dup), n)
+            adj_rate = _fpir(_survival(imp, adj), n) - fpir
+            fnir = 1 - _survival(gen, adj)  # a mate under both thresholds gets a second IDCS
+            adj_mated = _survival(gen, adj) - _survival(gen, dup)
+            print(f"{name:28s} {n:9,d} {fpir:9.2e} {adj_rate:16.2e} {fnir:9.2e} {adj_mated:12.2e}")
+    # the face alone, as the registry decided before: one threshold on the cosine similarity;
+    # impostor tail from the normal fit of the measured impostor scores (face.py's model)
+    from statistics import NormalDist
+
+    tail = NormalDist(float(ai.mean()), float(ai.std()))
+    print("face alone (cosine threshold; impostor tail: normal fit of the measured pairs)")
+    for thr in (0.93, face.threshold_for_fmr(1e-6)):
+        for n in (10_000, 100_000, 1_000_000):
+            fpir = _fpir(1 - tail.cdf(thr), n)
+            print(
+                f"  threshold {thr:.3f} {n:9,d}: FPIR {fpir:9.2e}, "
+                f"FNIR {float((ag < thr).mean()):9.2e} (genuine pairs under it)"
+            )
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _moved(t: fp.FingerprintTemplate, rng: np.random.Generator) -> fp.FingerprintTemplate:
+    """The template turned and shifted at random (another finger, for speed figures)."""
+    a, dx, dy = rng.uniform(-0.35, 0.35), rng.uniform(-30, 30), rng.uniform(-30, 30)
+    cx, cy = t.width / 2, t.height / 2
+    ms = []
+    for m in t.minutiae:
+        x = cx + math.cos(a) * (m.x - cx) - math.sin(a) * (m.y - cy) + dx
+        y = cy + math.sin(a) * (m.x - cx) + math.cos(a) * (m.y - cy) + dy
+        if 0 <= x < t.width and 0 <= y < t.height:
+            ms.append(fp.Minutia(int(x), int(y), (m.angle - a) % (2 * math.pi), m.kind, m.quality))
+    return fp.FingerprintTemplate(t.width, t.height, tuple(ms), t.dpi, t.quality, t.position)
+
+
+def speed(persons: int = 10_000, probes: int = 20) -> None:
+    """Time to decide one enrolment (ten fingers + face) against ``persons`` enrolled, and
+    memory per person, with the registry's galleries and fusion (the database's part is not
+    counted). Persons are made of real FVC2004 templates turned and shifted at random, faces
+    of random unit vectors: right for speed, meaningless for accuracy."""
+    from biometrics.gallery import FaceGallery, FingerGallery
+    from central_api.dedup import fusion
+
+    rng = np.random.default_rng(7)
+    pool = [t for name in FVC_DPI for t in fvc_templates(name).values() if t is not None]
+    before = _rss()
+    started = time.perf_counter()
+    faces, fingers = FaceGallery(), FingerGallery()
+    people = {}
+    for pid in range(persons):
+        prints = [
+            fp.FingerprintTemplate(t.width, t.height, t.minutiae, t.dpi, t.quality, pos)
+            for pos, t in enumerate(
+                (_moved(pool[i], rng) for i in rng.choice(len(pool), 10, replace=False)), 1
+            )
+        ]
+        face_t = rng.normal(size=(1, 128)).astype(np.float32)
+        faces.add(pid, face_t)
+        fingers.add(pid, prints)
+        if pid < probes:
+            people[pid] = (face_t, prints)
+    build = time.perf_counter() - started
+    fingers.search(people[0][1][:1], 1)  # the first search centres the descriptors
+    per_person = (_rss() - before) / persons
+    print(
+        f"\n{persons:,} persons (10 fingers + 1 face each) built in {build:.0f} s; "
+        f"memory {per_person / 1024:.1f} KiB per person (RSS growth)"
+    )
+    pre, full = [], []
+    for pid in range(probes):
+        face_t, prints = people[pid]
+        probe = [_moved(t, rng) for t in prints]
+        t0 = time.perf_counter()
+        cands = {h.person_id for h in faces.search(face_t, 10)}
+        cands |= {h.person_id for h in fingers.search(probe, 10)}
+        t1 = time.perf_counter()
+        matchers = {t.position: fp.FingerprintMatcher(t) for t in probe}
+        best = max(
+            (
+                fusion.compare(c, matchers, face_t, fingers.templates(c), faces.templates(c))
+                for c in cands
+            ),
+            key=lambda c: c.llr,
+        )
+        t2 = time.perf_counter()
+        assert best.person_id == pid, "the mate was not found"
+        pre.append(t1 - t0)
+        full.append(t2 - t1)
+    p, f = float(np.median(pre)), float(np.median(full))
+    print(
+        f"decide one enrolment: {(p + f) * 1e3:.0f} ms median = pre-selection {p * 1e3:.0f} ms "
+        f"(linear in N: about {p * 1e6 / persons:.0f} ms at 1M) + full comparisons of "
+        f"{len(cands)} candidates {f * 1e3:.0f} ms (independent of N)"
+    )
+
+
+if __name__ == "__main__":
+    commands = {"calibrate": calibrate, "fused": fused, "speed": speed}
+    if sys.argv[1:2] and sys.argv[1] in commands:
+        commands[sys.argv[1]](*(int(a) for a in sys.argv[2:]))  # type: ignore[operator]
+    else:
+        print(__doc__)
+        sys.exit(2)

@@ -1,0 +1,278 @@
+"""The dedup worker: takes received enrolments from the durable queue (the enrolments table)
+in batches, runs their face checks side by side, and has the ``Deduplicator`` (service.py)
+decide them one at a time, oldest first: each decision sees every one committed before it, so
+two copies of one person in one batch are caught as in two batches. Claims are leased: a job
+of a worker that died is taken over once its lease runs out, and one that keeps failing is
+rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central_api.audit.service import record
+from central_api.config import Settings
+from central_api.crypto import DecryptionError, FieldCipher
+from central_api.db import transaction, utcnow
+from central_api.dedup.service import ACTOR, Deduplicator
+from central_api.enrolment.models import Enrolment
+from central_api.enrolment.policy import exit_with_parent, face_template_mismatch
+from central_api.enrolment.schemas import EnrolmentState
+from central_api.enrolment.service import ctx, face_templates
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+FACE_CHECK_LIMIT = 120.0  # seconds a face check may take, however often its lease is renewed
+
+
+class _FaceCheckers:
+    """The processes that run face checks (:func:`face_template_mismatch`), one set per
+    process, shared by its deduplicators: started on the first check (each loads dlib's models
+    once, about 2 s) and started afresh when one of them died (killed, out of memory), so that
+    a lost worker costs one retry instead of every decision after it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._size = 0
+
+    def submit(self, size: int, *args: object) -> Future[str | None]:
+        """Start a check on ``size`` processes (the pool is rebuilt if the size changed)."""
+        for _ in range(2):
+            pool = self._get(size)
+            try:
+                # not typed precisely here: the check's arguments pass through *args untyped; the
+                # call site types them
+                return pool.submit(face_template_mismatch, *args)  # type: ignore[arg-type]
+            except BrokenProcessPool:
+                self.discard(pool)
+        raise BrokenProcessPool("the face-check processes cannot be started")
+
+    def discard(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Forget the pool (``pool``: only if it is still the current one), e.g. broken."""
+        with self._lock:
+            if self._pool is not None and pool in (None, self._pool):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _get(self, size: int) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is not None and self._size != size:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            if self._pool is None:
+                context = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(
+                    size,
+                    mp_context=context,
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
+                self._size = size
+            return self._pool
+
+
+_FACE_CHECKERS = _FaceCheckers()
+
+
+class DedupWorker:
+    """Claims queued enrolments, leases them, and has ``service`` decide them."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], cipher: FieldCipher, settings: Settings
+    ) -> None:
+        self._factory = factory
+        self._cipher = cipher
+        self._settings = settings
+        self.service = Deduplicator(factory, cipher, settings)
+        self._wake = threading.Event()
+        self._done: dict[int, threading.Event] = {}
+        self._done_lock = threading.Lock()
+        self._lease = settings.processing_lease_seconds
+
+    def wake(self) -> None:
+        """Tell the worker that new work is queued."""
+        self._wake.set()
+
+    def wait_for(self, enrolment_id: int, timeout: float) -> None:
+        """Block until this process has decided ``enrolment_id`` or ``timeout`` passes."""
+        with self._done_lock:
+            event = self._done.setdefault(enrolment_id, threading.Event())
+        event.wait(timeout)
+        with self._done_lock:
+            self._done.pop(enrolment_id, None)
+
+    def _signal(self, enrolment_id: int) -> None:
+        with self._done_lock:
+            event = self._done.get(enrolment_id)
+        if event is not None:
+            event.set()
+
+    def _claim(self) -> tuple[int, uuid.UUID] | None:
+        now = utcnow()
+        with transaction(self._factory) as s:
+            e = s.scalar(
+                select(Enrolment)
+                .where(
+                    or_(
+                        Enrolment.status == EnrolmentState.RECEIVED,
+                        and_(
+                            Enrolment.status == EnrolmentState.PROCESSING,
+                            Enrolment.lease_until < now,
+                        ),
+                    )
+                )
+                .order_by(Enrolment.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if e is None:
+                return None
+            if e.attempts >= MAX_ATTEMPTS:
+                e.status, e.lease_until = EnrolmentState.REJECTED, None
+                e.reason = "processing failed repeatedly"
+                record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
+                return e.id, e.packet_id
+            e.status = EnrolmentState.PROCESSING
+            e.lease_until = now + timedelta(seconds=self._lease)
+            return e.id, e.packet_id
+
+    def _start(self, enrolment_id: int) -> None:
+        """Count an attempt as this job's own processing begins. Not at the claim: a process
+        claims a batch, and one killed while deciding the first job of it must not charge the
+        jobs it never started (they would be rejected as failing after three such kills)."""
+        with transaction(self._factory) as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is not None and e.status == EnrolmentState.PROCESSING:
+                e.attempts += 1
+                e.lease_until = utcnow() + timedelta(seconds=self._lease)
+                record(s, ACTOR, "enrolment.processing", "enrolment", e.id, attempt=e.attempts)
+
+    def process_next(self) -> uuid.UUID | None:
+        """Claim and decide one queued enrolment; returns its packet id, or None if idle."""
+        done = self.process_batch(1)
+        return done[0] if done else None
+
+    def process_batch(self, size: int | None = None) -> list[uuid.UUID]:
+        """Claim up to ``size`` queued enrolments (default: twice the face-check processes),
+        run their face checks side by side, then decide them one at a time, oldest first;
+        returns their packet ids."""
+        claimed = []
+        for _ in range(size or 2 * self._settings.face_check_processes):
+            job = self._claim()
+            if job is None:
+                break
+            claimed.append(job)
+        checks = self._start_checks([eid for eid, _ in claimed])
+        for i, (enrolment_id, packet_id) in enumerate(claimed):
+            try:
+                self._start(enrolment_id)
+                if enrolment_id not in checks:  # its check could not be started above
+                    checks[enrolment_id] = self._face_check(enrolment_id)
+                check = checks[enrolment_id]
+                mismatch = None if check is None else self._await_check(enrolment_id, check)
+                self.service.decide(enrolment_id, mismatch)
+            except BrokenProcessPool:
+                log.error("a face-check process died; enrolment %s will be retried", packet_id)
+                _FACE_CHECKERS.discard()
+                self._release(enrolment_id)
+                # the later jobs' checks died with the pool: run them again on new processes
+                checks.update(self._start_checks([eid for eid, _ in claimed[i + 1 :]]))
+            except Exception:
+                log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
+                self._release(enrolment_id)
+            finally:
+                self._signal(enrolment_id)
+        return [packet_id for _, packet_id in claimed]
+
+    def _start_checks(self, enrolment_ids: list[int]) -> dict[int, Future[str | None] | None]:
+        """Start the face checks of these jobs side by side; a job whose check cannot start
+        (no face-check process could be started) is left out and tried again in its turn."""
+        checks: dict[int, Future[str | None] | None] = {}
+        for enrolment_id in enrolment_ids:
+            try:
+                checks[enrolment_id] = self._face_check(enrolment_id)
+            except Exception:
+                log.exception("the face check of enrolment %d could not start", enrolment_id)
+        return checks
+
+    def _await_check(self, enrolment_id: int, check: Future[str | None]) -> str | None:
+        """The face check's result. While it runs, the enrolment's lease is renewed: the first
+        check of a process waits for its workers to start and load dlib's models (seconds on
+        a busy machine), and another process must not take over a job that is only waiting,
+        nor count it as a failed attempt. Past FACE_CHECK_LIMIT: TimeoutError."""
+        deadline = time.monotonic() + FACE_CHECK_LIMIT
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return check.result(timeout=max(0.0, min(self._lease / 3, left)))
+            except TimeoutError:
+                if left <= 0:
+                    raise
+                with transaction(self._factory) as s:
+                    e = s.get(Enrolment, enrolment_id)
+                    if e is not None and e.status == EnrolmentState.PROCESSING:
+                        e.lease_until = utcnow() + timedelta(seconds=self._lease)
+
+    def _release(self, enrolment_id: int) -> None:
+        """Put a claimed enrolment back in the queue (it is retried; attempts are counted)."""
+        with transaction(self._factory) as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is not None and e.status == EnrolmentState.PROCESSING:
+                e.status, e.lease_until = EnrolmentState.RECEIVED, None
+                record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
+
+    def _face_check(self, enrolment_id: int) -> Future[str | None] | None:
+        """Start the intake policy's face check, before any lock is taken: are the kiosk's
+        templates the face of the token image? None when the data cannot be read (the decision
+        says so). dlib holds the GIL for the whole encoding (~0.15 s): in processes of their
+        own the checks run side by side and never stall intake or this process's event loop."""
+        with self._factory() as s:
+            e = s.get(Enrolment, enrolment_id)
+            if e is None or e.status != EnrolmentState.PROCESSING:
+                return None  # rejected at the claim: nothing to check
+            try:
+                image = self._cipher.decrypt(
+                    e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image")
+                )
+                probes = face_templates(self._cipher, e)
+            except DecryptionError:
+                return None
+        st = self._settings
+        return _FACE_CHECKERS.submit(
+            st.face_check_processes, image, probes, st.face_template_agreement
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Worker loop: decide queued enrolments until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if self.process_batch():
+                    continue
+            except Exception:
+                log.exception("dedup worker error; retrying shortly")
+            self._wake.wait(self._settings.worker_poll_seconds)
+            self._wake.clear()
+
+    def queue_depth(self, session: Session) -> int:
+        """Enrolments waiting for or under a decision."""
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Enrolment)
+                .where(Enrolment.status.in_([EnrolmentState.RECEIVED, EnrolmentState.PROCESSING]))
+            )
+            or 0
+        )
