@@ -348,7 +348,7 @@ def speed(persons: int = 10_000, probes: int = 20) -> None:
     p, f = float(np.median(pre)), float(np.median(full))
     print(
         f"decide one enrolment: {(p + f) * 1e3:.0f} ms median = pre-selection {p * 1e3:.0f} ms "
-        f"(linear in N: about {p * 1e6 / persons:.0f} ms at 1M) + full comparisons of "
+        f"(linear in N: about {p * 1e6 / persons:.1f} s at 1M) + full comparisons of "
         f"{len(cands)} candidates {f * 1e3:.0f} ms (independent of N)"
     )
 

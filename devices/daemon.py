@@ -105,6 +105,7 @@ class Citizen:
 
     photo: str
     finger_person: int
+    visit: int = 0  # how many times this person came before: each visit, new impressions
     missing: set[int] = field(default_factory=set)
     difficulty: float = 1.0
     prelude: bool = False
@@ -465,6 +466,7 @@ class DeviceDaemon:
             # not typed precisely here: JSON values of a simulate.* command (tests, demo):
             # int()/float() refuse wrong ones
             finger_person=int(args.get("finger_person", 1)),  # type: ignore[call-overload]
+            visit=int(args.get("visit", 0)),  # type: ignore[call-overload]
             missing={int(p) for p in args.get("missing", [])},  # type: ignore[attr-defined]
             difficulty=float(args.get("difficulty", 1.0)),  # type: ignore[arg-type]
             prelude=bool(args.get("prelude", False)),
@@ -477,7 +479,9 @@ class DeviceDaemon:
             )
         except (OSError, ValueError) as exc:
             raise CommandError("bad_request", f"cannot simulate a person from {c.photo}") from exc
-        self._fingers = SimulatedFingerprintReader(c.finger_person, c.difficulty, c.missing)
+        self._fingers = SimulatedFingerprintReader(
+            c.finger_person, c.difficulty, c.missing, first_impression=8 * c.visit
+        )
         self.citizen = c
         card = args.get("card")
         if isinstance(card, dict):

@@ -47,9 +47,16 @@ class SimulatedFingerprintReader(FingerprintReader):
     """Serves synthetic prints of one simulated person: each position is a different finger
     (a master fingerprint), and each capture a new impression of it."""
 
-    def __init__(self, person: int, difficulty: float = 1.0, missing: set[int] | None = None):
+    def __init__(
+        self,
+        person: int,
+        difficulty: float = 1.0,
+        missing: set[int] | None = None,
+        first_impression: int = 0,
+    ):
         self.person, self.difficulty = person, difficulty
         self.missing = set(missing or ())  # amputated or bandaged fingers
+        self.first_impression = first_impression  # another visit: impressions not seen before
         self._attempts: dict[int, int] = {}
 
     def finger_seed(self, position: int) -> int:
@@ -62,7 +69,7 @@ class SimulatedFingerprintReader(FingerprintReader):
             raise ValueError(f"finger position must be 1-10, not {position}")
         if position in self.missing:
             raise FingerprintReaderError(f"no finger detected ({POSITIONS[position]})")
-        attempt = self._attempts.get(position, 0)
+        attempt = self._attempts.get(position, self.first_impression)
         self._attempts[position] = attempt + 1
         master = synthetic.master_fingerprint(self.finger_seed(position))
         return synthetic.fingerprint_impression(master, attempt, difficulty=self.difficulty)

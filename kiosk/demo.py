@@ -304,6 +304,7 @@ class Citizen:
     photos: list[Path]
     demographics: Demographics
     missing_fingers: set[int]
+    visit: int = 0  # a person who comes back gives new impressions of the same fingers
 
     @property
     def card_mrz(self) -> str:
@@ -326,6 +327,7 @@ class Citizen:
             {
                 "photo": str(self.photos[0]),
                 "finger_person": 1000 + self.index,
+                "visit": self.visit,
                 "missing": sorted(self.missing_fingers),
                 "card": {
                     "mrz": self.card_mrz,
@@ -438,6 +440,7 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
                 }
             ),
             set(),
+            visit=1,
         )
         for k, who in enumerate([*citizens, again]):
             started = time.perf_counter()

@@ -50,6 +50,8 @@ def test_demo_enrols_everyone_and_catches_the_returning_person(tmp_path: Path):
     }
     assert summary["not_enrolled"] == 0
     assert summary["outbox"] == {"final": 13}  # every packet acknowledged and decided
+    # the duplicate's evidence, as the registry's CLI prints it: found by fingers and face
+    assert "fused LLR" in r.stdout and "fingers (position: bits/LLR): 1:" in r.stdout
 
 
 ROOTS = {
