@@ -54,7 +54,8 @@ def fvc_templates(name: str) -> dict[tuple[int, int], fp.FingerprintTemplate | N
     images = sorted((FVC / name).glob("*.png"))
     todo = [(name, str(p)) for p in images if not (folder / f"{p.stem}.iso").exists()]
     if todo:
-        with multiprocessing.get_context("spawn").Pool(max(1, (_cores() + 1) // 2)) as pool:
+        cores = len(os.sched_getaffinity(0))
+        with multiprocessing.get_context("spawn").Pool(max(1, (cores + 1) // 2)) as pool:
             for path, record in pool.imap_unordered(_extract, todo):
                 (folder / f"{Path(path).stem}.iso").write_bytes(record)
     out: dict[tuple[int, int], fp.FingerprintTemplate | None] = {}
@@ -63,10 +64,6 @@ def fvc_templates(name: str) -> dict[tuple[int, int], fp.FingerprintTemplate | N
         key = tuple(int(x) for x in p.stem.split("_"))
         out[key] = fp.FingerprintTemplate.from_iso19794_2(record) if record else None  # type: ignore[index]
     return out
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def finger_scores() -> tuple[np.ndarray, np.ndarray]:

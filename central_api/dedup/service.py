@@ -11,6 +11,7 @@ queued enrolments is ``worker.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -109,11 +110,7 @@ class Deduplicator:
             else:
                 raw = self._cipher.decrypt(r.template, finger_context(r.person_id, r.position))
                 t = fp.FingerprintTemplate.from_iso19794_2(raw)
-                if t.position != r.position:
-                    t = fp.FingerprintTemplate(
-                        t.width, t.height, t.minutiae, t.dpi, t.quality, r.position
-                    )
-                fingers[r.person_id].append(t)
+                fingers[r.person_id].append(dataclasses.replace(t, position=r.position))
         for person_id, templates in faces.items():
             self.faces.add(person_id, templates)
             self._persons.add(person_id)
