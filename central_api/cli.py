@@ -181,6 +181,19 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill_fingers(args: argparse.Namespace) -> int:
+    from central_api.crypto import FieldCipher
+    from central_api.dedup.service import backfill_finger_references
+
+    cipher = FieldCipher(_settings(args).key_bytes())
+    done = 0
+    with _database(args) as factory:
+        for done in backfill_finger_references(factory, cipher, args.batch):
+            print(f"{done} persons done", file=sys.stderr, flush=True)
+    print(f"finger references backfilled: {done} persons")
+    return 0
+
+
 def _evidence(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -319,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = asub.add_parser("checkpoint", help="sign the chain's head now")
     db_arg(sp)
     sp.set_defaults(func=_audit_checkpoint)
+
+    sp = sub.add_parser(
+        "backfill-fingers",
+        help="give persons issued before finger references were kept (migration 0005) their "
+        "enrolment's fingers; resumable, prints progress",
+    )
+    db_arg(sp)
+    sp.add_argument("--batch", type=int, default=200, help="persons per transaction")
+    sp.set_defaults(func=_backfill_fingers)
 
     sp = sub.add_parser("delete-person", help="remove a person (the IDCS is never reused)")
     db_arg(sp)

@@ -425,3 +425,32 @@ def test_a_packet_that_keeps_failing_is_rejected_with_a_reason(
     body = reg.get(packet.packet_id).json()
     assert body["status"] == "rejected" and "agent" in body["message"]
     assert count(db_url, "persons") == 0
+
+
+def test_persons_issued_before_finger_references_get_them_back(
+    registry_factory, db_url, template, photo
+):
+    """Persons issued before migration 0005 have face references only: matched on the face
+    alone, never a duplicate. The backfill gives them their enrolment's fingers, resumably."""
+    from helpers import registry_cli, registry_env
+    from sqlalchemy import delete
+
+    from central_api.identity.models import FingerReference
+
+    a = registry_factory()
+    for name in ("obama__obama.jpg", "biden__biden.jpg"):
+        assert a.submit(a.packet([template(name)], photo(name))).json()["status"] == "issued"
+    a.client.__exit__(None, None, None)
+    with transaction(a.app.state.registry.sessions) as s:  # as before migration 0005
+        s.execute(delete(FingerReference))
+    registry_cli("backfill-fingers", "--batch", "1", env=registry_env(db_url))
+    assert count(db_url, "finger_references") == 20
+    registry_cli("backfill-fingers", env=registry_env(db_url))  # run again: nothing to add
+    assert count(db_url, "finger_references") == 20
+    b = registry_factory()  # Biden's fingers with another man's face: the fingers find him
+    tom = b.packet(
+        [template("tom_cruise__img1.jpg")],
+        photo("tom_cruise__img1.jpg"),
+        fingerprints=fingers(zlib.crc32(photo("biden__biden.jpg"))),
+    )
+    assert b.submit(tom).json()["status"] == "duplicate"

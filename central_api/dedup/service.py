@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import select, text
@@ -286,3 +286,51 @@ class Deduplicator:
         e.status, e.person_id = EnrolmentState.ISSUED, person.id
         record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=e.id)
         return refs
+
+
+def backfill_finger_references(
+    factory: sessionmaker[Session], cipher: FieldCipher, batch: int = 200
+) -> Iterator[int]:
+    """Give persons issued before the registry kept finger references (migration 0005) the
+    fingers of the enrolment that issued them, ``batch`` persons per transaction; yields the
+    running count after each. Resumable: killed, it is run again and takes up where the last
+    committed batch ended (a person with finger references is never taken twice)."""
+    done = last = 0
+    while True:
+        with transaction(factory) as s:
+            issued = list(
+                s.scalars(
+                    select(Enrolment)
+                    .where(
+                        Enrolment.id > last,  # one with no fingers at all is passed by
+                        Enrolment.status == EnrolmentState.ISSUED,
+                        Enrolment.person_id.is_not(None),
+                        ~select(FingerReference.id)
+                        .where(FingerReference.person_id == Enrolment.person_id)
+                        .exists(),
+                    )
+                    .order_by(Enrolment.id)
+                    .limit(batch)
+                )
+            )
+            if not issued:
+                return
+            for e in issued:
+                assert e.person_id is not None
+                fingers = finger_templates(cipher, e)
+                s.add_all(
+                    FingerReference(
+                        person_id=e.person_id,
+                        enrolment_id=e.id,
+                        position=position,
+                        algorithm=fp.ALGORITHM,
+                        template=cipher.encrypt(
+                            t.to_iso19794_2(), finger_context(e.person_id, position)
+                        ),
+                    )
+                    for position, t in sorted(fingers.items())
+                )
+                if fingers:
+                    record(s, ACTOR, "fingers.backfilled", "person", e.person_id, enrolment=e.id)
+            done, last = done + len(issued), issued[-1].id
+        yield done

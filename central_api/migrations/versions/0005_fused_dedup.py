@@ -8,8 +8,8 @@ The dedup decides on fingers and face fused (``central_api.dedup.fusion``): a pe
 templates become references of their own, each reference records the algorithm that made it
 (references of another algorithm are never compared with the current one), and every decision
 keeps its evidence (scores, thresholds, versions; no biometric data). Persons issued before
-have face references only: until their fingers are re-templated they are matched on the face,
-which never makes a duplicate alone (it goes to adjudication).
+have face references only: until ``central-api backfill-fingers`` gives them their enrolment's
+fingers they are matched on the face, which never makes a duplicate alone (adjudication).
 """
 
 import sqlalchemy as sa
