@@ -32,7 +32,6 @@ from biometrics import fingerprint as fp
 
 ROOT = Path(__file__).resolve().parents[1]
 FVC = ROOT.parent / "shared/data/fingerprints/fvc2004"
-FACES = ROOT.parent / "shared/data/faces"
 FVC_DPI = {"DB1_B": 500, "DB2_B": 500, "DB3_B": 512, "DB4_B": 500}
 CACHE = Path(__file__).parent / ".cache" / "fvc"
 
@@ -82,18 +81,10 @@ def finger_scores() -> tuple[np.ndarray, np.ndarray]:
 
 def face_scores() -> tuple[np.ndarray, np.ndarray]:
     """Genuine and impostor cosine similarities of every pair of the shared face photos."""
-    items = []
-    for p in sorted(FACES.glob("*__*.*")) + sorted(FACES.glob("johns/*/*.jpg")):
-        ident = p.name.split("__")[0] if "__" in p.name else p.parent.name
-        try:
-            t = face.encode(face.decode_image(p.read_bytes()), thresholds=None)
-        except face.FaceError:
-            continue
-        items.append((ident, t))
-    gen, imp = [], []
-    for (ia, a), (ib, b) in itertools.combinations(items, 2):
-        (gen if ia == ib else imp).append(face.compare(a, b))
-    return np.asarray(gen), np.asarray(imp)
+    from bench_face import scored_pairs  # bench/, beside this script
+
+    gen, imp, _, _ = scored_pairs()
+    return gen, imp
 
 
 def fit_llr(gen: np.ndarray, imp: np.ndarray) -> tuple[float, float]:

@@ -83,7 +83,9 @@ def per_frame() -> None:
     )
 
 
-def pairs() -> None:
+def scored_pairs() -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Genuine and impostor cosine similarities of every pair of the shared photos (dlib
+    templates; photos without a usable face are left out), with the photos and people used."""
     items = []
     for p in sorted(FACES.glob("*__*.*")) + sorted(FACES.glob("johns/*/*.jpg")):
         ident = p.name.split("__")[0] if "__" in p.name else p.parent.name
@@ -95,9 +97,12 @@ def pairs() -> None:
     gen, imp = [], []
     for (ia, a), (ib, b) in itertools.combinations(items, 2):
         (gen if ia == ib else imp).append(face.compare(a, b))
-    g, i = np.asarray(gen), np.asarray(imp)
-    ids = len({x for x, _ in items})
-    print(f"\n{len(items)} photos of {ids} people: {len(g)} genuine pairs, {len(i)} impostor pairs")
+    return np.asarray(gen), np.asarray(imp), len(items), len({x for x, _ in items})
+
+
+def pairs() -> None:
+    g, i, photos, ids = scored_pairs()
+    print(f"\n{photos} photos of {ids} people: {len(g)} genuine pairs, {len(i)} impostor pairs")
     print(f"  genuine  min {g.min():.3f}  p1 {np.percentile(g, 1):.3f}  median {np.median(g):.3f}")
     print(
         f"  impostor max {i.max():.3f}  p99 {np.percentile(i, 99):.3f}  median {np.median(i):.3f}"
