@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -194,6 +195,23 @@ def _backfill_fingers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retemplate(args: argparse.Namespace) -> int:
+    from central_api.crypto import FieldCipher
+    from central_api.dedup.service import RetemplateProgress, retemplate
+
+    cipher = FieldCipher(_settings(args).key_bytes())
+    done = RetemplateProgress()
+    with _database(args) as factory:
+        for done in retemplate(factory, cipher, args.batch):
+            print(
+                f"{done.persons} persons: {done.faces} faces, {done.fingers} fingers remade",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(json.dumps(dataclasses.asdict(done)))
+    return 0
+
+
 def _evidence(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -341,6 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(sp)
     sp.add_argument("--batch", type=int, default=200, help="persons per transaction")
     sp.set_defaults(func=_backfill_fingers)
+
+    sp = sub.add_parser(
+        "retemplate",
+        help="make references of the current face and finger algorithms from the enrolments' "
+        "images, for every person who lacks them; resumable, prints progress",
+    )
+    db_arg(sp)
+    sp.add_argument("--batch", type=int, default=50, help="persons per transaction")
+    sp.set_defaults(func=_retemplate)
 
     sp = sub.add_parser("delete-person", help="remove a person (the IDCS is never reused)")
     db_arg(sp)

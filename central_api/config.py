@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
 
     # Intake guards: what an unauthenticated or misbehaving sender can cost
-    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_concurrent_bodies: int = Field(
         default=16, ge=1, description="request bodies received at once; more get 503 busy"
     )
@@ -110,10 +110,11 @@ class Settings(BaseSettings):
         description="the kiosk's face template against the registry's own from the token "
         "image: same image >= 0.973, another person's <= 0.911 on the shared photos",
     )
-    face_check_processes: int = Field(
+    extraction_processes: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
-        description="processes that encode token images for the face check, side by side",
+        description="processes that make the registry's templates from the packets' images "
+        "(and check the kiosk's face templates against them), side by side",
     )
 
     # The dedup's thresholds follow from these rates at the gallery's size (fusion.Thresholds:

@@ -256,11 +256,13 @@ def _hash(pin: str, salt: bytes) -> str:
 # ---------------------------------------------------------------------------- session data
 @dataclass
 class Finger:
-    """One captured finger: its template and quality (the image is not kept)."""
+    """One captured finger: its template and quality (for the kiosk's own checks) and its
+    image as the ISO/IEC 19794-4 WSQ record the registry makes its own template from."""
 
     position: int
     template: fp.FingerprintTemplate
     quality: int
+    image: bytes
 
 
 @dataclass
@@ -649,7 +651,8 @@ class EnrolmentSession:
                         raise self._fail(Problem.FINGER_UNUSABLE)
                     self.last_error = Problem.FINGER_SAME_AS_BEFORE
                     return "retry"
-            d.fingers[pos] = Finger(pos, template, quality)
+            record = fp.FingerImage(shot.image, pos, shot.dpi, quality).to_iso19794_4()
+            d.fingers[pos] = Finger(pos, template, quality, record)
             self.last_error = None
             self._after_finger()
             return "accepted"
@@ -756,6 +759,7 @@ class EnrolmentSession:
                     position=fp.FingerPosition(f.position),
                     quality=f.quality,
                     data=f.template.to_iso19794_2(),
+                    image=f.image,
                 )
                 for f in sorted(d.fingers.values(), key=lambda f: f.position)
             ]

@@ -7,6 +7,8 @@
 - ``compare(a, b)``, ``FingerprintMatcher(probe).match(candidate)``: Minutia Cylinder-Code
   with LSS-R, in bits of evidence (a threshold of t bits has an FMR of about 2**-t);
   rotation (full circle) and translation invariant.
+- ``FingerImage``: an image as an ISO/IEC 19794-4:2005 record (WSQ, PNG or JPEG 2000) and
+  back; ``read_image_header(record)`` checks one without decoding it.
 - ``FingerprintGallery``: 1:N search with a descriptor pre-selection; ``descriptor(t)``: the
   fixed-length descriptor it pre-selects by (``biometrics.gallery.FingerGallery`` too).
 
@@ -15,6 +17,12 @@ dark ridges on a light background; other resolutions than 500 dpi are resampled.
 """
 
 from biometrics.fingerprint._extraction import ExtractionSettings, extract, quality
+from biometrics.fingerprint._image import (
+    FingerImage,
+    FingerImageError,
+    FingerImageHeader,
+)
+from biometrics.fingerprint._image import read_header as read_image_header
 from biometrics.fingerprint._iso import (
     DPI,
     FingerPosition,
@@ -42,6 +50,9 @@ __all__ = [
     "DESCRIPTOR_SIZE",
     "DPI",
     "ExtractionSettings",
+    "FingerImage",
+    "FingerImageError",
+    "FingerImageHeader",
     "FingerPosition",
     "FingerprintError",
     "FingerprintGallery",
@@ -54,5 +65,6 @@ __all__ = [
     "descriptor",
     "extract",
     "quality",
+    "read_image_header",
     "score_to_bits",
 ]

@@ -31,11 +31,12 @@ from central_api.config import Settings
 from central_api.crypto import DecryptionError, FieldCipher
 from central_api.db import transaction
 from central_api.dedup import fusion
+from central_api.dedup.extraction import Extraction, face_template, finger_template
 from central_api.dedup.fusion import Comparison, Outcome, Thresholds
 from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment
 from central_api.enrolment.schemas import EnrolmentState
-from central_api.enrolment.service import face_templates, finger_templates
+from central_api.enrolment.service import ctx, face_templates, finger_images, finger_templates
 from central_api.identity.models import FaceReference, FingerReference, Person
 from central_api.identity.service import issue_person
 
@@ -158,9 +159,31 @@ class Deduplicator:
         return found
 
     # -- decision --------------------------------------------------------------------------
-    def decide(self, enrolment_id: int, face_mismatch: str | None = None) -> None:
-        """Decide one claimed enrolment (status PROCESSING) and commit the outcome;
-        ``face_mismatch``: the face check's finding, which rejects the packet."""
+    def _probe(
+        self, e: Enrolment, made: Extraction | None
+    ) -> tuple[np.ndarray, dict[int, fp.FingerprintTemplate], dict[str, object]]:
+        """The probe's templates: the registry's own, made from the images (``made``), and
+        the kiosk's for fingers sent without an image (older kiosks); where each came from."""
+        faces = face_templates(self._cipher, e)
+        fingers = finger_templates(self._cipher, e)
+        if made is None or made.face is None:
+            return faces, fingers, {"face": "kiosk", "finger_images": [], "unusable": []}
+        for position in made.unusable:
+            del fingers[position]
+        for position, raw in made.fingers.items():
+            t = fp.FingerprintTemplate.from_iso19794_2(raw)
+            fingers[position] = dataclasses.replace(t, position=position)
+        origin: dict[str, object] = {
+            "face": "image",
+            "finger_images": sorted(made.fingers),
+            "unusable": made.unusable,
+        }
+        return face.template_from_bytes(made.face), fingers, origin
+
+    def decide(self, enrolment_id: int, made: Extraction | None = None) -> None:
+        """Decide one claimed enrolment (status PROCESSING) and commit the outcome. ``made``:
+        the registry's templates of its images (``extraction.extract_references``), or a
+        finding that rejects the packet; without it, the kiosk's templates are used."""
         started = time.perf_counter()
         with self._mutex:
             new: list[FaceReference | FingerReference] = []
@@ -170,13 +193,13 @@ class Deduplicator:
                 e = s.get(Enrolment, enrolment_id, with_for_update=True)
                 if e is None or e.status != EnrolmentState.PROCESSING:
                     return  # decided elsewhere after its lease ran out
+                rejected = None if made is None else made.rejected
                 try:
-                    probe_faces = face_templates(self._cipher, e)
-                    probe_fingers = finger_templates(self._cipher, e)
+                    probe_faces, probe_fingers, origin = self._probe(e, made)
                 except (DecryptionError, fp.TemplateFormatError):
-                    face_mismatch = "unreadable data"
-                if face_mismatch is not None:  # not a packet an honest kiosk makes
-                    e.status, e.reason, e.lease_until = EnrolmentState.REJECTED, face_mismatch, None
+                    rejected = "unreadable data"
+                if rejected is not None:  # not a packet an honest kiosk makes
+                    e.status, e.reason, e.lease_until = EnrolmentState.REJECTED, rejected, None
                     record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
                     return
                 self._catch_up(s)
@@ -202,6 +225,7 @@ class Deduplicator:
                         "probe": {
                             "faces": len(probe_faces),
                             "fingers": sorted(probe_fingers),
+                            **origin,
                         },
                         "candidates": [
                             {"rank": i + 1, **c.evidence()}
@@ -334,3 +358,127 @@ def backfill_finger_references(
                     record(s, ACTOR, "fingers.backfilled", "person", e.person_id, enrolment=e.id)
             done, last = done + len(issued), issued[-1].id
         yield done
+
+
+@dataclasses.dataclass
+class RetemplateProgress:
+    """How far :func:`retemplate` has come (running totals)."""
+
+    persons: int = 0  # persons looked at
+    faces: int = 0  # face references made
+    fingers: int = 0  # finger references made
+    no_images: int = 0  # persons with old-version fingers and no finger images to remake them
+    failed: int = 0  # images that gave no template (the person lacks that reference now)
+
+
+def retemplate(
+    factory: sessionmaker[Session], cipher: FieldCipher, batch: int = 50
+) -> Iterator[RetemplateProgress]:
+    """Make current-algorithm references (``face.ALGORITHM``, ``fp.ALGORITHM``) for every
+    person who lacks them, from the images of the enrolment that issued them, ``batch`` persons
+    per transaction; yields the running totals after each.
+
+    Run it with a new algorithm's release before the registry decides with it: the galleries
+    load only current-algorithm references, so a person not yet remade is not searched (old and
+    new templates are never compared). Old references are kept (a rollback needs them).
+    Resumable: killed, it is run again and takes up where the last committed batch ended (a
+    person is only remade for a modality it has no current reference of). Fingers sent without
+    images (older kiosks) cannot be remade: such persons are counted in ``no_images``."""
+    progress = RetemplateProgress()
+    last = 0
+    lacks_face = ~(
+        select(FaceReference.id)
+        .where(FaceReference.person_id == Person.id, FaceReference.algorithm == face.ALGORITHM)
+        .exists()
+    )
+    old_fingers = (
+        select(FingerReference.id)
+        .where(FingerReference.person_id == Person.id, FingerReference.algorithm != fp.ALGORITHM)
+        .exists()
+    )
+    current_fingers = (
+        select(FingerReference.id)
+        .where(FingerReference.person_id == Person.id, FingerReference.algorithm == fp.ALGORITHM)
+        .exists()
+    )
+    while True:
+        with transaction(factory) as s:
+            persons = list(
+                s.scalars(
+                    select(Person.id)
+                    .where(Person.id > last, lacks_face | (old_fingers & ~current_fingers))
+                    .order_by(Person.id)
+                    .limit(batch)
+                )
+            )
+            if not persons:
+                return
+            for person_id in persons:
+                _retemplate_person(s, cipher, person_id, progress)
+            progress.persons += len(persons)
+            last = persons[-1]
+        yield dataclasses.replace(progress)
+
+
+def _retemplate_person(
+    s: Session, cipher: FieldCipher, person_id: int, progress: RetemplateProgress
+) -> None:
+    e = s.scalar(
+        select(Enrolment)
+        .where(Enrolment.person_id == person_id, Enrolment.status == EnrolmentState.ISSUED)
+        .order_by(Enrolment.id)
+        .limit(1)
+    )
+    if e is None:
+        return
+    has = {
+        model: s.scalar(
+            select(model.id)
+            .where(model.person_id == person_id, model.algorithm == algorithm)
+            .limit(1)
+        )
+        is not None
+        for model, algorithm in ((FaceReference, face.ALGORITHM), (FingerReference, fp.ALGORITHM))
+    }
+    refs: list[FaceReference | FingerReference] = []
+    if not has[FaceReference]:
+        try:
+            image = cipher.decrypt(e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image"))
+            template = face_template(image)
+        except face.FaceError:
+            progress.failed += 1
+        else:
+            refs.append(
+                FaceReference(
+                    person_id=person_id,
+                    enrolment_id=e.id,
+                    algorithm=face.ALGORITHM,
+                    template=cipher.encrypt(
+                        face.template_to_bytes(template), face_context(person_id)
+                    ),
+                )
+            )
+    if not has[FingerReference]:
+        images = finger_images(cipher, e)
+        if not images:
+            progress.no_images += 1
+        for position, data in sorted(images.items()):
+            try:
+                t = finger_template(data, position)
+            except (fp.FingerImageError, fp.FingerprintError):
+                progress.failed += 1
+                continue
+            refs.append(
+                FingerReference(
+                    person_id=person_id,
+                    enrolment_id=e.id,
+                    position=position,
+                    algorithm=fp.ALGORITHM,
+                    template=cipher.encrypt(t.to_iso19794_2(), finger_context(person_id, position)),
+                )
+            )
+    progress.faces += sum(isinstance(r, FaceReference) for r in refs)
+    progress.fingers += sum(isinstance(r, FingerReference) for r in refs)
+    s.add_all(refs)
+    if refs:
+        record(s, ACTOR, "references.remade", "person", person_id, enrolment=e.id)

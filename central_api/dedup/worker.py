@@ -1,5 +1,6 @@
 """The dedup worker: takes received enrolments from the durable queue (the enrolments table)
-in batches, runs their face checks side by side, and has the ``Deduplicator`` (service.py)
+in batches, has the registry's templates made from their images side by side (extraction.py),
+and has the ``Deduplicator`` (service.py)
 decide them one at a time, oldest first: each decision sees every one committed before it, so
 two copies of one person in one batch are caught as in two batches. Claims are leased: a job
 of a worker that died is taken over once its lease runs out, and one that keeps failing is
@@ -25,40 +26,43 @@ from central_api.audit.service import record
 from central_api.config import Settings
 from central_api.crypto import DecryptionError, FieldCipher
 from central_api.db import transaction, utcnow
+from central_api.dedup.extraction import Extraction, exit_with_parent, extract_references
 from central_api.dedup.service import ACTOR, Deduplicator
 from central_api.enrolment.models import Enrolment
-from central_api.enrolment.policy import exit_with_parent, face_template_mismatch
 from central_api.enrolment.schemas import EnrolmentState
-from central_api.enrolment.service import ctx, face_templates
+from central_api.enrolment.service import ctx, face_templates, finger_images
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-FACE_CHECK_LIMIT = 120.0  # seconds a face check may take, however often its lease is renewed
+# seconds one enrolment's extraction may take, however often its lease is renewed: ten
+# fingers at 1-3 s each, and a new process's first finger loads and compiles LEADER (~40 s)
+EXTRACTION_LIMIT = 300.0
 
 
-class _FaceCheckers:
-    """The processes that run face checks (:func:`face_template_mismatch`), one set per
-    process, shared by its deduplicators: started on the first check (each loads dlib's models
-    once, about 2 s) and started afresh when one of them died (killed, out of memory), so that
-    a lost worker costs one retry instead of every decision after it."""
+class _Extractors:
+    """The processes that make the registry's templates (:func:`extract_references`), one set
+    per process, shared by its deduplicators: started on the first extraction (each loads
+    dlib's models once, about 2 s, and LEADER's on its first finger) and started afresh when one
+    of them died (killed, out of memory, a codec crashed), so that a lost worker costs one
+    retry instead of every decision after it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._size = 0
 
-    def submit(self, size: int, *args: object) -> Future[str | None]:
+    def submit(self, size: int, *args: object) -> Future[Extraction]:
         """Start a check on ``size`` processes (the pool is rebuilt if the size changed)."""
         for _ in range(2):
             pool = self._get(size)
             try:
-                # not typed precisely here: the check's arguments pass through *args untyped; the
-                # call site types them
-                return pool.submit(face_template_mismatch, *args)  # type: ignore[arg-type]
+                # not typed precisely here: the arguments pass through *args untyped; the call
+                # site types them
+                return pool.submit(extract_references, *args)  # type: ignore[arg-type]
             except BrokenProcessPool:
                 self.discard(pool)
-        raise BrokenProcessPool("the face-check processes cannot be started")
+        raise BrokenProcessPool("the extraction processes cannot be started")
 
     def discard(self, pool: ProcessPoolExecutor | None = None) -> None:
         """Forget the pool (``pool``: only if it is still the current one), e.g. broken."""
@@ -84,7 +88,7 @@ class _FaceCheckers:
             return self._pool
 
 
-_FACE_CHECKERS = _FaceCheckers()
+_EXTRACTORS = _Extractors()
 
 
 class DedupWorker:
@@ -166,30 +170,30 @@ class DedupWorker:
         return done[0] if done else None
 
     def process_batch(self, size: int | None = None) -> list[uuid.UUID]:
-        """Claim up to ``size`` queued enrolments (default: twice the face-check processes),
-        run their face checks side by side, then decide them one at a time, oldest first;
+        """Claim up to ``size`` queued enrolments (default: twice the extraction processes),
+        make their templates side by side, then decide them one at a time, oldest first;
         returns their packet ids."""
         claimed = []
-        for _ in range(size or 2 * self._settings.face_check_processes):
+        for _ in range(size or 2 * self._settings.extraction_processes):
             job = self._claim()
             if job is None:
                 break
             claimed.append(job)
-        checks = self._start_checks([eid for eid, _ in claimed])
+        jobs = self._start_extractions([eid for eid, _ in claimed])
         for i, (enrolment_id, packet_id) in enumerate(claimed):
             try:
                 self._start(enrolment_id)
-                if enrolment_id not in checks:  # its check could not be started above
-                    checks[enrolment_id] = self._face_check(enrolment_id)
-                check = checks[enrolment_id]
-                mismatch = None if check is None else self._await_check(enrolment_id, check)
-                self.service.decide(enrolment_id, mismatch)
+                if enrolment_id not in jobs:  # its extraction could not be started above
+                    jobs[enrolment_id] = self._extraction(enrolment_id)
+                pending = jobs[enrolment_id]
+                made = None if pending is None else self._await_extraction(enrolment_id, pending)
+                self.service.decide(enrolment_id, made)
             except BrokenProcessPool:
-                log.error("a face-check process died; enrolment %s will be retried", packet_id)
-                _FACE_CHECKERS.discard()
+                log.error("an extraction process died; enrolment %s will be retried", packet_id)
+                _EXTRACTORS.discard()
                 self._release(enrolment_id)
-                # the later jobs' checks died with the pool: run them again on new processes
-                checks.update(self._start_checks([eid for eid, _ in claimed[i + 1 :]]))
+                # the later jobs' extractions died with the pool: run them again on new processes
+                jobs.update(self._start_extractions([eid for eid, _ in claimed[i + 1 :]]))
             except Exception:
                 log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
                 self._release(enrolment_id)
@@ -197,27 +201,27 @@ class DedupWorker:
                 self._signal(enrolment_id)
         return [packet_id for _, packet_id in claimed]
 
-    def _start_checks(self, enrolment_ids: list[int]) -> dict[int, Future[str | None] | None]:
-        """Start the face checks of these jobs side by side; a job whose check cannot start
-        (no face-check process could be started) is left out and tried again in its turn."""
-        checks: dict[int, Future[str | None] | None] = {}
+    def _start_extractions(self, enrolment_ids: list[int]) -> dict[int, Future[Extraction] | None]:
+        """Start the extractions of these jobs side by side; a job whose extraction cannot start
+        (no extraction process could be started) is left out and tried again in its turn."""
+        jobs: dict[int, Future[Extraction] | None] = {}
         for enrolment_id in enrolment_ids:
             try:
-                checks[enrolment_id] = self._face_check(enrolment_id)
+                jobs[enrolment_id] = self._extraction(enrolment_id)
             except Exception:
-                log.exception("the face check of enrolment %d could not start", enrolment_id)
-        return checks
+                log.exception("the extraction of enrolment %d could not start", enrolment_id)
+        return jobs
 
-    def _await_check(self, enrolment_id: int, check: Future[str | None]) -> str | None:
-        """The face check's result. While it runs, the enrolment's lease is renewed: the first
-        check of a process waits for its workers to start and load dlib's models (seconds on
-        a busy machine), and another process must not take over a job that is only waiting,
-        nor count it as a failed attempt. Past FACE_CHECK_LIMIT: TimeoutError."""
-        deadline = time.monotonic() + FACE_CHECK_LIMIT
+    def _await_extraction(self, enrolment_id: int, job: Future[Extraction]) -> Extraction:
+        """The extraction's result. While it runs, the enrolment's lease is renewed: the first
+        extraction of a process waits for it to start and load dlib's and LEADER's models (tens
+        of seconds on a busy machine), and another process must not take over a job that is
+        only waiting, nor count it as a failed attempt. Past EXTRACTION_LIMIT: TimeoutError."""
+        deadline = time.monotonic() + EXTRACTION_LIMIT
         while True:
             left = deadline - time.monotonic()
             try:
-                return check.result(timeout=max(0.0, min(self._lease / 3, left)))
+                return job.result(timeout=max(0.0, min(self._lease / 3, left)))
             except TimeoutError:
                 if left <= 0:
                     raise
@@ -234,11 +238,11 @@ class DedupWorker:
                 e.status, e.lease_until = EnrolmentState.RECEIVED, None
                 record(s, ACTOR, "enrolment.retry", "enrolment", enrolment_id)
 
-    def _face_check(self, enrolment_id: int) -> Future[str | None] | None:
-        """Start the intake policy's face check, before any lock is taken: are the kiosk's
-        templates the face of the token image? None when the data cannot be read (the decision
-        says so). dlib holds the GIL for the whole encoding (~0.15 s): in processes of their
-        own the checks run side by side and never stall intake or this process's event loop."""
+    def _extraction(self, enrolment_id: int) -> Future[Extraction] | None:
+        """Start making the registry's templates of an enrolment's images, before any lock is
+        taken (:func:`extract_references`, which also checks that the kiosk's face templates
+        are the face of the token image). None when the data cannot be read (the decision says
+        so)."""
         with self._factory() as s:
             e = s.get(Enrolment, enrolment_id)
             if e is None or e.status != EnrolmentState.PROCESSING:
@@ -248,11 +252,12 @@ class DedupWorker:
                     e.face_image, ctx(e.kiosk_id, e.packet_id, "face_image")
                 )
                 probes = face_templates(self._cipher, e)
+                fingers = finger_images(self._cipher, e)
             except DecryptionError:
                 return None
         st = self._settings
-        return _FACE_CHECKERS.submit(
-            st.face_check_processes, image, probes, st.face_template_agreement
+        return _EXTRACTORS.submit(
+            st.extraction_processes, image, probes, st.face_template_agreement, fingers
         )
 
     def run(self, stop: threading.Event) -> None:

@@ -10,19 +10,12 @@ could send a packet whose evidence says the checks failed, or none at all. Two k
 - the data itself, refused whatever the policy, since such a packet is not what an honest
   kiosk makes: finger templates must parse as ISO/IEC 19794-2 records of the position they
   claim (:func:`check_finger_templates`, at intake: 422), and the kiosk's face template must be
-  the face of the token image (:func:`face_template_mismatch`, the registry's own encoding of
-  it, in the dedup worker: status ``rejected`` with that reason).
+  the face of the token image (checked against the registry's own template of it in the dedup
+  worker, ``central_api.dedup.extraction``: status ``rejected`` with that reason).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-
-import numpy as np
-
-from biometrics import face
 from biometrics import fingerprint as fp
 from central_api.config import Settings
 from central_api.enrolment.exceptions import CapturePolicyViolation
@@ -86,33 +79,3 @@ def check_finger_templates(packet: EnrolmentPacket) -> None:
                 f"finger {f.position}: the record is of position {t.position}",
                 reasons=["finger_template_invalid"],
             )
-
-
-def face_template_mismatch(
-    face_image: bytes, templates: np.ndarray, agreement: float
-) -> str | None:
-    """Why the kiosk's face ``templates`` are not the face of ``face_image`` (the token image),
-    or None when each agrees with the registry's own template of it to ``agreement``.
-
-    Costs one face detection and encoding (about 0.15 s of CPU): the dedup worker runs it, after
-    intake and before any lock, so a sender cannot make intake itself expensive."""
-    try:
-        own = face.encode(face.decode_image(face_image), thresholds=None, upsample=0)
-    except face.FaceError:
-        return "face_image_unusable"
-    kiosk = np.asarray(templates, dtype=np.float32)
-    kiosk = kiosk / np.linalg.norm(kiosk, axis=1, keepdims=True)
-    return None if float((kiosk @ own).min()) >= agreement else "face_template_mismatch"
-
-
-def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
-    """In a face-check worker process: exit as soon as ``parent_pid`` (the registry process
-    that started it) is gone. A registry killed -9 cannot shut its workers down, and each
-    holds dlib's models (~190 MB): 131 of them were found orphaned after a day of tests."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(every)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

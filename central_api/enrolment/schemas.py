@@ -51,6 +51,9 @@ MAX_IMAGE_SIDE = 1600
 MIN_IMAGE_SIDE = 64
 MAX_IMAGE_PIXELS = 1200 * 1600
 MAX_FINGERPRINT_BYTES = 16 * 1024
+# One finger's ISO/IEC 19794-4 image record: WSQ at ~15:1 is 10-30 KB; lossless PNG or
+# JPEG 2000 of a large flat finger up to this
+MAX_FINGER_IMAGE_BYTES = 160 * 1024
 CLOCK_SKEW = timedelta(minutes=10)
 MAX_SENT_AT = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond, not a time at all
 
@@ -200,9 +203,14 @@ class Demographics(BaseModel):
 
 
 class FingerprintRecord(BaseModel):
-    """One finger's template on the wire: its ISO/IEC 19794-2 record (``data``, what
-    :meth:`biometrics.fingerprint.FingerprintTemplate.to_iso19794_2` writes), position and
-    quality."""
+    """One finger on the wire: the kiosk's template, its ISO/IEC 19794-2 record (``data``,
+    what :meth:`biometrics.fingerprint.FingerprintTemplate.to_iso19794_2` writes), position and
+    quality, and the image it was made from (``image``: an ISO/IEC 19794-4:2005 record, WSQ,
+    PNG or JPEG 2000, what :meth:`biometrics.fingerprint.FingerImage.to_iso19794_4` writes).
+
+    When the image is there, the registry makes its own template from it and the kiosk's
+    serves the kiosk's local checks only; a packet without images (older kiosks) is decided
+    on the kiosk's templates."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -210,6 +218,20 @@ class FingerprintRecord(BaseModel):
     format: Literal["ISO_19794_2_2005"] = "ISO_19794_2_2005"
     quality: int = Field(ge=0, le=100)
     data: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FINGERPRINT_BYTES)]
+    image: Annotated[B64Bytes, Field(min_length=1, max_length=MAX_FINGER_IMAGE_BYTES)] | None = None
+
+    @model_validator(mode="after")
+    def _image_header(self) -> FingerprintRecord:
+        if self.image is not None:
+            from biometrics.fingerprint import FingerImageError, read_image_header
+
+            try:  # the header only: decoding is the dedup worker's, in a process of its own
+                head = read_image_header(self.image)
+            except FingerImageError as exc:
+                raise ValueError(f"image: {exc}") from exc
+            if head.position not in (0, self.position):
+                raise ValueError("image: the record is of another finger position")
+        return self
 
 
 class DocumentSource(StrEnum):

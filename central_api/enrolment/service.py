@@ -411,15 +411,26 @@ def finger_templates(cipher: FieldCipher, enrolment: Enrolment) -> dict[int, Fin
     """Decrypt an enrolment's finger templates, by ISO finger position (the packet's, which
     the template's own position field is set to). Raises DecryptionError, or
     TemplateFormatError for a record that cannot be parsed (intake checked them)."""
+    out = {}
+    for finger in _finger_records(cipher, enrolment):
+        template = FingerprintTemplate.from_iso19794_2(finger.data)
+        out[int(finger.position)] = dataclasses.replace(template, position=int(finger.position))
+    return out
+
+
+def finger_images(cipher: FieldCipher, enrolment: Enrolment) -> dict[int, bytes]:
+    """Decrypt an enrolment's finger images (ISO/IEC 19794-4 records), by position; fingers
+    sent without an image are left out. Raises DecryptionError."""
+    return {
+        int(r.position): r.image for r in _finger_records(cipher, enrolment) if r.image is not None
+    }
+
+
+def _finger_records(cipher: FieldCipher, enrolment: Enrolment) -> list[FingerprintRecord]:
     raw = cipher.decrypt(
         enrolment.fingerprints, ctx(enrolment.kiosk_id, enrolment.packet_id, "fingerprints")
     )
-    out = {}
-    for item in json.loads(raw):
-        record = FingerprintRecord.model_validate(item)
-        template = FingerprintTemplate.from_iso19794_2(record.data)
-        out[int(record.position)] = dataclasses.replace(template, position=int(record.position))
-    return out
+    return [FingerprintRecord.model_validate(item) for item in json.loads(raw)]
 
 
 def status_of(
