@@ -134,7 +134,9 @@ def fingers(session: EnrolmentSession) -> list[str]:
     return outcomes
 
 
-def wait_final(outbox: Outbox, packet_id, timeout: float = 60):  # type: ignore[no-untyped-def]
+def wait_final(outbox: Outbox, packet_id, timeout: float = 300):  # type: ignore[no-untyped-def]
+    """The packet's final status; the registry makes its templates from the ten finger images
+    first (a new extraction process loads LEADER: tens of seconds on this machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         e = outbox.get(packet_id)
