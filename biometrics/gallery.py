@@ -2,8 +2,9 @@
 
 One protocol, :class:`Gallery` (add a person's templates, remove a person, search probes ->
 best persons), implemented by :class:`FaceGallery` (exact cosine search, faiss) and
-:class:`FingerGallery` (a pre-selection over cylinder descriptors, every finger position
-searched, so a finger captured under the wrong position is still found). A gallery only
+:class:`FingerGallery` (a pre-selection by Hamming distance over 256-bit codes of the
+fingers' cylinder descriptors, faiss's binary index, every finger position searched, so a
+finger captured under the wrong position is still found). A gallery only
 proposes candidates: decisions rest on full comparisons (``face.compare``,
 ``fingerprint.FingerprintMatcher``). Not thread-safe: the caller serialises.
 """
@@ -124,100 +125,122 @@ class FaceGallery:
 
 
 class FingerGallery:
-    """Finger templates of enrolled persons, searched by their cylinder descriptors.
+    """Finger templates of enrolled persons, indexed by their 256-bit codes.
 
-    Each finger is a row of descriptors (the mean of its Minutia Cylinder-Code cylinders, unit
-    length); similarity is the cosine after removing the gallery's mean descriptor. A probe
-    finger is compared with every finger of every person, whatever its position (a left
-    index captured as the right one is still found); a person's score is the sum over the
-    probe fingers of their best similarity to that person's fingers. Approximate: it only
-    pre-selects the persons whose fingers are then compared in full (``templates``).
+    Each finger is a row of a faiss binary index: its ``fingerprint.index_code`` (32 bytes,
+    signs of random projections of its centred cylinder descriptor). A probe finger is
+    compared with every finger of every person, whatever its position (a left index captured
+    as the right one is still found), by Hamming distance; of the ``depth`` nearest fingers
+    of each probe finger, a person scores the best similarity (``1 - 2 d / bits``, an estimate
+    of the descriptors' cosine) of their own, and the person's score is the sum over the probe
+    fingers. The templates are kept as their ISO/IEC 19794-2 records (a few hundred bytes a
+    finger) and parsed only for the candidates. Approximate: it only pre-selects the persons
+    whose fingers are then compared in full (``templates``).
     """
 
-    def __init__(self) -> None:
-        self._desc = np.zeros((0, fp.DESCRIPTOR_SIZE), np.float32)
-        self._owner = np.zeros(0, np.int64)  # row -> person (-1: removed)
+    def __init__(self, depth: int = 256) -> None:
+        import faiss  # lazy: no work at import time
+
+        self.depth = depth
+        self._index = faiss.IndexBinaryFlat(fp.CODE_BITS)
+        self._owner = np.zeros(1024, np.int64)  # row -> person (-1: removed or replaced)
+        self._position = np.zeros(1024, np.int8)
         self._rows = 0
-        self._fingers: dict[int, dict[int, fp.FingerprintTemplate]] = {}
-        self._prepared: _Prepared | None = None
+        self._stale = 0  # rows no longer live (compacted before the next search)
+        self._records: dict[int, dict[int, bytes]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(f) for f in self._fingers.values())
+        return self._count
 
     def templates(self, person_id: int) -> dict[int, fp.FingerprintTemplate]:
         """A person's finger templates by ISO finger position (empty: none held)."""
-        return dict(self._fingers.get(person_id, {}))
+        return {
+            position: dataclasses.replace(
+                fp.FingerprintTemplate.from_iso19794_2(r), position=position
+            )
+            for position, r in self._records.get(person_id, {}).items()
+        }
 
-    def add(self, person_id: int, templates: Sequence[fp.FingerprintTemplate]) -> None:
+    def add(
+        self,
+        person_id: int,
+        templates: Sequence[fp.FingerprintTemplate],
+        codes: np.ndarray | None = None,
+    ) -> None:
         """Add a person's fingers; each template's ``position`` must be set (1-10), and a
-        position already held for the person is replaced."""
+        position already held for the person is replaced. ``codes``: their index codes when
+        already known (stored beside the references), else they are computed (about 5 ms a
+        finger: the cylinders are built)."""
         if not templates:
             return
-        held = self._fingers.setdefault(person_id, {})
         for t in templates:
             if not 1 <= t.position <= 10:
                 raise ValueError("a gallery finger needs its ISO finger position (1-10)")
-            # a copy without the search structure the template may carry (about 25 KB of
-            # cylinders a finger): only candidates' fingers build theirs, when compared
-            held[t.position] = dataclasses.replace(t)
-        self._drop_rows(person_id)
-        new = np.stack([fp.descriptor(dataclasses.replace(t)) for t in held.values()])
-        if self._rows + len(new) > len(self._desc):
-            grow = max(len(self._desc) + len(self._desc) // 4, self._rows + len(new), 1024)
-            self._desc = np.resize(self._desc, (grow, fp.DESCRIPTOR_SIZE))
-            self._owner = np.resize(self._owner, grow)
-        self._desc[self._rows : self._rows + len(new)] = new
-        self._owner[self._rows : self._rows + len(new)] = person_id
-        self._rows += len(new)
-        self._prepared = None
-
-    def _drop_rows(self, person_id: int) -> None:
-        rows = np.flatnonzero(self._owner[: self._rows] == person_id)
-        self._owner[rows] = -1
-        self._desc[rows] = 0.0
+        if codes is None:
+            codes = np.stack([fp.index_code(t) for t in templates])
+        codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(len(templates), -1)
+        held = self._records.setdefault(person_id, {})
+        replaced = [t.position for t in templates if t.position in held]
+        if replaced:  # rare (a person's references loaded in two batches): a scan
+            n = self._rows
+            rows = np.flatnonzero(
+                (self._owner[:n] == person_id) & np.isin(self._position[:n], replaced)
+            )
+            self._owner[rows] = -1
+            self._stale += len(rows)
+        for t in templates:
+            self._count += t.position not in held
+            held[t.position] = t.to_iso19794_2()
+        self._index.add(codes)
+        end = self._rows + len(templates)
+        if end > len(self._owner):  # grown by a quarter: appending stays amortised O(1)
+            size = max(end, len(self._owner) + len(self._owner) // 4)
+            self._owner = np.resize(self._owner, size)
+            self._position = np.resize(self._position, size)
+        self._owner[self._rows : end] = person_id
+        self._position[self._rows : end] = [t.position for t in templates]
+        self._rows = end
 
     def remove(self, person_id: int) -> int:
         """Drop every finger of one person; returns how many were dropped."""
-        held = self._fingers.pop(person_id, {})
+        held = self._records.pop(person_id, {})
         if held:
-            self._drop_rows(person_id)
-            self._prepared = None
+            rows = np.flatnonzero(self._owner[: self._rows] == person_id)
+            self._owner[rows] = -1
+            self._stale += len(rows)
+            self._count -= len(held)
         return len(held)
 
     def search(self, probes: Sequence[fp.FingerprintTemplate], k: int) -> list[Hit]:
-        """The ``k`` persons whose fingers' descriptors are most like the probes', best first."""
-        if not probes or not self._fingers:
+        """The ``k`` persons whose fingers' codes are nearest the probes', best first."""
+        if not probes or not self._records:
             return []
-        ready = self._prepare()
-        q = np.stack([fp.descriptor(t) for t in probes]) - ready.centre
-        sims = (q @ ready.desc.T) / ready.norms  # (probes, fingers)
-        # a person's fingers are consecutive rows: the best of each person, per probe finger
-        best = np.maximum.reduceat(sims, ready.starts, axis=1)
-        score = np.maximum(best, 0.0).sum(axis=0)
-        top = np.argpartition(-score, k)[:k] if k < len(score) else np.arange(len(score))
-        top = top[np.argsort(-score[top], kind="stable")]
-        return [Hit(int(ready.persons[j]), float(score[j])) for j in top]
+        self._compact()
+        q = np.stack([fp.index_code(t) for t in probes])
+        depth = min(self._index.ntotal, max(self.depth, 4 * k))
+        dist, rows = self._index.search(q, depth)
+        sims = 1.0 - 2.0 * dist / fp.CODE_BITS
+        score: dict[int, float] = {}
+        for probe_rows, probe_sims in zip(rows, sims, strict=True):
+            best: dict[int, float] = {}
+            for r, sim in zip(probe_rows.tolist(), probe_sims.tolist(), strict=True):
+                if r >= 0 and sim > 0:  # ranked nearest first: a person's first is its best
+                    best.setdefault(int(self._owner[r]), sim)
+            for person, sim in best.items():
+                score[person] = score.get(person, 0.0) + sim
+        ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [Hit(p, s) for p, s in ranked]
 
-    def _prepare(self) -> _Prepared:
-        """The live rows, centred (what every finger shares says nothing about identity:
-        centring moved mates from a mean rank of 3.4 to 0.6 among 40 fingers), and where
-        each person's rows start. Rebuilt after a change, on the next search."""
-        if self._prepared is None:
-            desc, owner = self._desc[: self._rows], self._owner[: self._rows]
-            live = owner >= 0
-            if not live.all():  # a copy only when persons were removed
-                desc, owner = desc[live], owner[live]
-            mu = desc.mean(axis=0)
-            norms = np.sqrt(np.maximum(1 - 2 * (desc @ mu) + mu @ mu, 1e-12))
-            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-            self._prepared = _Prepared(desc, mu, norms, starts, owner[starts])
-        return self._prepared
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    desc: np.ndarray  # (live fingers, DESCRIPTOR_SIZE)
-    centre: np.ndarray
-    norms: np.ndarray  # of each row once centred
-    starts: np.ndarray  # the first row of each person
-    persons: np.ndarray  # the person of each run of rows
+    def _compact(self) -> None:
+        """Rebuild the index without the rows of removed or replaced fingers."""
+        if not self._stale:
+            return
+        live = self._owner[: self._rows] >= 0
+        codes = self._index.reconstruct_n(0, self._index.ntotal)[live]
+        self._index.reset()
+        self._index.add(np.ascontiguousarray(codes))
+        self._owner = self._owner[: self._rows][live]
+        self._position = self._position[: self._rows][live]
+        self._rows = len(self._owner)
+        self._stale = 0

@@ -10,7 +10,8 @@
 - ``FingerImage``: an image as an ISO/IEC 19794-4:2005 record (WSQ, PNG or JPEG 2000) and
   back; ``read_image_header(record)`` checks one without decoding it.
 - ``FingerprintGallery``: 1:N search with a descriptor pre-selection; ``descriptor(t)``: the
-  fixed-length descriptor it pre-selects by (``biometrics.gallery.FingerGallery`` too).
+  fixed-length descriptor it pre-selects by; ``index_code(t)``: the 256-bit code of it that
+  ``biometrics.gallery.FingerGallery`` indexes.
 
 Images are 2-D arrays (uint8, or uint16 scaled from their real bit depth; RGB is converted),
 dark ridges on a light background; other resolutions than 500 dpi are resampled.
@@ -33,11 +34,13 @@ from biometrics.fingerprint._iso import (
     TemplateFormatError,
 )
 from biometrics.fingerprint._mcc import (
+    CODE_BITS,
     DESCRIPTOR_SIZE,
     FingerprintGallery,
     FingerprintMatcher,
     compare,
     descriptor,
+    index_code,
     score_to_bits,
 )
 
@@ -47,6 +50,7 @@ ALGORITHM = "leader-mcc/1"
 
 __all__ = [
     "ALGORITHM",
+    "CODE_BITS",
     "DESCRIPTOR_SIZE",
     "DPI",
     "ExtractionSettings",
@@ -64,6 +68,7 @@ __all__ = [
     "compare",
     "descriptor",
     "extract",
+    "index_code",
     "quality",
     "read_image_header",
     "score_to_bits",

@@ -4,9 +4,12 @@ A template's cylinders are built once, on first use, and kept with it."""
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 import cv2
 import numpy as np
@@ -228,6 +231,29 @@ def descriptor(t: FingerprintTemplate) -> np.ndarray:
     """The template's cylinder descriptor (DESCRIPTOR_SIZE float32 values, unit length or all
     zero): the mean of its valid cylinders' bits, for 1:N pre-selection."""
     return _cylinders(t).descriptor
+
+
+CODE_BITS = 256
+_CODE_SEED = 2011  # the hyperplanes are part of the code's definition: never change them
+
+
+@functools.cache
+def _code_basis() -> tuple[np.ndarray, np.ndarray]:
+    """The mean descriptor of real fingers (FVC2004 DB1_B and DB2_B, the project's extractor:
+    ``bench/bench_abis.py index --fit`` wrote it) and the code's random hyperplanes."""
+    centre = np.load(io.BytesIO((resources.files(__package__) / "mcc_centre.npy").read_bytes()))
+    planes = np.random.default_rng(_CODE_SEED).standard_normal((CODE_BITS, DESCRIPTOR_SIZE))
+    return centre.astype(np.float32), planes.astype(np.float32)
+
+
+def index_code(t: FingerprintTemplate) -> np.ndarray:
+    """The template's index code: CODE_BITS bits (``CODE_BITS // 8`` uint8), the signs of
+    random projections (SimHash, Charikar 2002) of its cylinder descriptor less the mean
+    descriptor of real fingers. The Hamming distance of two codes estimates the angle between
+    the two centred descriptors (``d / CODE_BITS * pi``): 32 bytes a finger, searched by
+    faiss's binary indexes. Rotation and translation invariant, like the cylinders."""
+    centre, planes = _code_basis()
+    return np.packbits(planes @ (descriptor(t) - centre) > 0)
 
 
 class FingerprintMatcher:

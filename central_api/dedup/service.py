@@ -57,6 +57,22 @@ def finger_context(person_id: int, position: int) -> str:
     return f"finger_reference:{person_id}:{position}"
 
 
+def finger_reference(
+    cipher: FieldCipher, person_id: int, enrolment_id: int, t: fp.FingerprintTemplate
+) -> FingerReference:
+    """A new finger reference of ``t`` (its ``position`` set) with its index code, both
+    encrypted, made by the current algorithm."""
+    context = finger_context(person_id, t.position)
+    return FingerReference(
+        person_id=person_id,
+        enrolment_id=enrolment_id,
+        position=t.position,
+        algorithm=fp.ALGORITHM,
+        template=cipher.encrypt(t.to_iso19794_2(), context),
+        index_code=cipher.encrypt(fp.index_code(t).tobytes(), context + ":code"),
+    )
+
+
 class Deduplicator:
     """Owns the in-memory galleries (faces, fingers) and decides claimed enrolments."""
 
@@ -104,19 +120,32 @@ class Deduplicator:
     def _add_refs(self, refs: Sequence[FaceReference | FingerReference]) -> None:
         faces: dict[int, list[np.ndarray]] = defaultdict(list)
         fingers: dict[int, list[fp.FingerprintTemplate]] = defaultdict(list)
+        codes: dict[int, list[bytes | None]] = defaultdict(list)
         for r in refs:
             if isinstance(r, FaceReference):
                 raw = self._cipher.decrypt(r.template, face_context(r.person_id))
                 faces[r.person_id].append(face.template_from_bytes(raw)[0])
             else:
-                raw = self._cipher.decrypt(r.template, finger_context(r.person_id, r.position))
+                context = finger_context(r.person_id, r.position)
+                raw = self._cipher.decrypt(r.template, context)
                 t = fp.FingerprintTemplate.from_iso19794_2(raw)
                 fingers[r.person_id].append(dataclasses.replace(t, position=r.position))
+                code = r.index_code
+                codes[r.person_id].append(
+                    None if code is None else self._cipher.decrypt(code, context + ":code")
+                )
         for person_id, templates in faces.items():
             self.faces.add(person_id, templates)
             self._persons.add(person_id)
         for person_id, prints in fingers.items():
-            self.fingers.add(person_id, prints)
+            known = codes[person_id]
+            self.fingers.add(
+                person_id,
+                prints,
+                None  # made before codes were kept (migration 0006): computed here
+                if any(c is None for c in known)
+                else np.frombuffer(b"".join(c for c in known if c), np.uint8),
+            )
             self._persons.add(person_id)
 
     def load(self) -> int:
@@ -257,7 +286,14 @@ class Deduplicator:
                     score=None if best is None else round(best.llr, 3),
                     candidate=candidate,
                 )
-                packet_id, status = e.packet_id, e.status
+                # logged before the commit: whoever reads the decision finds it logged
+                log.info(
+                    "enrolment %s -> %s in %.1f ms (%d persons)",
+                    e.packet_id,
+                    e.status,
+                    (time.perf_counter() - started) * 1e3,
+                    self.persons,
+                )
             # committed: only now may the new references join this process's galleries
             if new:
                 person_id = new[0].person_id
@@ -267,13 +303,6 @@ class Deduplicator:
                 for r in new:
                     model = type(r)
                     self._watermarks[model] = max(self._watermarks[model], r.id)
-        log.info(
-            "enrolment %s -> %s in %.1f ms (%d persons)",
-            packet_id,
-            status,
-            (time.perf_counter() - started) * 1e3,
-            self.persons,
-        )
 
     def _issue(
         self,
@@ -294,16 +323,8 @@ class Deduplicator:
             for t in probe_faces
         ]
         refs += [
-            FingerReference(
-                person_id=person.id,
-                enrolment_id=e.id,
-                position=position,
-                algorithm=fp.ALGORITHM,
-                template=self._cipher.encrypt(
-                    t.to_iso19794_2(), finger_context(person.id, position)
-                ),
-            )
-            for position, t in sorted(probe_fingers.items())
+            finger_reference(self._cipher, person.id, e.id, t)
+            for _, t in sorted(probe_fingers.items())
         ]
         s.add_all(refs)
         s.flush()
@@ -343,16 +364,8 @@ def backfill_finger_references(
                 assert e.person_id is not None
                 fingers = finger_templates(cipher, e)
                 s.add_all(
-                    FingerReference(
-                        person_id=e.person_id,
-                        enrolment_id=e.id,
-                        position=position,
-                        algorithm=fp.ALGORITHM,
-                        template=cipher.encrypt(
-                            t.to_iso19794_2(), finger_context(e.person_id, position)
-                        ),
-                    )
-                    for position, t in sorted(fingers.items())
+                    finger_reference(cipher, e.person_id, e.id, t)
+                    for _, t in sorted(fingers.items())
                 )
                 if fingers:
                     record(s, ACTOR, "fingers.backfilled", "person", e.person_id, enrolment=e.id)
@@ -468,15 +481,7 @@ def _retemplate_person(
             except (fp.FingerImageError, fp.FingerprintError):
                 progress.failed += 1
                 continue
-            refs.append(
-                FingerReference(
-                    person_id=person_id,
-                    enrolment_id=e.id,
-                    position=position,
-                    algorithm=fp.ALGORITHM,
-                    template=cipher.encrypt(t.to_iso19794_2(), finger_context(person_id, position)),
-                )
-            )
+            refs.append(finger_reference(cipher, person_id, e.id, t))
     progress.faces += sum(isinstance(r, FaceReference) for r in refs)
     progress.fingers += sum(isinstance(r, FingerReference) for r in refs)
     s.add_all(refs)

@@ -61,4 +61,7 @@ class FingerReference(Base):
     position: Mapped[int] = mapped_column(SmallInteger)
     template: Mapped[bytes] = mapped_column(LargeBinary)
     algorithm: Mapped[str] = mapped_column(String(40))
+    # the gallery's index code of the template (``fingerprint.index_code``), encrypted; None
+    # for references made before migration 0006 (computed when loaded)
+    index_code: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
