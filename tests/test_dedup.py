@@ -274,14 +274,33 @@ def test_a_batch_decides_as_one_at_a_time(registry_factory, template, photo):
 
 
 def test_gallery_is_rebuilt_from_the_database_at_start(registry_factory, template, photo):
+    """From the stored index codes, or (references made before migration 0006) from the
+    templates: the same gallery either way."""
+    from sqlalchemy import update
+
+    from central_api.identity.models import FingerReference
+
     a = registry_factory()
     a.submit(_obama(a, "obama__obama.jpg", template, photo))
+    a.submit(a.packet([template("biden__biden.jpg")], photo("biden__biden.jpg")))
     a.client.__exit__(None, None, None)
-    b = registry_factory()  # a new process would see only the database
-    service = b.app.state.registry.dedup.service
-    assert service.persons == 1 and len(service.faces) == 1 and len(service.fingers) == 10
-    r = b.submit(_obama(b, "obama__obama2.jpg", template, photo))
-    assert r.json()["status"] == "duplicate"
+    with transaction(a.app.state.registry.sessions) as s:
+        assert all(s.scalars(select(FingerReference.index_code)))
+    probe = _obama(a, "obama__obama2.jpg", template, photo)
+    searches = []
+    for codes_kept in (True, False):
+        if not codes_kept:
+            with transaction(a.app.state.registry.sessions) as s:
+                s.execute(update(FingerReference).values(index_code=None))
+        b = registry_factory()  # a new process would see only the database
+        service = b.app.state.registry.dedup.service
+        assert service.persons == 2 and len(service.faces) == 2 and len(service.fingers) == 20
+        prints = [fp.FingerprintTemplate.from_iso19794_2(f.data) for f in probe.fingerprints]
+        searches.append(service.fingers.search(prints, k=2))
+        b.client.__exit__(None, None, None)
+    assert searches[0] == searches[1]
+    b = registry_factory()
+    assert b.submit(probe).json()["status"] == "duplicate"
 
 
 def test_two_servers_on_one_database_stay_consistent(registry_factory, db_url, template, photo):
