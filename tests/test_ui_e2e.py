@@ -207,7 +207,9 @@ class Citizen:
         self.wait_step("receipt")
         self.shot("receipt")
 
-    def final_status(self, timeout: float = 60) -> str:
+    def final_status(self, timeout: float = 300) -> str:
+        """The decision shown on the receipt; the registry makes its templates from the ten
+        finger images first (a new extraction process loads LEADER: tens of seconds here)."""
         self.page.wait_for_selector(
             "#receipt-status:is([data-status=issued],[data-status=duplicate],[data-status=adjudication])",
             timeout=timeout * 1000,
