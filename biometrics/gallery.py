@@ -52,6 +52,20 @@ class Gallery(Protocol[T]):
         """The ``k`` persons most like the probes, best first."""
         ...
 
+    def search_many(self, probe_sets: Sequence[Sequence[T]], k: int) -> list[list[Hit]]:
+        """``search`` of several probe sets (a batch of enrolments) in one index scan."""
+        ...
+
+
+def merge(hits: Sequence[Hit], k: int) -> list[Hit]:
+    """The ``k`` best of hits from searches of one gallery's parts (a person in more than one
+    part counts with their best score), best first."""
+    best: dict[int, float] = {}
+    for h in hits:
+        best[h.person_id] = max(h.score, best.get(h.person_id, -np.inf))
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [Hit(p, s) for p, s in ranked]
+
 
 def normalise(templates: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """Rows as contiguous float32 with unit L2 norm (inner product = cosine similarity)."""
@@ -112,16 +126,30 @@ class FaceGallery:
 
     def search(self, probes: Sequence[np.ndarray] | np.ndarray, k: int) -> list[Hit]:
         """Best cosine similarity per person over all probe templates, best first."""
-        if len(self) == 0 or len(probes) == 0:
-            return []
-        scores, ids = self._index.search(normalise(probes), min(len(self), k * 4))
-        best: dict[int, float] = {}
-        for s, r in zip(scores.ravel(), ids.ravel(), strict=True):
-            if r >= 0:
-                p = self._owner[int(r)]
-                best[p] = max(float(s), best.get(p, -2.0))
-        ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:k]
-        return [Hit(p, s) for p, s in ranked]
+        return self.search_many([probes], k)[0]
+
+    def search_many(
+        self, probe_sets: Sequence[Sequence[np.ndarray] | np.ndarray], k: int
+    ) -> list[list[Hit]]:
+        """``search`` of each probe set, all of their templates in one faiss search."""
+        sizes = [len(p) for p in probe_sets]
+        if len(self) == 0 or not any(sizes):
+            return [[] for _ in probe_sets]
+        queries = normalise(np.concatenate([np.atleast_2d(p) for p in probe_sets if len(p)]))
+        scores, ids = self._index.search(queries, min(len(self), k * 4))
+        out, start = [], 0
+        for size in sizes:
+            hits = [
+                Hit(self._owner[int(r)], float(sc))
+                for row_ids, row_scores in zip(
+                    ids[start : start + size], scores[start : start + size], strict=True
+                )
+                for r, sc in zip(row_ids, row_scores, strict=True)
+                if r >= 0
+            ]
+            out.append(merge(hits, k))
+            start += size
+        return out
 
 
 class FingerGallery:
@@ -214,23 +242,35 @@ class FingerGallery:
 
     def search(self, probes: Sequence[fp.FingerprintTemplate], k: int) -> list[Hit]:
         """The ``k`` persons whose fingers' codes are nearest the probes', best first."""
-        if not probes or not self._records:
-            return []
+        return self.search_many([probes], k)[0]
+
+    def search_many(
+        self, probe_sets: Sequence[Sequence[fp.FingerprintTemplate]], k: int
+    ) -> list[list[Hit]]:
+        """``search`` of each probe set, all of their fingers in one faiss search."""
+        if not self._records or not any(probe_sets):
+            return [[] for _ in probe_sets]
         self._compact()
-        q = np.stack([fp.index_code(t) for t in probes])
+        q = np.stack([fp.index_code(t) for probes in probe_sets for t in probes])
         depth = min(self._index.ntotal, max(self.depth, 4 * k))
         dist, rows = self._index.search(q, depth)
         sims = 1.0 - 2.0 * dist / fp.CODE_BITS
-        score: dict[int, float] = {}
-        for probe_rows, probe_sims in zip(rows, sims, strict=True):
-            best: dict[int, float] = {}
-            for r, sim in zip(probe_rows.tolist(), probe_sims.tolist(), strict=True):
-                if r >= 0 and sim > 0:  # ranked nearest first: a person's first is its best
-                    best.setdefault(int(self._owner[r]), sim)
-            for person, sim in best.items():
-                score[person] = score.get(person, 0.0) + sim
-        ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [Hit(p, s) for p, s in ranked]
+        out, start = [], 0
+        for probes in probe_sets:
+            score: dict[int, float] = {}
+            for probe_rows, probe_sims in zip(
+                rows[start : start + len(probes)], sims[start : start + len(probes)], strict=True
+            ):
+                best: dict[int, float] = {}
+                for r, sim in zip(probe_rows.tolist(), probe_sims.tolist(), strict=True):
+                    if r >= 0 and sim > 0:  # ranked nearest first: a person's first is its best
+                        best.setdefault(int(self._owner[r]), sim)
+                for person, sim in best.items():
+                    score[person] = score.get(person, 0.0) + sim
+            ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            out.append([Hit(p, s) for p, s in ranked])
+            start += len(probes)
+        return out
 
     def _compact(self) -> None:
         """Rebuild the index without the rows of removed or replaced fingers."""

@@ -244,9 +244,16 @@ def test_near_match_goes_to_adjudication(registry_factory, db_url, template, pho
     assert count(db_url, "persons") == 1
 
 
-def test_a_batch_decides_as_one_at_a_time(registry_factory, template, photo):
-    """Five queued enrolments taken as one batch, two people twice among them: the copies
-    are caught within the batch, each decision as if they had come one by one."""
+def test_a_batch_decides_as_one_at_a_time(registry_factory, tmp_path, template, photo):
+    """Five queued enrolments taken as one batch (one search of the galleries for all of
+    them), two people twice among them: the copies are caught within the batch, and every
+    decision, with its evidence, is the one a second registry makes taking them one by one."""
+    from fastapi.testclient import TestClient
+    from helpers import register_kiosk, settings_for
+
+    from central_api.db import migrate
+    from central_api.main import create_app
+
     reg = registry_factory(start_worker=False, sync_wait_seconds=0)
     names = [
         "obama__obama.jpg",
@@ -261,16 +268,34 @@ def test_a_batch_decides_as_one_at_a_time(registry_factory, template, photo):
         for n in names
     ]
     packets.append(reg.packet([template("biden__biden.jpg")], photo("biden__biden.jpg")))
-    for p in packets:
-        reg.submit(p)
-    worker = reg.app.state.registry.dedup
-    assert len(worker.process_batch(len(packets))) == len(packets)
-    got = [reg.get(p.packet_id).json() for p in packets]
-    assert [g["status"] for g in got] == ["issued", "issued", "duplicate", "issued", "duplicate"]
-    with reg.app.state.registry.sessions() as s:
-        person = {e.packet_id: e.person_id for e in s.scalars(select(Enrolment)).all()}
-    assert person[packets[2].packet_id] == person[packets[0].packet_id]
-    assert person[packets[4].packet_id] == person[packets[1].packet_id]
+    one_url = f"sqlite:///{tmp_path / 'one_by_one.db'}"
+    migrate(one_url)
+    register_kiosk(one_url, reg.kiosk)
+    with TestClient(
+        create_app(settings_for(one_url, start_worker=False, sync_wait_seconds=0))
+    ) as client:
+        one = Registry(client, reg.kiosk)
+        for p in packets:
+            reg.submit(p)
+            one.submit(p)
+        assert len(reg.app.state.registry.dedup.process_batch(len(packets))) == len(packets)
+        for _ in packets:
+            assert len(one.app.state.registry.dedup.process_batch(1)) == 1
+        decided = []
+        for r in (reg, one):
+            with r.app.state.registry.sessions() as s:
+                rows = s.scalars(select(Enrolment).order_by(Enrolment.id)).all()
+                decided.append([(e.status, e.person_id, json.loads(e.evidence)) for e in rows])
+    batch, sequential = decided
+    assert [status for status, _, _ in batch] == [
+        "issued",
+        "issued",
+        "duplicate",
+        "issued",
+        "duplicate",
+    ]
+    assert batch[2][1] == batch[0][1] and batch[4][1] == batch[1][1]
+    assert batch == sequential
 
 
 def test_gallery_is_rebuilt_from_the_database_at_start(registry_factory, template, photo):

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from biometrics import face
 from biometrics import fingerprint as fp
-from biometrics.gallery import FaceGallery, FingerGallery
+from biometrics.gallery import FaceGallery, FingerGallery, Hit, merge
 from central_api.audit.service import record
 from central_api.config import Settings
 from central_api.crypto import DecryptionError, FieldCipher
@@ -73,8 +73,29 @@ def finger_reference(
     )
 
 
+# a probe: face templates, finger templates by position, and where they came from
+_Probe = tuple[np.ndarray, dict[int, fp.FingerprintTemplate], dict[str, object]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ahead:
+    """A job's probe and what the galleries proposed for it when its batch was searched."""
+
+    faces: np.ndarray
+    fingers: dict[int, fp.FingerprintTemplate]
+    origin: dict[str, object]
+    face_hits: list[Hit]
+    finger_hits: list[Hit]
+
+
 class Deduplicator:
-    """Owns the in-memory galleries (faces, fingers) and decides claimed enrolments."""
+    """Owns the in-memory galleries (faces, fingers) and decides claimed enrolments.
+
+    A batch of jobs is searched at once (:meth:`search_ahead`: one index scan per gallery for
+    all of them); each is then decided in turn (:meth:`decide`), its candidates being what the
+    batch's search proposed merged with a search of the persons the galleries gained since
+    (issued earlier in the batch, or by another process): the same candidates as a search of
+    the whole gallery at its turn, but the large index is scanned once per batch."""
 
     def __init__(
         self, factory: sessionmaker[Session], cipher: FieldCipher, settings: Settings
@@ -88,6 +109,9 @@ class Deduplicator:
         self._persons: set[int] = set()
         self._watermarks = {FaceReference: 0, FingerReference: 0}
         self._mutex = threading.Lock()
+        self._ahead: dict[int, _Ahead] = {}  # jobs searched ahead, not yet decided
+        # what the galleries gained since the batch's search (None: no batch searched ahead)
+        self._since: tuple[FaceGallery, FingerGallery] | None = None
 
     @property
     def persons(self) -> int:
@@ -135,18 +159,30 @@ class Deduplicator:
                     None if code is None else self._cipher.decrypt(code, context + ":code")
                 )
         for person_id, templates in faces.items():
-            self.faces.add(person_id, templates)
-            self._persons.add(person_id)
+            self._add_face(person_id, np.stack(templates))
         for person_id, prints in fingers.items():
             known = codes[person_id]
-            self.fingers.add(
+            self._add_fingers(
                 person_id,
                 prints,
                 None  # made before codes were kept (migration 0006): computed here
                 if any(c is None for c in known)
                 else np.frombuffer(b"".join(c for c in known if c), np.uint8),
             )
-            self._persons.add(person_id)
+
+    def _add_face(self, person_id: int, templates: np.ndarray) -> None:
+        for gallery in (self.faces, *self._since[:1]) if self._since else (self.faces,):
+            gallery.add(person_id, templates)
+        self._persons.add(person_id)
+
+    def _add_fingers(
+        self, person_id: int, prints: list[fp.FingerprintTemplate], codes: np.ndarray | None
+    ) -> None:
+        if codes is None and prints:
+            codes = np.stack([fp.index_code(t) for t in prints])
+        for gallery in (self.fingers, *self._since[1:]) if self._since else (self.fingers,):
+            gallery.add(person_id, prints, codes)
+        self._persons.add(person_id)
 
     def load(self) -> int:
         """Build the galleries from the database (at start-up); returns the persons held."""
@@ -156,22 +192,60 @@ class Deduplicator:
         return self.persons
 
     def _forget(self, person_id: int) -> None:
-        self.faces.remove(person_id)
-        self.fingers.remove(person_id)
+        for gallery in (self.faces, self.fingers, *(self._since or ())):
+            gallery.remove(person_id)
         self._persons.discard(person_id)
 
     # -- search ----------------------------------------------------------------------------
+    def search_ahead(self, jobs: Sequence[tuple[int, Extraction | None]]) -> None:
+        """Search the galleries for a batch of claimed enrolments at once (``decide`` then
+        completes each search with what the galleries gained since). Jobs whose data cannot
+        be read, or whose extraction rejects them, are left to ``decide``."""
+        k = self._settings.dedup_candidates
+        with self._mutex, self._factory() as s:
+            self._catch_up(s)
+            probes: dict[int, _Probe] = {}
+            for enrolment_id, made in jobs:
+                e = s.get(Enrolment, enrolment_id)
+                if e is None or (made is not None and made.rejected is not None):
+                    continue
+                try:
+                    probes[enrolment_id] = self._probe(e, made)
+                except (DecryptionError, fp.TemplateFormatError):
+                    continue
+            faces = self.faces.search_many([p[0] for p in probes.values()], k)
+            fingers = self.fingers.search_many([list(p[1].values()) for p in probes.values()], k)
+            self._ahead = {
+                enrolment_id: _Ahead(*probe, face_hits, finger_hits)
+                for (enrolment_id, probe), face_hits, finger_hits in zip(
+                    probes.items(), faces, fingers, strict=True
+                )
+            }
+            self._since = (FaceGallery(), FingerGallery()) if self._ahead else None
+
     def search(
         self,
         session: Session,
         probe_faces: np.ndarray,
         probe_fingers: dict[int, fp.FingerprintTemplate],
+        ahead: _Ahead | None = None,
     ) -> list[Comparison]:
-        """Every candidate either gallery proposes, compared in full and fused, best first.
-        Candidates deleted by another process since this one loaded them are dropped here."""
+        """Every candidate either gallery proposes, compared in full and fused, best first
+        (``ahead``: the gallery's proposals when the batch was searched, completed here with a
+        search of what it gained since). Candidates deleted by another process since this one
+        loaded them are dropped here."""
         k = self._settings.dedup_candidates
-        candidates = {h.person_id for h in self.faces.search(probe_faces, k)}
-        candidates |= {h.person_id for h in self.fingers.search(list(probe_fingers.values()), k)}
+        prints = list(probe_fingers.values())
+        if ahead is None or self._since is None:
+            face_hits, finger_hits = (
+                self.faces.search(probe_faces, k),
+                self.fingers.search(prints, k),
+            )
+        else:
+            since_faces, since_fingers = self._since
+            face_hits = merge(ahead.face_hits + since_faces.search(probe_faces, k), k)
+            finger_hits = merge(ahead.finger_hits + since_fingers.search(prints, k), k)
+        candidates = {h.person_id for h in face_hits} | {h.person_id for h in finger_hits}
         if not candidates:
             return []
         alive = set(session.scalars(select(Person.id).where(Person.id.in_(candidates))))
@@ -188,9 +262,7 @@ class Deduplicator:
         return found
 
     # -- decision --------------------------------------------------------------------------
-    def _probe(
-        self, e: Enrolment, made: Extraction | None
-    ) -> tuple[np.ndarray, dict[int, fp.FingerprintTemplate], dict[str, object]]:
+    def _probe(self, e: Enrolment, made: Extraction | None) -> _Probe:
         """The probe's templates: the registry's own, made from the images (``made``), and
         the kiosk's for fingers sent without an image (older kiosks); where each came from."""
         faces = face_templates(self._cipher, e)
@@ -212,97 +284,109 @@ class Deduplicator:
     def decide(self, enrolment_id: int, made: Extraction | None = None) -> None:
         """Decide one claimed enrolment (status PROCESSING) and commit the outcome. ``made``:
         the registry's templates of its images (``extraction.extract_references``), or a
-        finding that rejects the packet; without it, the kiosk's templates are used."""
+        finding that rejects the packet; without it, the kiosk's templates are used. A job of
+        the batch last searched ahead (``search_ahead``) completes that search."""
         started = time.perf_counter()
         with self._mutex:
-            new: list[FaceReference | FingerReference] = []
-            with transaction(self._factory) as s:
-                if s.get_bind().dialect.name == "postgresql":
-                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-                e = s.get(Enrolment, enrolment_id, with_for_update=True)
-                if e is None or e.status != EnrolmentState.PROCESSING:
-                    return  # decided elsewhere after its lease ran out
-                rejected = None if made is None else made.rejected
-                try:
-                    probe_faces, probe_fingers, origin = self._probe(e, made)
-                except (DecryptionError, fp.TemplateFormatError):
-                    rejected = "unreadable data"
-                if rejected is not None:  # not a packet an honest kiosk makes
-                    e.status, e.reason, e.lease_until = EnrolmentState.REJECTED, rejected, None
-                    record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
-                    return
-                self._catch_up(s)
-                st = self._settings
-                thresholds = Thresholds(
-                    self.persons, st.dedup_target_fpir, st.dedup_adjudication_fpir
+            ahead = self._ahead.pop(enrolment_id, None)
+            try:
+                self._decide(enrolment_id, made, ahead, started)
+            finally:
+                if not self._ahead:  # the batch is decided
+                    self._since = None
+
+    def _decide(
+        self, enrolment_id: int, made: Extraction | None, ahead: _Ahead | None, started: float
+    ) -> None:
+        new: list[FaceReference | FingerReference] = []
+        with transaction(self._factory) as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            e = s.get(Enrolment, enrolment_id, with_for_update=True)
+            if e is None or e.status != EnrolmentState.PROCESSING:
+                return  # decided elsewhere after its lease ran out
+            rejected = None if made is None else made.rejected
+            try:
+                probe_faces, probe_fingers, origin = (
+                    self._probe(e, made)
+                    if ahead is None
+                    else (ahead.faces, ahead.fingers, ahead.origin)
                 )
-                found = self.search(s, probe_faces, probe_fingers)
-                best = found[0] if found else None
-                outcome, reason = fusion.decide(best, thresholds)
-                if outcome is Outcome.UNIQUE and e.policy_hold:
-                    # the capture evidence fell short (intake policy "adjudicate"): a person
-                    # decides before an identifier is issued
-                    outcome, reason = Outcome.ADJUDICATION, f"policy:{e.policy_hold}"[:200]
-                e.match_score = None if best is None else best.llr
-                e.lease_until = None
-                e.evidence = json.dumps(
-                    {
-                        "outcome": outcome.value,
-                        "reason": reason,
-                        "thresholds": thresholds.evidence(),
-                        "algorithms": {"face": face.ALGORITHM, "finger": fp.ALGORITHM},
-                        "probe": {
-                            "faces": len(probe_faces),
-                            "fingers": sorted(probe_fingers),
-                            **origin,
-                        },
-                        "candidates": [
-                            {"rank": i + 1, **c.evidence()}
-                            for i, c in enumerate(found[:_EVIDENCE_CANDIDATES])
-                        ],
-                    }
-                )
-                candidate = None if best is None else best.person_id
-                if outcome is Outcome.UNIQUE:
-                    new = self._issue(s, e, probe_faces, probe_fingers)
-                elif outcome is Outcome.DUPLICATE:
-                    e.status, e.person_id = EnrolmentState.DUPLICATE, candidate
-                else:
-                    e.status = EnrolmentState.ADJUDICATION
-                    s.add(
-                        AdjudicationCase(
-                            enrolment_id=e.id,
-                            candidate_person_id=candidate,
-                            score=e.match_score if e.match_score is not None else 0.0,
-                            reason=reason,
-                        )
+            except (DecryptionError, fp.TemplateFormatError):
+                rejected = "unreadable data"
+            if rejected is not None:  # not a packet an honest kiosk makes
+                e.status, e.reason, e.lease_until = EnrolmentState.REJECTED, rejected, None
+                record(s, ACTOR, "enrolment.rejected", "enrolment", e.id, reason=e.reason)
+                return
+            self._catch_up(s)
+            st = self._settings
+            thresholds = Thresholds(self.persons, st.dedup_target_fpir, st.dedup_adjudication_fpir)
+            found = self.search(s, probe_faces, probe_fingers, ahead)
+            best = found[0] if found else None
+            outcome, reason = fusion.decide(best, thresholds)
+            if outcome is Outcome.UNIQUE and e.policy_hold:
+                # the capture evidence fell short (intake policy "adjudicate"): a person
+                # decides before an identifier is issued
+                outcome, reason = Outcome.ADJUDICATION, f"policy:{e.policy_hold}"[:200]
+            e.match_score = None if best is None else best.llr
+            e.lease_until = None
+            e.evidence = json.dumps(
+                {
+                    "outcome": outcome.value,
+                    "reason": reason,
+                    "thresholds": thresholds.evidence(),
+                    "algorithms": {"face": face.ALGORITHM, "finger": fp.ALGORITHM},
+                    "probe": {
+                        "faces": len(probe_faces),
+                        "fingers": sorted(probe_fingers),
+                        **origin,
+                    },
+                    "candidates": [
+                        {"rank": i + 1, **c.evidence()}
+                        for i, c in enumerate(found[:_EVIDENCE_CANDIDATES])
+                    ],
+                }
+            )
+            candidate = None if best is None else best.person_id
+            if outcome is Outcome.UNIQUE:
+                new = self._issue(s, e, probe_faces, probe_fingers)
+            elif outcome is Outcome.DUPLICATE:
+                e.status, e.person_id = EnrolmentState.DUPLICATE, candidate
+            else:
+                e.status = EnrolmentState.ADJUDICATION
+                s.add(
+                    AdjudicationCase(
+                        enrolment_id=e.id,
+                        candidate_person_id=candidate,
+                        score=e.match_score if e.match_score is not None else 0.0,
+                        reason=reason,
                     )
-                record(
-                    s,
-                    ACTOR,
-                    f"enrolment.{e.status}",
-                    "enrolment",
-                    e.id,
-                    score=None if best is None else round(best.llr, 3),
-                    candidate=candidate,
                 )
-                # logged before the commit: whoever reads the decision finds it logged
-                log.info(
-                    "enrolment %s -> %s in %.1f ms (%d persons)",
-                    e.packet_id,
-                    e.status,
-                    (time.perf_counter() - started) * 1e3,
-                    self.persons,
-                )
-            # committed: only now may the new references join this process's galleries
-            if new:
-                person_id = new[0].person_id
-                self.faces.add(person_id, probe_faces)
-                self.fingers.add(person_id, list(probe_fingers.values()))
-                self._persons.add(person_id)
-                for r in new:
-                    model = type(r)
-                    self._watermarks[model] = max(self._watermarks[model], r.id)
+            record(
+                s,
+                ACTOR,
+                f"enrolment.{e.status}",
+                "enrolment",
+                e.id,
+                score=None if best is None else round(best.llr, 3),
+                candidate=candidate,
+            )
+            # logged before the commit: whoever reads the decision finds it logged
+            log.info(
+                "enrolment %s -> %s in %.1f ms (%d persons)",
+                e.packet_id,
+                e.status,
+                (time.perf_counter() - started) * 1e3,
+                self.persons,
+            )
+        # committed: only now may the new references join this process's galleries
+        if new:
+            person_id = new[0].person_id
+            self._add_face(person_id, probe_faces)
+            self._add_fingers(person_id, list(probe_fingers.values()), None)
+            for r in new:
+                model = type(r)
+                self._watermarks[model] = max(self._watermarks[model], r.id)
 
     def _issue(
         self,

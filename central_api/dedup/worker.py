@@ -1,6 +1,6 @@
 """The dedup worker: takes received enrolments from the durable queue (the enrolments table)
 in batches, has the registry's templates made from their images side by side (extraction.py),
-and has the ``Deduplicator`` (service.py)
+has the ``Deduplicator`` (service.py) search the galleries for the whole batch at once, then
 decide them one at a time, oldest first: each decision sees every one committed before it, so
 two copies of one person in one batch are caught as in two batches. Claims are leased: a job
 of a worker that died is taken over once its lease runs out, and one that keeps failing is
@@ -171,34 +171,50 @@ class DedupWorker:
 
     def process_batch(self, size: int | None = None) -> list[uuid.UUID]:
         """Claim up to ``size`` queued enrolments (default: twice the extraction processes),
-        make their templates side by side, then decide them one at a time, oldest first;
-        returns their packet ids."""
+        make their templates side by side, search the galleries for all of them at once,
+        then decide them one at a time, oldest first; returns their packet ids."""
         claimed = []
         for _ in range(size or 2 * self._settings.extraction_processes):
             job = self._claim()
             if job is None:
                 break
             claimed.append(job)
-        jobs = self._start_extractions([eid for eid, _ in claimed])
+        leased = [eid for eid, _ in claimed]
+        jobs = self._start_extractions(leased)
+        ready: list[tuple[int, uuid.UUID, Extraction | None]] = []
         for i, (enrolment_id, packet_id) in enumerate(claimed):
             try:
-                self._start(enrolment_id)
                 if enrolment_id not in jobs:  # its extraction could not be started above
                     jobs[enrolment_id] = self._extraction(enrolment_id)
                 pending = jobs[enrolment_id]
-                made = None if pending is None else self._await_extraction(enrolment_id, pending)
-                self.service.decide(enrolment_id, made)
+                made = None if pending is None else self._await_extraction(pending, leased)
+                ready.append((enrolment_id, packet_id, made))
             except BrokenProcessPool:
                 log.error("an extraction process died; enrolment %s will be retried", packet_id)
                 _EXTRACTORS.discard()
-                self._release(enrolment_id)
+                self._start(enrolment_id)  # an attempt: an image that kills the codec every
+                self._release(enrolment_id)  # time is rejected after MAX_ATTEMPTS
                 # the later jobs' extractions died with the pool: run them again on new processes
                 jobs.update(self._start_extractions([eid for eid, _ in claimed[i + 1 :]]))
+            except Exception:
+                log.exception("extraction failed for enrolment %s; it will be retried", packet_id)
+                self._start(enrolment_id)
+                self._release(enrolment_id)
+        try:
+            self.service.search_ahead([(eid, made) for eid, _, made in ready])
+        except Exception:  # each is then searched in its turn
+            log.exception("the batch's search failed; its jobs are searched one by one")
+        for enrolment_id, packet_id, made in ready:
+            try:
+                self._start(enrolment_id)
+                self.service.decide(enrolment_id, made)
             except Exception:
                 log.exception("dedup failed for enrolment %s; it will be retried", packet_id)
                 self._release(enrolment_id)
             finally:
                 self._signal(enrolment_id)
+        for enrolment_id, _ in claimed:
+            self._signal(enrolment_id)
         return [packet_id for _, packet_id in claimed]
 
     def _start_extractions(self, enrolment_ids: list[int]) -> dict[int, Future[Extraction] | None]:
@@ -212,11 +228,12 @@ class DedupWorker:
                 log.exception("the extraction of enrolment %d could not start", enrolment_id)
         return jobs
 
-    def _await_extraction(self, enrolment_id: int, job: Future[Extraction]) -> Extraction:
-        """The extraction's result. While it runs, the enrolment's lease is renewed: the first
-        extraction of a process waits for it to start and load dlib's and LEADER's models (tens
-        of seconds on a busy machine), and another process must not take over a job that is
-        only waiting, nor count it as a failed attempt. Past EXTRACTION_LIMIT: TimeoutError."""
+    def _await_extraction(self, job: Future[Extraction], leased: list[int]) -> Extraction:
+        """The extraction's result. While it runs, the leases of the batch's jobs are renewed:
+        the first extraction of a process waits for it to start and load dlib's and LEADER's
+        models (tens of seconds on a busy machine), and another process must not take over a
+        job that is only waiting, nor count it as a failed attempt. Past EXTRACTION_LIMIT:
+        TimeoutError."""
         deadline = time.monotonic() + EXTRACTION_LIMIT
         while True:
             left = deadline - time.monotonic()
@@ -226,8 +243,12 @@ class DedupWorker:
                 if left <= 0:
                     raise
                 with transaction(self._factory) as s:
-                    e = s.get(Enrolment, enrolment_id)
-                    if e is not None and e.status == EnrolmentState.PROCESSING:
+                    for e in s.scalars(
+                        select(Enrolment).where(
+                            Enrolment.id.in_(leased),
+                            Enrolment.status == EnrolmentState.PROCESSING,
+                        )
+                    ):
                         e.lease_until = utcnow() + timedelta(seconds=self._lease)
 
     def _release(self, enrolment_id: int) -> None:
