@@ -198,7 +198,7 @@ class FingerGallery:
     ) -> None:
         """Add a person's fingers; each template's ``position`` must be set (1-10), and a
         position already held for the person is replaced. ``codes``: their index codes when
-        already known (stored beside the references), else they are computed (about 5 ms a
+        already known (stored beside the references), else they are computed (about 4 ms a
         finger: the cylinders are built)."""
         if not templates:
             return

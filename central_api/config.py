@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     dedup_candidates: int = Field(
         default=10, ge=1, description="persons each gallery proposes for full comparison"
     )
+    dedup_compare_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="threads that compare a decision's candidates in full, side by side",
+    )
 
     idcs_check_digit: bool = True
     idcs_deny_list: Annotated[list[str], NoDecode] = Field(default_factory=list)

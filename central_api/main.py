@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dedup.wake()
             for t in threads:
                 t.join(timeout=30)
+            dedup.service.close()
             sign_checkpoint()
             engine.dispose()
 

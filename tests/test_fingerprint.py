@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import struct
 
@@ -115,6 +116,16 @@ def test_matching_is_rotation_and_translation_invariant(fingers):
     m[:, 2] += (12, -18)
     moved = cv2.warpAffine(img, m, (w, h), borderValue=235)
     assert fp.compare(fingers[(1, 0)], fp.extract(moved)) >= 10
+
+
+def test_templates_with_few_or_no_minutiae_match_nothing(finger):
+    """A record may hold no minutiae at all (a blank capture of an honest kiosk): it is
+    compared like any other and matches nothing, in either direction."""
+    t, _ = finger
+    for n in (0, 1, 2):
+        few = dataclasses.replace(t, minutiae=t.minutiae[:n])
+        assert fp.compare(few, t) == fp.compare(t, few) == 0.0
+        assert fp.index_code(few).shape == (fp.CODE_BITS // 8,)
 
 
 def test_iso_19794_2_round_trip_is_exact(finger):

@@ -24,7 +24,6 @@ _OMEGA = 50.0  # px the minutiae's convex hull is grown by to approximate the fi
 _MIN_VC = 0.75  # a cylinder needs this share of its disc's cells valid
 _MIN_M = 2  # ... and this many neighbouring minutiae
 _MIN_ME = 0.6  # share of matchable cells for two cylinders to be compared
-_DELTA_THETA = math.pi / 2
 _DS = 2 * _R / _NS
 _DD = 2 * math.pi / _ND
 
@@ -100,7 +99,7 @@ def _build_cylinders(t: FingerprintTemplate) -> _Cylinders:
     k = math.sqrt(2) * _SIGMA_D
     gd = 0.5 * (erf((alpha + _DD / 2) / k) - erf((alpha - _DD / 2) / k))
     # (n, t, a, ND): the x factor and the direction term of each neighbour, then the y factor
-    per_t = np.einsum("nta,ntk->ntak", gx, gd).reshape(n, n, -1)
+    per_t = np.einsum("nta,ntk->ntak", gx, gd).reshape(n, n, _NS * _ND)
     contrib = np.matmul(gy, per_t).reshape(n, _NS * _NS, _ND)  # cell b * NS + a
     bits = (contrib > _MU_PSI) & valid_cells[:, :, None]
     neighbours = (
@@ -111,108 +110,29 @@ def _build_cylinders(t: FingerprintTemplate) -> _Cylinders:
     valid3 = np.repeat(valid_cells[:, :, None], _ND, axis=2)
 
     def pack(a: np.ndarray) -> np.ndarray:
-        return np.packbits(a.reshape(n, -1), axis=1).view(">u8").astype(np.uint64)
+        return np.packbits(a.reshape(n, DESCRIPTOR_SIZE), axis=1).view(">u8").astype(np.uint64)
 
     desc = (
-        bits[ok].reshape(int(ok.sum()), -1).mean(axis=0) if ok.any() else np.zeros(_NS * _NS * _ND)
+        bits[ok].reshape(int(ok.sum()), DESCRIPTOR_SIZE).mean(axis=0)
+        if ok.any()
+        else np.zeros(DESCRIPTOR_SIZE)
     )
     norm = float(np.linalg.norm(desc))
     desc = (desc / norm if norm > 0 else desc).astype(np.float32)
     return _Cylinders(xy, ang, pack(bits), pack(valid3), ok, desc)
 
 
-def _local_similarities(a: _Cylinders, b: _Cylinders) -> np.ndarray:
-    m = a.valid[:, None, :] & b.valid[None, :, :]
-    ca = a.bits[:, None, :] & m
-    cb = b.bits[None, :, :] & m
-    pc = np.bitwise_count
-    matchable = pc(m).sum(axis=2)
-    na = pc(ca).sum(axis=2).astype(np.float64)
-    nb = pc(cb).sum(axis=2).astype(np.float64)
-    diff = pc(ca ^ cb).sum(axis=2).astype(np.float64)
-    denom = np.sqrt(na) + np.sqrt(nb)
-    sim = np.where(denom > 0, 1 - np.sqrt(diff) / np.where(denom > 0, denom, 1), 0.0)
-    total = _IN_DISC.sum() * _ND
-    sim[matchable < _MIN_ME * total] = 0.0
-    sim[~a.ok, :] = 0.0
-    sim[:, ~b.ok] = 0.0
-    # pairs whose turn differs from the print's by more than DELTA_THETA are not compared
-    # (MCC's limit); the print's turn is found, not assumed upright
-    turn = _dphi(b.angle[None, :], a.angle[:, None])
-    sim[np.abs(_dphi(turn, _dominant_turn(sim, turn))) > _DELTA_THETA] = 0.0
-    return sim
+def _match(a: _Cylinders, b: _Cylinders) -> float:
+    """The raw LSS-R score of two cylinder sets (compiled: ``_kernel``)."""
+    from biometrics.fingerprint import _kernel  # lazy: numba's import and compilation
 
-
-_TURNS = np.radians(np.arange(0, 360, 15))
-_TURN_PAIRS = 12  # the most similar pairs that vote for the print's turn
-_UPRIGHT_ODDS = 1.5  # another turn must gather this much more of their vote than upright
-
-
-def _dominant_turn(sim: np.ndarray, turn: np.ndarray) -> float:
-    """The rotation between two impressions: where the turns of their most similar minutia
-    pairs gather (within 45 degrees), upright unless clearly elsewhere. An impression turned
-    upside down then still matches; upright ones lose little (all of the local similarity
-    voting instead, impostors gathered it anywhere: EER 5.7 -> 8.5 % on FVC2004 DB1_B)."""
-    if not sim.any():
-        return 0.0
-    best = np.argsort(sim, axis=None)[::-1][:_TURN_PAIRS]
-    turns, weights = turn.ravel()[best], sim.ravel()[best]
-    near = np.abs(_dphi(turns[None, :], _TURNS[:, None])) <= math.pi / 4
-    votes = (near * weights[None, :]).sum(axis=1)
-    i = int(np.argmax(votes))
-    return float(_TURNS[i]) if votes[i] > _UPRIGHT_ODDS * votes[0] else 0.0
-
-
-def _sigmoid(v: np.ndarray | float, mu: float, tau: float) -> np.ndarray:
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * tau * (np.asarray(v) - mu))))  # no overflow
-
-
-def _lss_r(a: _Cylinders, b: _Cylinders, sim: np.ndarray) -> float:
-    """Local Similarity Sort with Relaxation: a global score in [0, 1]."""
-    na, nb = sim.shape
-    if na == 0 or nb == 0:
-        return 0.0
-    n_p = 4 + round(float(_sigmoid(min(na, nb), 20, 2 / 5)) * (12 - 4))
-    # candidate pairs: the best local similarities, each minutia used once (greedy)
-    work = sim.copy()
-    pairs = []
-    for _ in range(min(na, nb)):
-        flat = int(work.argmax())
-        i, j = divmod(flat, nb)
-        if work[i, j] <= 0:
-            break
-        pairs.append((i, j))
-        work[i, :] = 0.0
-        work[:, j] = 0.0
-    if len(pairs) < 2:
-        return 0.0
-    ia, ib = np.array(pairs).T
-    lam0 = sim[ia, ib]
-    pa, pb = a.xy[ia], b.xy[ib]
-    ta, tb = a.angle[ia], b.angle[ib]
-    da = np.hypot(pa[:, None, 0] - pa[None, :, 0], pa[:, None, 1] - pa[None, :, 1])
-    db = np.hypot(pb[:, None, 0] - pb[None, :, 0], pb[:, None, 1] - pb[None, :, 1])
-    d1 = np.abs(da - db)
-    d2 = np.abs(_dphi(_dphi(ta[:, None], ta[None, :]), _dphi(tb[:, None], tb[None, :])))
-    # direction of the segment r -> k, relative to minutia r's own direction
-    ra = _dphi(
-        ta[:, None], np.arctan2(pa[None, :, 1] - pa[:, None, 1], pa[None, :, 0] - pa[:, None, 0])
-    )
-    rb = _dphi(
-        tb[:, None], np.arctan2(pb[None, :, 1] - pb[:, None, 1], pb[None, :, 0] - pb[:, None, 0])
-    )
-    d3 = np.abs(_dphi(ra, rb))
-    rho = (
-        _sigmoid(d1, 5, -8 / 5) * _sigmoid(d2, math.pi / 12, -30) * _sigmoid(d3, math.pi / 12, -30)
-    )
-    np.fill_diagonal(rho, 0.0)
-    lam = lam0.copy()
-    nr = len(lam)
-    for _ in range(5):
-        lam = 0.5 * lam + 0.5 * (rho @ lam) / (nr - 1)
-    efficiency = np.where(lam0 > 0, lam / lam0, 0.0)
-    top = np.argsort(efficiency)[::-1][:n_p]
-    return float(lam[top].sum() / n_p)
+    return float(
+        _kernel.match(
+            a.xy, a.angle, a.bits, a.valid, a.ok,
+            b.xy, b.angle, b.bits, b.valid, b.ok,
+            _MIN_ME * float(_IN_DISC.sum() * _ND),
+        )
+    )  # fmt: skip
 
 
 # Raw LSS-R scores -> bits of evidence, -log2(FMR): the empirical impostor survival function
@@ -275,8 +195,7 @@ class FingerprintMatcher:
 
     def match_raw(self, candidate: FingerprintTemplate) -> float:
         """The raw LSS-R score in [0, 1]. Thread-safe."""
-        other = _cylinders(candidate)
-        return _lss_r(self._cyl, other, _local_similarities(self._cyl, other))
+        return _match(self._cyl, _cylinders(candidate))
 
     def match(self, candidate: FingerprintTemplate) -> float:
         """Similarity in bits of evidence (threshold t bits: FMR about 2**-t)."""

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sqlalchemy import select, text
@@ -109,9 +110,19 @@ class Deduplicator:
         self._persons: set[int] = set()
         self._watermarks = {FaceReference: 0, FingerReference: 0}
         self._mutex = threading.Lock()
+        # the candidates' full comparisons, side by side (the compiled matcher and numpy's
+        # larger steps release the GIL); started on first use, stopped by ``close``
+        self._comparers: ThreadPoolExecutor | None = None
         self._ahead: dict[int, _Ahead] = {}  # jobs searched ahead, not yet decided
         # what the galleries gained since the batch's search (None: no batch searched ahead)
         self._since: tuple[FaceGallery, FingerGallery] | None = None
+
+    def close(self) -> None:
+        """Stop the comparison threads (started again if the deduplicator is used again)."""
+        with self._mutex:
+            if self._comparers is not None:
+                self._comparers.shutdown()
+                self._comparers = None
 
     @property
     def persons(self) -> int:
@@ -252,12 +263,18 @@ class Deduplicator:
         for gone in candidates - alive:
             self._forget(gone)
         matchers = {p: fp.FingerprintMatcher(t) for p, t in probe_fingers.items()}
-        found = [
-            fusion.compare(
-                pid, matchers, probe_faces, self.fingers.templates(pid), self.faces.templates(pid)
-            )
-            for pid in alive
+        persons = [
+            (pid, self.fingers.templates(pid), self.faces.templates(pid)) for pid in sorted(alive)
         ]
+        if self._comparers is None:
+            self._comparers = ThreadPoolExecutor(
+                self._settings.dedup_compare_threads, thread_name_prefix="dedup-compare"
+            )
+        found = list(
+            self._comparers.map(
+                lambda p: fusion.compare(p[0], matchers, probe_faces, p[1], p[2]), persons
+            )
+        )
         found.sort(key=lambda c: (-c.llr, c.person_id))
         return found
 
