@@ -148,13 +148,35 @@ def _ridge_flow(image: np.ndarray) -> _Ridges:
     return ridges
 
 
+def _compile_cache() -> str:
+    """Where XLA's compiled programs are kept between processes: ``JAX_COMPILATION_CACHE_DIR``
+    if set, else this user's cache folder (private to the user: compiled code is run)."""
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rnp", "jax"
+    )
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
 def _network() -> Callable[[np.ndarray], np.ndarray]:
-    """LEADER, loaded once per process (a few seconds) from the weights inside pyfing."""
+    """LEADER, loaded once per process from the weights inside pyfing. Its compiled programs
+    are kept on disk (``_compile_cache``): a new process (a restarted worker, each extraction
+    process) loads them in seconds instead of compiling for a minute."""
     global _network_fn
     with _network_lock:
         if _network_fn is None:
             os.environ.setdefault("KERAS_BACKEND", "jax")
             import keras
+
+            if keras.backend.backend() == "jax":
+                import jax
+
+                # every program, the model's small set-up ones too (together most of the time)
+                config: Any = jax.config
+                if not config.jax_compilation_cache_dir:
+                    config.update("jax_compilation_cache_dir", _compile_cache())
+                config.update("jax_persistent_cache_min_compile_time_secs", 0)
+                config.update("jax_persistent_cache_min_entry_size_bytes", 0)
             from pyfing.minutiae_end_to_end import Leader
 
             model = Leader().model

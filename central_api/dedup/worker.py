@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 # seconds one enrolment's extraction may take, however often its lease is renewed: ten
-# fingers at 1-3 s each, and a new process's first finger loads and compiles LEADER (~40 s)
+# fingers at 1-3 s each, and a new process's first finger loads LEADER (9 s from the compile
+# cache, about a minute on a machine that has not compiled it yet)
 EXTRACTION_LIMIT = 300.0
 
 
