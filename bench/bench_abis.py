@@ -16,6 +16,7 @@ Run: .venv/bin/python bench/bench_abis.py calibrate
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -262,6 +263,84 @@ def fused() -> None:
             )
 
 
+def _protocol_scores(
+    templates: dict[tuple[int, int], fp.FingerprintTemplate], fingers_per_set: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor scores (bits) with the FVC protocol of ``finger_scores``: fingers
+    taken in sets of ten, every pair of impressions within a set."""
+    gen, imp = [], []
+    keys = sorted(templates)
+    matchers = {k: fp.FingerprintMatcher(templates[k]) for k in keys}
+    fingers = sorted({f for f, _ in keys})
+    for first in range(0, len(fingers), fingers_per_set):
+        members = set(fingers[first : first + fingers_per_set])
+        chosen = [k for k in keys if k[0] in members]
+        for a, b in itertools.combinations(chosen, 2):
+            (gen if a[0] == b[0] else imp).append(matchers[a].match(templates[b]))
+    return np.asarray(gen), np.asarray(imp)
+
+
+TAIL_TOLERANCE = 1.0  # bits: the impostor 99.9th percentile may differ by this (a factor 2)
+
+
+def population(images: int = 10) -> None:
+    """Validate the template-level population (bench/population.py) against the real sets and
+    against image-based synthetic fingers: genuine and impostor score distributions, FVC
+    protocol, two-sample KS test (5 %) and the impostor 99.9th percentile within
+    TAIL_TOLERANCE. Its constants were set from DB1_B + DB2_B; DB3_B + DB4_B are held out.
+    ``images``: image-based fingers (biometrics.synthetic prints, LEADER; about 2 s each)."""
+    import population as pop  # bench/, beside this script
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(2004)
+    made = [pop.finger(rng) for _ in range(40)]
+    synthetic_scores = _protocol_scores(
+        {(f, i): pop.impression(made[f], rng) for f in range(40) for i in range(8)}
+    )
+    references: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for label, names in (
+        ("FVC2004 DB1_B+DB2_B (set from)", ["DB1_B", "DB2_B"]),
+        ("FVC2004 DB3_B+DB4_B (held out)", ["DB3_B", "DB4_B"]),
+    ):
+        per_set = [
+            _protocol_scores({k: t for k, t in fvc_templates(n).items() if t}) for n in names
+        ]
+        references[label] = (
+            np.concatenate([g for g, _ in per_set]),
+            np.concatenate([i for _, i in per_set]),
+        )
+    if images:
+        from biometrics import synthetic
+
+        shots: dict[tuple[int, int], fp.FingerprintTemplate] = {}
+        for f in range(images):
+            master = synthetic.master_fingerprint(7000 + f)
+            for i in range(8):
+                with contextlib.suppress(fp.FingerprintError):  # a failed extraction: left out
+                    shots[(f, i)] = fp.extract(synthetic.fingerprint_impression(master, i))
+        references[f"image-based synthetic fingers ({images}, LEADER)"] = _protocol_scores(shots)
+    gen, imp = synthetic_scores
+    p = [1, 50, 99, 99.9]
+    print(
+        f"\ntemplate-level population: {len(gen)} genuine, {len(imp)} impostor pairs; "
+        f"genuine p1/50/99/99.9 {np.percentile(gen, p).round(1)}, impostor "
+        f"{np.percentile(imp, p).round(2)} bits"
+    )
+    print(
+        "| against | genuine KS (p) | impostor KS (p) | impostor p99.9 real / population "
+        "| verdict |"
+    )
+    print("|---|---|---|---|---|")
+    for label, (rg, ri) in references.items():
+        kg, ki = ks_2samp(gen, rg), ks_2samp(imp, ri)
+        tail, own = float(np.percentile(ri, 99.9)), float(np.percentile(imp, 99.9))
+        passed = kg.pvalue >= 0.05 and ki.pvalue >= 0.05 and abs(tail - own) <= TAIL_TOLERANCE
+        print(
+            f"| {label} | {kg.statistic:.3f} ({kg.pvalue:.1e}) | {ki.statistic:.3f} "
+            f"({ki.pvalue:.1e}) | {tail:.2f} / {own:.2f} | {'pass' if passed else 'FAIL'} |"
+        )
+
+
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances between every row of packed codes ``a`` and of ``b``."""
     return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(axis=2)
@@ -408,6 +487,8 @@ def speed(persons: int = 100_000, probes: int = 20) -> None:
     with the templates turned and shifted at random; the other persons' fingers are FVC
     templates with random index codes and their faces random unit vectors: right for time and
     memory (a flat index scans every code whatever it holds), meaningless for accuracy."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from biometrics.gallery import FaceGallery, FingerGallery
     from central_api.dedup import fusion
 
@@ -442,6 +523,10 @@ def speed(persons: int = 100_000, probes: int = 20) -> None:
         f"memory {per_person / 1024:.1f} KiB per person (RSS growth)"
     )
 
+    threads = len(os.sched_getaffinity(0))
+    comparers = ThreadPoolExecutor(threads)  # as the registry compares (dedup_compare_threads)
+    print(f"full comparisons on {threads} threads")
+
     def batch(ids: list[int]) -> tuple[float, float, list[int]]:
         """Decide a batch as the registry does: one search of both galleries for all of
         it, then each enrolment's candidates compared in full; (search s, full s, sizes)."""
@@ -454,10 +539,11 @@ def speed(persons: int = 100_000, probes: int = 20) -> None:
         for pid, (face_t, probe), fh, gh in zip(ids, wanted, face_hits, finger_hits, strict=True):
             cands = {h.person_id for h in fh} | {h.person_id for h in gh}
             matchers = {t.position: fp.FingerprintMatcher(t) for t in probe}
+            persons = [(c, fingers.templates(c), faces.templates(c)) for c in sorted(cands)]
             best = max(
-                (
-                    fusion.compare(c, matchers, face_t, fingers.templates(c), faces.templates(c))
-                    for c in cands
+                comparers.map(
+                    lambda p: fusion.compare(p[0], matchers, face_t, p[1], p[2]),  # noqa: B023
+                    persons,
                 ),
                 key=lambda c: c.llr,
             )
@@ -501,6 +587,7 @@ if __name__ == "__main__":
         "speed": speed,
         "index": index,
         "fit-index": fit_index,
+        "population": population,
     }
     if sys.argv[1:2] and sys.argv[1] in commands:
         commands[sys.argv[1]](*(int(a) for a in sys.argv[2:]))  # type: ignore[operator]

@@ -247,16 +247,39 @@ class MasterFingerprint:
     seed: int
 
 
-def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Ridge orientation (radians) from the zero-pole model of Sherlock and Monro."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    z = xx + 1j * yy
+@dataclass(frozen=True)
+class OrientationModel:
+    """A finger's ridge flow: the zero-pole model of Sherlock and Monro (cores and deltas,
+    image coordinates at 500 dpi, y down), or for an arch a smooth bend."""
+
+    cores: tuple[complex, ...]
+    deltas: tuple[complex, ...]
+    turn: float  # radians added everywhere
+    arch: tuple[float, float, float, float, float] | None = None  # centre x, y, bend, w, h
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The ridge direction (radians, modulo pi, in image coordinates) at points x, y."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if self.arch is not None:
+            cx, cy, k, w, h = self.arch
+            return np.asarray(
+                np.arctan(-k * (x - cx) / w * np.exp(-(((y - 1.1 * cy) / (0.45 * h)) ** 2)))
+            )
+        z = x + 1j * y
+        theta = np.zeros(np.shape(z))
+        for c in self.cores:
+            theta += 0.5 * np.angle(z - c)
+        for delta in self.deltas:
+            theta -= 0.5 * np.angle(z - delta)
+        return np.asarray(theta + self.turn)
+
+
+def orientation_model(kind: str, h: int, w: int, rng: np.random.Generator) -> OrientationModel:
+    """The ridge flow of a finger of class ``kind`` (one of FINGER_CLASSES) on an h x w field:
+    its singular points placed at random where that class has them."""
     cx, cy = w * rng.uniform(0.42, 0.58), h * rng.uniform(0.36, 0.48)
     if kind == "arch":
-        k = rng.uniform(1.5, 3.0)
-        return np.asarray(
-            np.arctan(-k * (xx - cx) / w * np.exp(-(((yy - 1.1 * cy) / (0.45 * h)) ** 2)))
-        )
+        return OrientationModel((), (), 0.0, (cx, cy, rng.uniform(1.5, 3.0), w, h))
     cores: list[complex] = []
     deltas: list[complex] = []
     if kind in ("left_loop", "right_loop"):
@@ -273,12 +296,13 @@ def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> n
             complex(cx - w * rng.uniform(0.35, 0.45), cy + h * rng.uniform(0.3, 0.4)),
             complex(cx + w * rng.uniform(0.35, 0.45), cy + h * rng.uniform(0.3, 0.4)),
         ]
-    theta = np.zeros((h, w))
-    for c in cores:
-        theta += 0.5 * np.angle(z - c)
-    for delta in deltas:
-        theta -= 0.5 * np.angle(z - delta)
-    return np.asarray(theta + rng.uniform(-0.15, 0.15))
+    return OrientationModel(tuple(cores), tuple(deltas), float(rng.uniform(-0.15, 0.15)))
+
+
+def _orientation_field(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Ridge orientation (radians) of every pixel of an h x w field."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    return orientation_model(kind, h, w, rng).at(xx, yy)
 
 
 def _period_map(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
