@@ -182,17 +182,22 @@ class Deduplicator:
             )
 
     def _add_face(self, person_id: int, templates: np.ndarray) -> None:
-        for gallery in (self.faces, *self._since[:1]) if self._since else (self.faces,):
-            gallery.add(person_id, templates)
+        """A person's face templates join the gallery (and what it gained since the batch's
+        search, while a batch is being decided)."""
+        self.faces.add(person_id, templates)
+        if self._since is not None:
+            self._since[0].add(person_id, templates)
         self._persons.add(person_id)
 
     def _add_fingers(
         self, person_id: int, prints: list[fp.FingerprintTemplate], codes: np.ndarray | None
     ) -> None:
+        """As ``_add_face``, for fingers (``codes``: their index codes, None to compute)."""
         if codes is None and prints:
             codes = np.stack([fp.index_code(t) for t in prints])
-        for gallery in (self.fingers, *self._since[1:]) if self._since else (self.fingers,):
-            gallery.add(person_id, prints, codes)
+        self.fingers.add(person_id, prints, codes)
+        if self._since is not None:
+            self._since[1].add(person_id, prints, codes)
         self._persons.add(person_id)
 
     def load(self) -> int:
