@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -67,18 +68,14 @@ def fvc_templates(name: str) -> dict[tuple[int, int], fp.FingerprintTemplate | N
     return out
 
 
-def finger_scores() -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor scores (bits) of the four FVC2004 B sets, FVC protocol, pooled;
-    pairs with a failed extraction are left out (the registry never compares those)."""
-    gen, imp = [], []
-    for name in FVC_DPI:
-        ts = fvc_templates(name)
-        keys = sorted(k for k, t in ts.items() if t is not None)
-        matchers = {k: fp.FingerprintMatcher(ts[k]) for k in keys}  # type: ignore[arg-type]
-        for a, b in itertools.combinations(keys, 2):
-            s = matchers[a].match(ts[b])  # type: ignore[arg-type]
-            (gen if a[0] == b[0] else imp).append(s)
-    return np.asarray(gen), np.asarray(imp)
+def finger_scores(names: Sequence[str] = tuple(FVC_DPI)) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor scores (bits) of FVC2004 B sets (default: all four), FVC protocol,
+    pooled; pairs with a failed extraction are left out (the registry never compares those)."""
+    per_set = [
+        _protocol_scores({k: t for k, t in fvc_templates(name).items() if t is not None})
+        for name in names
+    ]
+    return np.concatenate([g for g, _ in per_set]), np.concatenate([i for _, i in per_set])
 
 
 def face_scores() -> tuple[np.ndarray, np.ndarray]:
@@ -302,13 +299,7 @@ def population(images: int = 10) -> None:
         ("FVC2004 DB1_B+DB2_B (set from)", ["DB1_B", "DB2_B"]),
         ("FVC2004 DB3_B+DB4_B (held out)", ["DB3_B", "DB4_B"]),
     ):
-        per_set = [
-            _protocol_scores({k: t for k, t in fvc_templates(n).items() if t}) for n in names
-        ]
-        references[label] = (
-            np.concatenate([g for g, _ in per_set]),
-            np.concatenate([i for _, i in per_set]),
-        )
+        references[label] = finger_scores(names)
     if images:
         from biometrics import synthetic
 

@@ -267,8 +267,7 @@ class FingerGallery:
                         best.setdefault(int(self._owner[r]), sim)
                 for person, sim in best.items():
                     score[person] = score.get(person, 0.0) + sim
-            ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-            out.append([Hit(p, s) for p, s in ranked])
+            out.append(merge([Hit(p, s) for p, s in score.items()], k))
             start += len(probes)
         return out
 

@@ -82,7 +82,10 @@ def _similarities(
             denom = math.sqrt(in_a) + math.sqrt(in_b)
             if matchable >= min_matchable and denom > 0:
                 sim[i, j] = 1 - math.sqrt(differ) / denom
-    # the print's turn: a vote of the most similar pairs (stable order: ties are reproducible)
+    # the print's turn: where the turns of the most similar pairs gather (within 45 degrees),
+    # upright unless clearly elsewhere, so an impression turned upside down still matches and
+    # upright ones lose little (all pairs voting instead, impostors gathered it anywhere: EER
+    # 5.7 -> 8.5 % on FVC2004 DB1_B). Stable order: ties are reproducible
     flat = sim.ravel()
     turn = np.empty((na, nb))
     for i in range(na):
