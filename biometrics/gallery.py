@@ -3,8 +3,9 @@
 One protocol, :class:`Gallery` (add a person's templates, remove a person, search probes ->
 best persons), implemented by :class:`FaceGallery` (exact cosine search, faiss) and
 :class:`FingerGallery` (a pre-selection by Hamming distance over 256-bit codes of the
-fingers' cylinder descriptors, faiss's binary index, every finger position searched, so a
-finger captured under the wrong position is still found). A gallery only
+fingers' cylinder descriptors, faiss's binary index, one per finger position; a probe finger
+is searched at its own position and at its mirror's, so a finger captured under the other
+hand's position is still found). A gallery only
 proposes candidates: decisions rest on full comparisons (``face.compare``,
 ``fingerprint.FingerprintMatcher``). Not thread-safe: the caller serialises.
 """
@@ -152,29 +153,61 @@ class FaceGallery:
         return out
 
 
+class _Codes:
+    """The index codes of one finger position: a faiss binary index whose rows are fingers,
+    and which person each row belongs to (-1: removed or replaced, dropped before a search)."""
+
+    def __init__(self) -> None:
+        import faiss  # lazy: no work at import time
+
+        self.index = faiss.IndexBinaryFlat(fp.CODE_BITS)
+        self.owner = np.zeros(1024, np.int64)
+        self.rows = 0
+        self.stale = 0
+
+    def add(self, person_id: int, code: np.ndarray) -> None:
+        self.index.add(code[None])
+        if self.rows == len(self.owner):  # grown by a quarter: appending stays amortised O(1)
+            self.owner = np.resize(self.owner, self.rows + self.rows // 4)
+        self.owner[self.rows] = person_id
+        self.rows += 1
+
+    def drop(self, person_id: int) -> None:
+        rows = np.flatnonzero(self.owner[: self.rows] == person_id)
+        self.owner[rows] = -1
+        self.stale += len(rows)
+
+    def compact(self) -> None:
+        """Rebuild the index without the rows of removed or replaced fingers."""
+        if not self.stale:
+            return
+        live = self.owner[: self.rows] >= 0
+        codes = self.index.reconstruct_n(0, self.index.ntotal)[live]
+        self.index.reset()
+        self.index.add(np.ascontiguousarray(codes))
+        self.owner = self.owner[: self.rows][live]
+        self.rows = len(self.owner)
+        self.stale = 0
+
+
 class FingerGallery:
     """Finger templates of enrolled persons, indexed by their 256-bit codes.
 
-    Each finger is a row of a faiss binary index: its ``fingerprint.index_code`` (32 bytes,
-    signs of random projections of its centred cylinder descriptor). A probe finger is
-    compared with every finger of every person, whatever its position (a left index captured
-    as the right one is still found), by Hamming distance; of the ``depth`` nearest fingers
-    of each probe finger, a person scores the best similarity (``1 - 2 d / bits``, an estimate
-    of the descriptors' cosine) of their own, and the person's score is the sum over the probe
-    fingers. The templates are kept as their ISO/IEC 19794-2 records (a few hundred bytes a
-    finger) and parsed only for the candidates. Approximate: it only pre-selects the persons
-    whose fingers are then compared in full (``templates``).
+    Each finger position has its own index (faiss's binary flat index) of its fingers'
+    ``fingerprint.index_code`` (32 bytes, signs of random projections of the centred cylinder
+    descriptor). A probe finger is searched in its position's index and in its mirror's (the
+    same finger of the other hand, in case the hands were swapped: the fusion compares both)
+    by Hamming distance; of the ``depth`` nearest fingers in each, a person scores the best
+    similarity (``1 - 2 d / bits``, an estimate of the descriptors' cosine) of their own, and
+    the person's score is the sum over the probe fingers. The templates are kept as their
+    ISO/IEC 19794-2 records (a few hundred bytes a finger) and parsed only for the candidates.
+    Approximate: it only pre-selects the persons whose fingers are then compared in full
+    (``templates``).
     """
 
     def __init__(self, depth: int = 256) -> None:
-        import faiss  # lazy: no work at import time
-
         self.depth = depth
-        self._index = faiss.IndexBinaryFlat(fp.CODE_BITS)
-        self._owner = np.zeros(1024, np.int64)  # row -> person (-1: removed or replaced)
-        self._position = np.zeros(1024, np.int8)
-        self._rows = 0
-        self._stale = 0  # rows no longer live (compacted before the next search)
+        self._codes: dict[int, _Codes] = {int(p): _Codes() for p in fp.FingerPosition}
         self._records: dict[int, dict[int, bytes]] = {}
         self._count = 0
 
@@ -209,35 +242,20 @@ class FingerGallery:
             codes = np.stack([fp.index_code(t) for t in templates])
         codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(len(templates), -1)
         held = self._records.setdefault(person_id, {})
-        replaced = [t.position for t in templates if t.position in held]
-        if replaced:  # rare (a person's references loaded in two batches): a scan
-            n = self._rows
-            rows = np.flatnonzero(
-                (self._owner[:n] == person_id) & np.isin(self._position[:n], replaced)
-            )
-            self._owner[rows] = -1
-            self._stale += len(rows)
-        for t in templates:
-            self._count += t.position not in held
+        for t, code in zip(templates, codes, strict=True):
+            if t.position in held:  # rare (a person's references loaded in two batches)
+                self._codes[t.position].drop(person_id)
+            else:
+                self._count += 1
             held[t.position] = t.to_iso19794_2()
-        self._index.add(codes)
-        end = self._rows + len(templates)
-        if end > len(self._owner):  # grown by a quarter: appending stays amortised O(1)
-            size = max(end, len(self._owner) + len(self._owner) // 4)
-            self._owner = np.resize(self._owner, size)
-            self._position = np.resize(self._position, size)
-        self._owner[self._rows : end] = person_id
-        self._position[self._rows : end] = [t.position for t in templates]
-        self._rows = end
+            self._codes[t.position].add(person_id, code)
 
     def remove(self, person_id: int) -> int:
         """Drop every finger of one person; returns how many were dropped."""
         held = self._records.pop(person_id, {})
-        if held:
-            rows = np.flatnonzero(self._owner[: self._rows] == person_id)
-            self._owner[rows] = -1
-            self._stale += len(rows)
-            self._count -= len(held)
+        for position in held:
+            self._codes[position].drop(person_id)
+        self._count -= len(held)
         return len(held)
 
     def search(self, probes: Sequence[fp.FingerprintTemplate], k: int) -> list[Hit]:
@@ -247,39 +265,39 @@ class FingerGallery:
     def search_many(
         self, probe_sets: Sequence[Sequence[fp.FingerprintTemplate]], k: int
     ) -> list[list[Hit]]:
-        """``search`` of each probe set, all of their fingers in one faiss search."""
+        """``search`` of each probe set: one faiss search per finger position for all of
+        their fingers."""
         if not self._records or not any(probe_sets):
             return [[] for _ in probe_sets]
-        self._compact()
-        q = np.stack([fp.index_code(t) for probes in probe_sets for t in probes])
-        depth = min(self._index.ntotal, max(self.depth, 4 * k))
-        dist, rows = self._index.search(q, depth)
-        sims = 1.0 - 2.0 * dist / fp.CODE_BITS
-        out, start = [], 0
-        for probes in probe_sets:
+        # every probe finger: (its set, its number in the set, its code, its position)
+        fingers = [
+            (i, j, t.position, fp.index_code(t))
+            for i, probes in enumerate(probe_sets)
+            for j, t in enumerate(probes)
+        ]
+        # best[(set, finger)][person]: the person's best similarity to that probe finger
+        best: dict[tuple[int, int], dict[int, float]] = {}
+        for position, codes in self._codes.items():
+            asked = [f for f in fingers if position in (f[2], fp.FingerPosition(f[2]).mirror())]
+            if not asked or not codes.rows:
+                continue
+            codes.compact()
+            depth = min(codes.index.ntotal, max(self.depth, 4 * k))
+            dist, rows = codes.index.search(np.stack([f[3] for f in asked]), depth)
+            sims = 1.0 - 2.0 * dist / fp.CODE_BITS
+            for (i, j, _, _), found, sim in zip(asked, rows, sims, strict=True):
+                mine = best.setdefault((i, j), {})
+                for r, s in zip(found.tolist(), sim.tolist(), strict=True):
+                    if r < 0 or s <= 0:  # ranked nearest first: the rest are no nearer
+                        break
+                    person = int(codes.owner[r])
+                    if person >= 0 and s > mine.get(person, 0.0):
+                        mine[person] = s
+        out = []
+        for i in range(len(probe_sets)):
             score: dict[int, float] = {}
-            for probe_rows, probe_sims in zip(
-                rows[start : start + len(probes)], sims[start : start + len(probes)], strict=True
-            ):
-                best: dict[int, float] = {}
-                for r, sim in zip(probe_rows.tolist(), probe_sims.tolist(), strict=True):
-                    if r >= 0 and sim > 0:  # ranked nearest first: a person's first is its best
-                        best.setdefault(int(self._owner[r]), sim)
-                for person, sim in best.items():
-                    score[person] = score.get(person, 0.0) + sim
+            for j in range(len(probe_sets[i])):
+                for person, s in best.get((i, j), {}).items():
+                    score[person] = score.get(person, 0.0) + s
             out.append(merge([Hit(p, s) for p, s in score.items()], k))
-            start += len(probes)
         return out
-
-    def _compact(self) -> None:
-        """Rebuild the index without the rows of removed or replaced fingers."""
-        if not self._stale:
-            return
-        live = self._owner[: self._rows] >= 0
-        codes = self._index.reconstruct_n(0, self._index.ntotal)[live]
-        self._index.reset()
-        self._index.add(np.ascontiguousarray(codes))
-        self._owner = self._owner[: self._rows][live]
-        self._position = self._position[: self._rows][live]
-        self._rows = len(self._owner)
-        self._stale = 0

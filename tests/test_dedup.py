@@ -199,7 +199,7 @@ def test_fingers_captured_under_swapped_positions_are_found(registry: Registry, 
     registry.submit(_obama(registry, "obama__obama.jpg", template, photo))
     swapped = []
     for f in fingers(OBAMA):
-        position = fusion.mirror(f.position)
+        position = fp.FingerPosition(f.position).mirror()
         t = fp.FingerprintTemplate.from_iso19794_2(f.data)
         t = fp.FingerprintTemplate(t.width, t.height, t.minutiae, t.dpi, t.quality, position)
         swapped.append(FingerprintRecord(position=position, quality=70, data=t.to_iso19794_2()))
@@ -208,7 +208,9 @@ def test_fingers_captured_under_swapped_positions_are_found(registry: Registry, 
     )
     assert registry.submit(packet).json()["status"] == "duplicate"
     best = _evidence(registry, packet.packet_id)["candidates"][0]
-    assert all(f["matched_position"] == fusion.mirror(f["position"]) for f in best["fingers"])
+    assert all(
+        f["matched_position"] == fp.FingerPosition(f["position"]).mirror() for f in best["fingers"]
+    )
 
 
 def test_a_person_without_fingers_is_decided_by_a_person(registry: Registry, template, photo):

@@ -41,6 +41,10 @@ class FingerPosition(IntEnum):
     LEFT_RING = 9
     LEFT_LITTLE = 10
 
+    def mirror(self) -> FingerPosition:
+        """The same finger of the other hand (an operator's slip swaps the two)."""
+        return FingerPosition(self + 5 if self <= 5 else self - 5)
+
 
 MinutiaKind = Literal["ending", "bifurcation", "other"]
 _KINDS: tuple[MinutiaKind, ...] = ("other", "ending", "bifurcation")  # ISO 19794-2 type codes

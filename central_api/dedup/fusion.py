@@ -56,11 +56,6 @@ FACE = Calibration(slope=80.3352, offset=-72.8264, lo=0.8357, hi=1.0027)
 SWAP_PRIOR = 0.01
 
 
-def mirror(position: int) -> int:
-    """The same finger of the other hand (ISO/IEC 19794 positions: 1-5 right, 6-10 left)."""
-    return position + 5 if position <= 5 else position - 5
-
-
 class Outcome(StrEnum):
     """The three answers of the deduplication."""
 
@@ -124,7 +119,8 @@ def compare(
     for position, matcher in sorted(probe_fingers.items()):
         mixture = []  # log(weight * LR) of each hypothesis: same position, or swapped
         compared: list[tuple[float, int, float]] = []  # (log(weight * LR), position, bits)
-        for where, weight in ((position, 1 - SWAP_PRIOR), (mirror(position), SWAP_PRIOR)):
+        mirror = fp.FingerPosition(position).mirror()
+        for where, weight in ((position, 1 - SWAP_PRIOR), (mirror, SWAP_PRIOR)):
             template = fingers.get(where)
             if template is None:  # the person lacks this finger: no evidence, LR 1
                 mixture.append(math.log(weight))
