@@ -12,6 +12,13 @@ real capture, placed off-centre at random), a smooth non-linear distortion of th
 finger turned and shifted, every minutia moved a little, some missed (more towards the edge of
 the contact), and spurious ones added along the flow.
 
+Faces (:func:`face`, :func:`face_capture`): the shared photos are of 12 people, too few to
+draw faces from, so a person's dlib template is drawn from a model of the measured statistics:
+a part common to everyone (dlib templates of any two people are alike: cosine about 0.8), a
+person's own part, and each capture's noise, sized so that the cosine similarities' mean and
+spread between two people and between two captures of one person are those of the shared
+photos (``bench_abis.py population`` compares them). Labelled as such wherever used.
+
 The numbers below are set from the project's templates of FVC2004 DB1_B and DB2_B (minutiae
 counts, spacing, shares) and from what is known of captures (rotation, distortion); DB3_B and
 DB4_B stay held out. ``bench_abis.py population`` compares its genuine and impostor score
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from biometrics import fingerprint as fp
+from biometrics.face import TEMPLATE_DIM
 from biometrics.synthetic import CLASS_WEIGHTS, FINGER_CLASSES, OrientationModel, orientation_model
 
 # the master finger's canvas and area (500 dpi): larger than any capture of it
@@ -38,7 +46,9 @@ BIFURCATIONS = 0.44  # share of bifurcations (DB1_B 0.46, DB2_B 0.42)
 QUALITY = (74, 93, 96)  # 10th, 50th, 90th percentile of the minutiae's quality (1-100)
 
 # one capture
-CONTACT_AXES = ((115.0, 160.0), (150.0, 215.0))  # semi-axes' ranges of the contact ellipse
+# semi-axes' ranges of the contact ellipse: set so that the minutiae a capture holds come as
+# many as in DB1_B + DB2_B's templates (10th / 50th / 90th percentile 17 / 30.5 / 44)
+CONTACT_AXES = ((75.0, 140.0), (100.0, 190.0))
 CONTACT_SHIFT = 25.0  # px: sd of the contact's centre from the finger's
 TURN_SD = math.radians(12)  # the finger's rotation on the sensor
 DISTORTION = 1.5  # px: sd of each of four bumps of the skin's displacement
@@ -49,6 +59,14 @@ EDGE = 18.0
 SPURIOUS = 0.08  # spurious minutiae, as a share of the true ones seen
 HARDNESS_SD = 0.7  # captures differ: distortion, shift and misses scaled by a lognormal factor
 IMAGE_W, IMAGE_H = 400, 500  # the capture's image (templates carry its geometry)
+MIN_MINUTIAE = fp.ExtractionSettings().min_minutiae  # fewer: the extractor refuses the image
+
+# faces: fitted (moments, by simulation) to every pair of the shared photos' dlib templates:
+# impostor cosine mean 0.806 sd 0.040, genuine mean 0.974 sd 0.010
+FACE_SPREAD = 0.1375  # sd of a person's length along the common direction (its length: 1)
+FACE_IDENTITY = 0.03946  # sd of each of the other 127 values of a person's own part
+FACE_CAPTURE = 0.01501  # sd of each value of one capture's noise ...
+FACE_HARDNESS = 0.2003  # ... scaled by a lognormal factor per capture (light, pose)
 
 
 @dataclass(frozen=True)
@@ -118,7 +136,8 @@ def _displacement(rng: np.random.Generator, xy: np.ndarray) -> np.ndarray:
 
 def impression(f: Finger, rng: np.random.Generator, position: int = 0) -> fp.FingerprintTemplate:
     """One capture of finger ``f`` as the extractor would report it (ISO/IEC 19794-2 template
-    of a IMAGE_W x IMAGE_H image at 500 dpi; ``position``: its ISO finger position)."""
+    of a IMAGE_W x IMAGE_H image at 500 dpi; ``position``: its ISO finger position). Raises
+    ``fingerprint.FingerprintError`` where the extractor would: too few minutiae seen."""
     hard = float(rng.lognormal(0, HARDNESS_SD))
     cx, cy = f.centre
     ex, ey = cx + rng.normal(0, CONTACT_SHIFT * hard), cy + rng.normal(0, CONTACT_SHIFT * hard)
@@ -160,4 +179,22 @@ def impression(f: Finger, rng: np.random.Generator, position: int = 0) -> fp.Fin
         )
         for i in np.flatnonzero(seen)
     )
+    if len(minutiae) < MIN_MINUTIAE:  # what the extractor refuses (its no_fingerprint)
+        raise fp.FingerprintError(f"only {len(minutiae)} minutiae seen", "no_fingerprint")
     return fp.FingerprintTemplate(IMAGE_W, IMAGE_H, minutiae, 500, 60, position)
+
+
+def face(rng: np.random.Generator) -> np.ndarray:
+    """A new person's face: the template without capture noise (128 values)."""
+    out = np.empty(TEMPLATE_DIM)
+    out[0] = 1 + FACE_SPREAD * rng.normal()
+    out[1:] = FACE_IDENTITY * rng.normal(size=TEMPLATE_DIM - 1)
+    return out
+
+
+def face_capture(person: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One capture of a person's face as dlib would template it (unit length, float32)."""
+    x = person.copy()
+    noise = FACE_CAPTURE * float(rng.lognormal(0, FACE_HARDNESS))
+    x[1:] += noise * rng.normal(size=len(x) - 1)
+    return np.asarray(x / np.linalg.norm(x), np.float32)
