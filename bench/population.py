@@ -103,15 +103,26 @@ def finger(rng: np.random.Generator) -> Finger:
     ax, ay = FINGER_AXES
     target = rng.poisson(DENSITY * math.pi * ax * ay)
     # dart throwing: uniform over the ellipse, refused when nearer than MIN_GAP to another
+    # (the points already taken are looked up in a grid of MIN_GAP cells: only the 3 x 3
+    # cells around a dart can hold one that near)
     points: list[tuple[float, float]] = []
+    grid: dict[tuple[int, int], list[tuple[float, float]]] = {}
     tries = rng.random((target * 8, 2))
     for u, v in tries:
         if len(points) == target:
             break
         r, phi = math.sqrt(u), 2 * math.pi * v
         x, y = cx + ax * r * math.cos(phi), cy + ay * r * math.sin(phi)
-        if all((x - px) ** 2 + (y - py) ** 2 >= MIN_GAP**2 for px, py in points):
+        gx, gy = int(x // MIN_GAP), int(y // MIN_GAP)
+        near = (
+            p
+            for i in (gx - 1, gx, gx + 1)
+            for j in (gy - 1, gy, gy + 1)
+            for p in grid.get((i, j), ())
+        )
+        if all((x - px) ** 2 + (y - py) ** 2 >= MIN_GAP**2 for px, py in near):
             points.append((x, y))
+            grid.setdefault((gx, gy), []).append((x, y))
     xy = np.asarray(points, np.float64).reshape(-1, 2)
     return Finger(
         xy,
