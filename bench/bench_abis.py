@@ -736,7 +736,9 @@ def accuracy(persons: int = 10_000, searches: int = 1_000) -> None:
             else:  # the face's own cosine threshold at FMR = target / N (its LLR's range,
                 # clamped to what 12 people's photos show, never reaches the fused thresholds)
                 pool_of = [
-                    fusion.Comparison(c.person_id, c.face_score or -1.0, ())
+                    fusion.Comparison(
+                        c.person_id, -1.0 if c.face_score is None else c.face_score, ()
+                    )
                     for c in compared
                     if c.person_id in face_hits
                 ]
