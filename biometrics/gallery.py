@@ -269,7 +269,7 @@ class FingerGallery:
         their fingers."""
         if not self._records or not any(probe_sets):
             return [[] for _ in probe_sets]
-        # every probe finger: (its set, its number in the set, its code, its position)
+        # every probe finger: (its set, its number in the set, its position, its code)
         fingers = [
             (i, j, t.position, fp.index_code(t))
             for i, probes in enumerate(probe_sets)
@@ -279,9 +279,9 @@ class FingerGallery:
         best: dict[tuple[int, int], dict[int, float]] = {}
         for position, codes in self._codes.items():
             asked = [f for f in fingers if position in (f[2], fp.FingerPosition(f[2]).mirror())]
-            if not asked or not codes.rows:
-                continue
             codes.compact()
+            if not asked or not codes.rows:  # (every finger held here may have been removed)
+                continue
             depth = min(codes.index.ntotal, max(self.depth, 4 * k))
             dist, rows = codes.index.search(np.stack([f[3] for f in asked]), depth)
             sims = 1.0 - 2.0 * dist / fp.CODE_BITS
@@ -290,8 +290,8 @@ class FingerGallery:
                 for r, s in zip(found.tolist(), sim.tolist(), strict=True):
                     if r < 0 or s <= 0:  # ranked nearest first: the rest are no nearer
                         break
-                    person = int(codes.owner[r])
-                    if person >= 0 and s > mine.get(person, 0.0):
+                    person = int(codes.owner[r])  # compacted: every row is live
+                    if s > mine.get(person, 0.0):
                         mine[person] = s
         out = []
         for i in range(len(probe_sets)):

@@ -129,6 +129,12 @@ def test_finger_gallery_finds_a_person_from_any_finger_in_any_position():
     assert all(h.person_id != 17 for h in g.search(list(mine.values()), k=5))
     assert g.templates(17) == {}
     assert g.search(list(_templates(103).values()), k=1)[0].person_id == 3  # after compaction
+    # a position whose every finger was removed is searched like an empty one
+    lone = FingerGallery()
+    lone.add(1, [mine[2]])
+    lone.add(2, [_templates(102)[3]])
+    assert lone.remove(1) == 1
+    assert [h.person_id for h in lone.search(list(mine.values()), k=3)] in ([], [2])
 
 
 OBAMA = 44  # the seed of the fingers every photo of him comes with
