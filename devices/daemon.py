@@ -197,6 +197,8 @@ class DeviceDaemon:
                     (router if kind == b"reply" else pub).send_multipart(frames)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._fingers is not None:
+                self._fingers.close()
             if self._vcard is not None:
                 self._vcard.remove()
             for s in (router, pub, replies):
@@ -458,6 +460,8 @@ class DeviceDaemon:
     def _sim_citizen(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         """Put a simulated person at the kiosk (or nobody, with ``{}``)."""
         self._remove_card()
+        if self._fingers is not None:
+            self._fingers.close()
         if not args:
             self.citizen, self._camera, self._fingers = None, None, None
             return {}, []
@@ -480,7 +484,7 @@ class DeviceDaemon:
         except (OSError, ValueError) as exc:
             raise CommandError("bad_request", f"cannot simulate a person from {c.photo}") from exc
         self._fingers = SimulatedFingerprintReader(
-            c.finger_person, c.difficulty, c.missing, first_impression=8 * c.visit
+            c.finger_person, c.difficulty, c.missing, first_impression=8 * c.visit, prefetch=True
         )
         self.citizen = c
         card = args.get("card")

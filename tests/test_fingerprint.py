@@ -354,6 +354,11 @@ def test_simulated_reader_serves_new_impressions_of_the_same_finger():
         reader.capture(10)
     with pytest.raises(ValueError):
         reader.capture(11)
+    # made ahead in the background (the device daemon's reader): the same impressions
+    ahead = SimulatedFingerprintReader(person=7, missing={10}, prefetch=True)
+    assert np.array_equal(ahead.capture(2), a) and np.array_equal(ahead.capture(2), b)
+    ahead.close()  # the person has gone: what is not made yet is not made
+    assert all(m.done() for m in ahead._masters.values())
 
 
 def _fvc(name: str) -> tuple[np.ndarray, int]:
