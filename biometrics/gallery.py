@@ -197,10 +197,13 @@ class FingerGallery:
     ``fingerprint.index_code`` (32 bytes, signs of random projections of the centred cylinder
     descriptor). A probe finger is searched in its position's index and in its mirror's (the
     same finger of the other hand, in case the hands were swapped: the fusion compares both)
-    by Hamming distance; of the ``depth`` nearest fingers in each, a person scores the best
-    similarity (``1 - 2 d / bits``, an estimate of the descriptors' cosine) of their own, and
-    the person's score is the sum over the probe fingers. The templates are kept as their
-    ISO/IEC 19794-2 records (a few hundred bytes a finger) and parsed only for the candidates.
+    by Hamming distance; every person with a finger among the ``depth`` nearest of any probe
+    finger is then scored on all of their codes: for each probe finger, the better similarity
+    (``1 - 2 d / bits``, an estimate of the descriptors' cosine; nothing below 0) of the
+    person's finger at its position and at its mirror, summed over the probe fingers. (A
+    mate's finger that missed the depth still counts: the sum is the person's whole evidence,
+    not what the nearest lists happened to hold.) The templates are kept as their ISO/IEC
+    19794-2 records (a few hundred bytes a finger) and parsed only for the candidates.
     Approximate: it only pre-selects the persons whose fingers are then compared in full
     (``templates``).
     """
@@ -209,6 +212,10 @@ class FingerGallery:
         self.depth = depth
         self._codes: dict[int, _Codes] = {int(p): _Codes() for p in fp.FingerPosition}
         self._records: dict[int, dict[int, bytes]] = {}
+        # each person's codes, for scoring the persons the nearest lists name: one bytes
+        # object a person (a few hundred bytes, not a dict per position): the ten positions'
+        # codes in order (zeros where none is held), then a byte a position, 1 where held
+        self._person_codes: dict[int, bytes] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -242,17 +249,23 @@ class FingerGallery:
             codes = np.stack([fp.index_code(t) for t in templates])
         codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(len(templates), -1)
         held = self._records.setdefault(person_id, {})
+        width = 10 * fp.CODE_BITS // 8
+        mine = bytearray(self._person_codes.get(person_id, bytes(width + 10)))
         for t, code in zip(templates, codes, strict=True):
+            at = (t.position - 1) * (fp.CODE_BITS // 8)
+            mine[at : at + len(code)], mine[width + t.position - 1] = code.tobytes(), 1
             if t.position in held:  # rare (a person's references loaded in two batches)
                 self._codes[t.position].drop(person_id)
             else:
                 self._count += 1
             held[t.position] = t.to_iso19794_2()
             self._codes[t.position].add(person_id, code)
+        self._person_codes[person_id] = bytes(mine)
 
     def remove(self, person_id: int) -> int:
         """Drop every finger of one person; returns how many were dropped."""
         held = self._records.pop(person_id, {})
+        self._person_codes.pop(person_id, None)
         for position in held:
             self._codes[position].drop(person_id)
         self._count -= len(held)
@@ -269,35 +282,39 @@ class FingerGallery:
         their fingers."""
         if not self._records or not any(probe_sets):
             return [[] for _ in probe_sets]
-        # every probe finger: (its set, its number in the set, its position, its code)
+        # every probe finger: (its set, its position, its code)
         fingers = [
-            (i, j, t.position, fp.index_code(t))
-            for i, probes in enumerate(probe_sets)
-            for j, t in enumerate(probes)
+            (i, t.position, fp.index_code(t)) for i, probes in enumerate(probe_sets) for t in probes
         ]
-        # best[(set, finger)][person]: the person's best similarity to that probe finger
-        best: dict[tuple[int, int], dict[int, float]] = {}
-        for position, codes in self._codes.items():
-            asked = [f for f in fingers if position in (f[2], fp.FingerPosition(f[2]).mirror())]
-            codes.compact()
-            if not asked or not codes.rows:  # (every finger held here may have been removed)
+        named: list[set[int]] = [set() for _ in probe_sets]  # persons a nearest list named
+        for position, index in self._codes.items():
+            asked = [f for f in fingers if position in (f[1], fp.FingerPosition(f[1]).mirror())]
+            index.compact()
+            if not asked or not index.rows:  # (every finger held here may have been removed)
                 continue
-            depth = min(codes.index.ntotal, max(self.depth, 4 * k))
-            dist, rows = codes.index.search(np.stack([f[3] for f in asked]), depth)
-            sims = 1.0 - 2.0 * dist / fp.CODE_BITS
-            for (i, j, _, _), found, sim in zip(asked, rows, sims, strict=True):
-                mine = best.setdefault((i, j), {})
-                for r, s in zip(found.tolist(), sim.tolist(), strict=True):
-                    if r < 0 or s <= 0:  # ranked nearest first: the rest are no nearer
-                        break
-                    person = int(codes.owner[r])  # compacted: every row is live
-                    if s > mine.get(person, 0.0):
-                        mine[person] = s
-        out = []
+            depth = min(index.index.ntotal, max(self.depth, 4 * k))
+            dist, rows = index.index.search(np.stack([f[2] for f in asked]), depth)
+            for (i, _, _), found, d in zip(asked, rows, dist, strict=True):
+                # from a similarity of 0 on (d = bits / 2) a finger adds nothing to a score
+                found = found[(found >= 0) & (d < fp.CODE_BITS // 2)]
+                named[i].update(index.owner[found].tolist())  # compacted: every row is live
+        out: list[list[Hit]] = []
+        size = fp.CODE_BITS // 8
         for i in range(len(probe_sets)):
-            score: dict[int, float] = {}
-            for j in range(len(probe_sets[i])):
-                for person, s in best.get((i, j), {}).items():
-                    score[person] = score.get(person, 0.0) + s
-            out.append(merge([Hit(p, s) for p, s in score.items()], k))
+            persons = sorted(named[i])
+            if not persons:
+                out.append([])
+                continue
+            held = np.frombuffer(b"".join(self._person_codes[p] for p in persons), np.uint8)
+            held = held.reshape(len(persons), 10 * size + 10)
+            codes = held[:, : 10 * size].reshape(len(persons), 10, size)
+            has = held[:, 10 * size :].astype(bool)
+            score = np.zeros(len(persons))
+            for _, position, code in (f for f in fingers if f[0] == i):
+                best = np.zeros(len(persons))
+                for p in (position, fp.FingerPosition(position).mirror()):
+                    d = np.bitwise_count(codes[:, p - 1] ^ code).sum(axis=1)
+                    best = np.maximum(best, np.where(has[:, p - 1], 1 - 2 * d / fp.CODE_BITS, 0))
+                score += best
+            out.append(merge([Hit(p, float(v)) for p, v in zip(persons, score, strict=True)], k))
         return out
