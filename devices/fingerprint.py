@@ -65,20 +65,22 @@ class SimulatedFingerprintReader(FingerprintReader):
         self.missing = set(missing or ())  # amputated or bandaged fingers
         self.first_impression = first_impression  # another visit: impressions not seen before
         self._attempts: dict[int, int] = {}
+        # by master-fingerprint seed: a capture asks for the finger its position's seed names
         self._masters: dict[int, Future[synthetic.MasterFingerprint]] = {}
         self._maker: threading.Thread | None = None
         if prefetch:
-            self._masters = {p: Future() for p in sorted(set(POSITIONS) - self.missing)}
+            positions = sorted(set(POSITIONS) - self.missing)
+            self._masters = {self.finger_seed(p): Future() for p in positions}
             # not a daemon thread: one stopped inside OpenCV at exit aborts the process
             self._maker = threading.Thread(target=self._make_masters, name="finger-sim")
             self._maker.start()
 
     def _make_masters(self) -> None:
-        for position, made in self._masters.items():
+        for seed, made in self._masters.items():
             if not made.set_running_or_notify_cancel():  # closed: the person has gone
                 continue
             try:
-                made.set_result(synthetic.master_fingerprint(self.finger_seed(position)))
+                made.set_result(synthetic.master_fingerprint(seed))
             except Exception as exc:  # handed to the capture that waits for this finger
                 made.set_exception(exc)
 
@@ -94,8 +96,9 @@ class SimulatedFingerprintReader(FingerprintReader):
             raise FingerprintReaderError(f"no finger detected ({POSITIONS[position]})")
         attempt = self._attempts.get(position, self.first_impression)
         self._attempts[position] = attempt + 1
-        made = self._masters.get(position)
-        master = made.result() if made else synthetic.master_fingerprint(self.finger_seed(position))
+        seed = self.finger_seed(position)
+        made = self._masters.get(seed)
+        master = made.result() if made else synthetic.master_fingerprint(seed)
         return synthetic.fingerprint_impression(master, attempt, difficulty=self.difficulty)
 
     def close(self) -> None:
