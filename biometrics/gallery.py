@@ -153,6 +153,10 @@ class FaceGallery:
         return out
 
 
+_CODE_BYTES = fp.CODE_BITS // 8
+_PERSON_BYTES = 10 * _CODE_BYTES + 10  # a person's ten codes, then which positions are held
+
+
 class _Codes:
     """The index codes of one finger position: a faiss binary index whose rows are fingers,
     and which person each row belongs to (-1: removed or replaced, dropped before a search)."""
@@ -213,8 +217,8 @@ class FingerGallery:
         self._codes: dict[int, _Codes] = {int(p): _Codes() for p in fp.FingerPosition}
         self._records: dict[int, dict[int, bytes]] = {}
         # each person's codes, for scoring the persons the nearest lists name: one bytes
-        # object a person (a few hundred bytes, not a dict per position): the ten positions'
-        # codes in order (zeros where none is held), then a byte a position, 1 where held
+        # object a person (_PERSON_BYTES, not a dict per position): the ten positions' codes
+        # in order (zeros where none is held), then a byte a position, 1 where held
         self._person_codes: dict[int, bytes] = {}
         self._count = 0
 
@@ -249,11 +253,10 @@ class FingerGallery:
             codes = np.stack([fp.index_code(t) for t in templates])
         codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(len(templates), -1)
         held = self._records.setdefault(person_id, {})
-        width = 10 * fp.CODE_BITS // 8
-        mine = bytearray(self._person_codes.get(person_id, bytes(width + 10)))
+        mine = bytearray(self._person_codes.get(person_id, bytes(_PERSON_BYTES)))
         for t, code in zip(templates, codes, strict=True):
-            at = (t.position - 1) * (fp.CODE_BITS // 8)
-            mine[at : at + len(code)], mine[width + t.position - 1] = code.tobytes(), 1
+            at = (t.position - 1) * _CODE_BYTES
+            mine[at : at + _CODE_BYTES], mine[10 * _CODE_BYTES + t.position - 1] = code.tobytes(), 1
             if t.position in held:  # rare (a person's references loaded in two batches)
                 self._codes[t.position].drop(person_id)
             else:
@@ -299,16 +302,15 @@ class FingerGallery:
                 found = found[(found >= 0) & (d < fp.CODE_BITS // 2)]
                 named[i].update(index.owner[found].tolist())  # compacted: every row is live
         out: list[list[Hit]] = []
-        size = fp.CODE_BITS // 8
         for i in range(len(probe_sets)):
             persons = sorted(named[i])
             if not persons:
                 out.append([])
                 continue
             held = np.frombuffer(b"".join(self._person_codes[p] for p in persons), np.uint8)
-            held = held.reshape(len(persons), 10 * size + 10)
-            codes = held[:, : 10 * size].reshape(len(persons), 10, size)
-            has = held[:, 10 * size :].astype(bool)
+            held = held.reshape(len(persons), _PERSON_BYTES)
+            codes = held[:, : 10 * _CODE_BYTES].reshape(len(persons), 10, _CODE_BYTES)
+            has = held[:, 10 * _CODE_BYTES :].astype(bool)
             score = np.zeros(len(persons))
             for _, position, code in (f for f in fingers if f[0] == i):
                 best = np.zeros(len(persons))
