@@ -170,10 +170,11 @@ class _Codes:
         self.stale = 0
 
     def add(self, person_id: int, code: np.ndarray) -> None:
-        self.index.add(code[None])
         if self.rows == len(self.owner):  # grown by a quarter: appending stays amortised O(1)
-            self.owner = np.resize(self.owner, self.rows + self.rows // 4)
-        self.owner[self.rows] = person_id
+            # (at least 1024 rows: a compacted index holds exactly its rows, maybe none)
+            self.owner = np.resize(self.owner, max(1024, self.rows + self.rows // 4))
+        self.owner[self.rows] = person_id  # the owner first: a failed add leaves no orphan row
+        self.index.add(code[None])
         self.rows += 1
 
     def drop(self, person_id: int) -> None:

@@ -36,6 +36,46 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _abis_worker(args: argparse.Namespace) -> int:
+    """Work the ABIS job queue (and bridge the broker) until SIGTERM / SIGINT."""
+    import signal
+    import threading
+
+    from central_api.abis.broker import BrokerBridge
+    from central_api.abis.service import AbisWorker, make_engine_for, partner_key
+    from central_api.crypto import FieldCipher
+    from central_api.db import ensure_migrated, make_engine, make_session_factory
+
+    settings = _settings(args)
+    key = settings.key_bytes()
+    engine = make_engine(settings.database_url)
+    ensure_migrated(engine)
+    sessions = make_session_factory(engine, key)
+    cipher = FieldCipher(key)
+    worker = AbisWorker(sessions, cipher, settings, None, partner_key(settings))
+    worker.engine = make_engine_for(settings, sessions, cipher)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = [threading.Thread(target=worker.run, args=(stop,), name="abis-worker")]
+    if args.broker:
+        bridge = BrokerBridge(sessions, settings, worker.wake)
+        worker.on_done = lambda _: bridge.send_now.set()
+        threads.append(threading.Thread(target=bridge.run, args=(stop,), name="abis-broker"))
+    for t in threads:
+        t.start()
+    print(f"abis-worker ready (engine {settings.abis_engine}, {settings.abis_shards} shards)")
+    sys.stdout.flush()
+    while not stop.wait(0.5):
+        pass
+    worker.wake()
+    for t in threads:
+        t.join(timeout=30)
+    worker.engine.close()
+    engine.dispose()
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from central_api.db import migrate
 
@@ -293,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
     sp.set_defaults(func=_serve)
+
+    sp = sub.add_parser(
+        "abis-worker",
+        help="work the MOSIP ABIS job queue (run several; CENTRAL_ABIS_ENGINE=ray shares "
+        "the galleries across them)",
+    )
+    db_arg(sp)
+    sp.add_argument(
+        "--broker",
+        action="store_true",
+        help="also bridge ActiveMQ (CENTRAL_ABIS_BROKER) over STOMP: requests in, answers out",
+    )
+    sp.set_defaults(func=_abis_worker)
 
     sp = sub.add_parser("migrate", help="create or upgrade the database schema")
     db_arg(sp)

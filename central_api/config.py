@@ -165,6 +165,41 @@ class Settings(BaseSettings):
     processing_lease_seconds: float = Field(default=120.0, gt=0)
     start_worker: bool = True
 
+    # The MOSIP ABIS (central_api/abis): its own references, searched by the same engine
+    abis_engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="local: the galleries in the serving process (one worker); ray: sharded "
+        "across Ray actors, shared by every ABIS worker process",
+    )
+    abis_shards: int = Field(default=1, ge=1, description="gallery shards (Ray actors)")
+    abis_ray_address: str | None = Field(
+        default=None, description="a Ray cluster's address (None: start or join a local one)"
+    )
+    abis_token: SecretStr | None = Field(
+        default=None, description="bearer token of the ABIS's HTTP door; unset: no HTTP door"
+    )
+    abis_worker: bool = Field(
+        default=True, description="the serving process also works the ABIS job queue"
+    )
+    abis_max_results: int = Field(
+        default=30, ge=1, description="candidates an identify returns (MOSIP's default)"
+    )
+    abis_lease_seconds: float = Field(
+        default=300.0, gt=0, description="how long a claimed ABIS job is held (fetch, extract)"
+    )
+    abis_http_wait_seconds: float = Field(default=30.0, ge=0)
+    abis_fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    abis_partner_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key of the ABIS partner: datashares are encrypted to it "
+        "(unset: MOSIP's share encryption is off)",
+    )
+    abis_broker: str = Field(default="127.0.0.1:61613", description="ActiveMQ STOMP host:port")
+    abis_broker_user: str | None = None
+    abis_broker_password: SecretStr | None = None
+    abis_inbound_queue: str = "mosip-to-abis"
+    abis_outbound_queue: str = "abis-to-mosip"
+
     @field_validator("idcs_deny_list", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

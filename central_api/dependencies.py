@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from central_api.abis.service import AbisWorker
 from central_api.config import Settings
 from central_api.crypto import FieldCipher
 from central_api.dedup.worker import DedupWorker
@@ -34,6 +35,7 @@ class Registry:
     slots: BodySlots
     throttle: RefusalThrottle
     intake_answers: Counters
+    abis: AbisWorker | None = None  # the ABIS job worker of this process (None: no ABIS)
 
 
 def get_registry(request: Request) -> Registry:

@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from central_api.abis.router import router as abis_router
+from central_api.abis.service import AbisWorker, make_engine_for, partner_key
 from central_api.audit.service import chain_key, checkpoint
 from central_api.config import Settings, get_settings
 from central_api.crypto import FieldCipher
@@ -46,6 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise
     sessions = make_session_factory(engine, data_key)
     dedup = DedupWorker(sessions, cipher, settings)
+    abis = (
+        AbisWorker(sessions, cipher, settings, None, partner_key(settings))
+        if settings.abis_token is not None
+        else None
+    )
     registry = Registry(
         settings=settings,
         cipher=cipher,
@@ -59,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slots=BodySlots(settings.max_concurrent_bodies),
         throttle=RefusalThrottle(settings.refusals_per_minute),
         intake_answers=Counters(),
+        abis=abis,
     )
 
     def sign_checkpoint() -> None:
@@ -75,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = []
         if settings.start_worker:
             threads.append(threading.Thread(target=dedup.run, args=(stop,), name="dedup"))
+        if abis is not None and settings.abis_worker:
+            abis.engine = make_engine_for(settings, sessions, cipher)
+            threads.append(threading.Thread(target=abis.run, args=(stop,), name="abis"))
 
         def checkpoints() -> None:
             while not stop.wait(settings.audit_checkpoint_seconds):
@@ -89,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             dedup.wake()
+            if abis is not None:
+                abis.wake()
             for t in threads:
                 t.join(timeout=30)
             dedup.service.close()
@@ -108,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.include_router(enrolment_router)
     app.include_router(ops_router)
+    app.include_router(abis_router)
 
     @app.exception_handler(RegistryError)
     async def refused(_: Request, exc: RegistryError) -> JSONResponse:

@@ -17,7 +17,8 @@ fi
 # `devices serve` refuses to start beside it),
 # what building pyscard needs (it ships no Linux wheel), and Chromium with Arabic and Tifinagh
 # fonts for the kiosk UI (and its end-to-end tests, which drive it with Playwright)
-pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji"
+# and the ActiveMQ broker MOSIP talks to its ABIS through (tests start their own instance)
+pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji activemq"
 if command -v dpkg >/dev/null 2>&1; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
   if [ -n "$missing" ]; then
@@ -43,6 +44,6 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 # face_recognition's metadata asks for the source `dlib` (a long C++ compile); dlib-bin,
 # installed above, ships the same module prebuilt, so the wrapper goes in without deps.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
-.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart, nbis' 2>/dev/null \
+.venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart, nbis, ray, stomp, defusedxml' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -135,6 +135,12 @@ def test_finger_gallery_finds_a_person_from_any_finger_in_any_position():
     lone.add(2, [_templates(102)[3]])
     assert lone.remove(1) == 1
     assert [h.person_id for h in lone.search(list(mine.values()), k=3)] in ([], [2])
+    # a compacted index holds exactly its rows: the next add must grow it (an add after a
+    # search that compacted a small index once left an orphan row that broke every search)
+    lone.add(1, [mine[2]])
+    assert lone.search([mine[2]], k=3)[0].person_id == 1
+    lone.add(3, [_templates(103)[2]])
+    assert lone.search([mine[2]], k=3)[0].person_id == 1
 
 
 OBAMA = 44  # the seed of the fingers every photo of him comes with
