@@ -155,7 +155,7 @@ def test_an_insert_is_checked_in_mosip_order(change: dict[str, Any], reason: int
     with pytest.raises(Failure) as info:
         parse_request(json.dumps(req))
     assert info.value.reason == reason
-    answer = info.value.answer()
+    answer = info.value.response()
     assert answer["returnValue"] == "2" and answer["failureReason"] == str(reason)
 
 

@@ -1,12 +1,13 @@
-"""The ABIS domain's exception root."""
+"""The ABIS domain's exceptions, under the registry's one root."""
 
 from __future__ import annotations
 
-from central_api.exceptions import InternalError
+from central_api.exceptions import InternalError, RegistryError
 
 
-class AbisError(Exception):
-    """A request or a record the ABIS cannot serve; answered to MOSIP with a failure reason."""
+class AbisError(RegistryError):
+    """A request or a record the ABIS cannot serve; answered to MOSIP with a failure reason
+    (an answer, never an HTTP error: MOSIP reads returnValue and failureReason)."""
 
 
 class EngineUnavailable(InternalError):

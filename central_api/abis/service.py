@@ -88,7 +88,7 @@ class Failure(AbisError):
         self.reason = reason
         self.request = request or {}
 
-    def answer(self) -> dict[str, Any]:
+    def response(self) -> dict[str, Any]:
         """The failure response."""
         return answer(self.request, "2", failureReason=str(self.reason))
 
@@ -264,7 +264,7 @@ def handle(
     try:
         request = parse_request(body)
     except Failure as failure:
-        response = failure.answer()
+        response = failure.response()
         if transport == "stomp":
             record_answer(s, failure.request, response, transport, form)
         return None, response
@@ -286,21 +286,24 @@ def _context(reference_id: str, part: str) -> str:
 
 def seal_reference(
     cipher: FieldCipher, row: AbisReference, probe: Probe, irises: list[bytes]
-) -> None:
-    """Store a reference's templates on ``row``, encrypted (index codes computed here once)."""
+) -> np.ndarray | None:
+    """Store a reference's templates on ``row``, encrypted; returns the fingers' index codes
+    (computed here once, stored beside them), in ``sorted(probe.fingers)`` order."""
     ref = row.reference_id
     if len(probe.faces):
         row.faces = cipher.encrypt(face.template_to_bytes(probe.faces), _context(ref, "faces"))
+    codes = None
     if probe.fingers:
         parts = []
-        for position in sorted(probe.fingers):
-            t = probe.fingers[position]
-            iso = t.to_iso19794_2()
-            parts.append(_FINGER.pack(position, len(iso)) + iso + fp.index_code(t).tobytes())
+        codes = np.stack([fp.index_code(probe.fingers[p]) for p in sorted(probe.fingers)])
+        for position, code in zip(sorted(probe.fingers), codes, strict=True):
+            iso = probe.fingers[position].to_iso19794_2()
+            parts.append(_FINGER.pack(position, len(iso)) + iso + code.tobytes())
         row.fingers = cipher.encrypt(b"".join(parts), _context(ref, "fingers"))
     if irises:
         framed = b"".join(struct.pack(">I", len(r)) + r for r in irises)
         row.irises = cipher.encrypt(framed, _context(ref, "irises"))
+    return codes
 
 
 def open_reference(cipher: FieldCipher, row: AbisReference) -> Reference:
@@ -506,7 +509,7 @@ class AbisWorker:
             response = self._work(job, request)
         except Failure as failure:
             failure.request = request
-            response = failure.answer()
+            response = failure.response()
         except EngineUnavailable as exc:  # not the job's fault: not an attempt; back off
             log.warning("ABIS job %d waits: %s", job.id, exc)
             self._release(job.id, charge=False)
@@ -589,7 +592,12 @@ class AbisWorker:
             mine = row is not None and row.job_id == job.id and row.deleted_at is None
             if row is not None and row.deleted_at is None and not mine:
                 raise Failure(10, "referenceId already exists")
-        if not mine:
+        if mine:  # this job's first run committed it, then died: go on from there
+            with self._factory() as s:
+                row = s.scalar(select(AbisReference).where(AbisReference.reference_id == ref_id))
+                assert row is not None
+                reference = open_reference(self._cipher, row)
+        else:
             probe, irises = self._biometrics(request.get("referenceURL") or "")
             with transaction(self._factory) as s:
                 old = s.scalar(select(AbisReference).where(AbisReference.reference_id == ref_id))
@@ -599,12 +607,10 @@ class AbisWorker:
                     s.delete(old)
                     s.flush()
                 row = AbisReference(reference_id=ref_id, job_id=job.id)
-                seal_reference(self._cipher, row, probe, irises)
+                codes = seal_reference(self._cipher, row, probe, irises)
                 s.add(row)
-        with self._factory() as s:
-            row = s.scalar(select(AbisReference).where(AbisReference.reference_id == ref_id))
-            assert row is not None
-            reference = open_reference(self._cipher, row)
+                s.flush()
+                reference = Reference(row.id, probe.faces, probe.fingers, codes)
         self.engine.add([reference])
         return answer(request, "1")
 
@@ -661,9 +667,10 @@ class AbisWorker:
         limit = min(top or st.abis_max_results, st.abis_max_results)
         k = max(st.dedup_candidates, limit)
         found = [c for c in self.engine.identify(probe, k, among) if c.person_id != own]
-        thresholds = Thresholds(
-            size or 1, fpir or st.dedup_target_fpir, max(fpir or 0, st.dedup_adjudication_fpir)
-        )
+        # candidates: every reference at or above the FPIR MOSIP asked for (targetFPIR), else
+        # at the registry's own adjudication FPIR; "duplicate" at the stricter of the two
+        cut = fpir or st.dedup_adjudication_fpir
+        thresholds = Thresholds(size or 1, min(cut, st.dedup_target_fpir), cut)
         kept = [c for c in found if c.llr >= thresholds.adjudication]
         names = self._alive([c.person_id for c in kept])
         candidates = [
