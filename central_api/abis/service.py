@@ -665,8 +665,13 @@ class AbisWorker:
             probe = self._biometrics(url)[0]
         st = self._settings
         limit = min(top or st.abis_max_results, st.abis_max_results)
-        k = max(st.dedup_candidates, limit)
-        found = [c for c in self.engine.identify(probe, k, among) if c.person_id != own]
+        # pre-selection as deep as the registry's own (maxResults caps the answer, it does not
+        # buy full comparisons: 30 candidates compared in full cost three times 10)
+        found = [
+            c
+            for c in self.engine.identify(probe, st.dedup_candidates + (own is not None), among)
+            if c.person_id != own
+        ]
         # candidates: every reference at or above the FPIR MOSIP asked for (targetFPIR), else
         # at the registry's own adjudication FPIR; "duplicate" at the stricter of the two
         cut = fpir or st.dedup_adjudication_fpir
