@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 from bench_abis import _visit
-from mosip import Broker, Datashare, request
+from mosip import Broker, Datashare, fresh_schema, request
 
 from central_api.abis import formats
 
@@ -65,22 +65,17 @@ def main() -> None:
 
     import ray
     import stomp
-    from sqlalchemy import create_engine, func, select, text
+    from sqlalchemy import func, select
 
     from central_api.abis.models import AbisJob, AbisReference
     from central_api.abis.service import load_references
     from central_api.crypto import FieldCipher
-    from central_api.db import make_engine, make_session_factory, migrate
+    from central_api.db import make_engine, make_session_factory
 
     url = os.environ.get("RNP_TEST_POSTGRES_URL")
     if not url:
         sys.exit("set RNP_TEST_POSTGRES_URL (bash scripts/ensure-postgres.sh prints one)")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    migrate(url)
+    fresh_schema(url)
 
     work = Path(tempfile.mkdtemp(prefix="bench-mosip-"))
     broker = Broker(work / "activemq")

@@ -28,6 +28,21 @@ SETS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
 
 
+def fresh_schema(url: str) -> str:
+    """Empty the PostgreSQL database at ``url`` and migrate it; returns ``url``."""
+    from sqlalchemy import create_engine, text
+
+    from central_api.db import migrate
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(url)
+    return url
+
+
 def person_cbeff(finger: int, impression: int) -> bytes:
     """A CBEFF of one FVC 'person': finger ``finger`` (101-110) of each of the four sets at
     positions 1-4, impression ``impression`` (1-8), as minutiae records (Format Type 2)."""

@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from helpers import KEY, PG_URL, registry_sessions, settings_for
-from mosip import FVC, Broker, Datashare, person_cbeff, request
-from sqlalchemy import create_engine, func, select, text
+from mosip import FVC, Broker, Datashare, fresh_schema, person_cbeff, request
+from sqlalchemy import func, select
 
 from biometrics import fingerprint as fp
 from central_api.abis import formats
@@ -317,13 +317,7 @@ def test_an_identify_waits_for_every_insert_queued_before_it(share: Datashare) -
 
 
 def _fresh_pg() -> str:
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    migrate(PG_URL)
-    return PG_URL
+    return fresh_schema(PG_URL)
 
 
 # -- Ray -----------------------------------------------------------------------------------------

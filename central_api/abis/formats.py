@@ -282,6 +282,28 @@ def build(
     return b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + tostring(root)
 
 
+def _representation(data: bytes, general: struct.Struct, what: str) -> tuple[int, int, int]:
+    """The first representation of a 2011 record (finger image or face: the same general
+    header up to the certification flag, the same representation header up to its quality
+    and certification blocks): where it starts, where its own fields start, where it ends."""
+    if len(data) < general.size + 4 + 19:
+        raise FormatError(f"the {what} record is truncated")
+    _, length, count, cert = general.unpack_from(data)[:4]
+    if length != len(data) or count < 1:
+        raise FormatError(f"the {what} record's lengths disagree")
+    at = general.size
+    (rep_len,) = struct.unpack_from(">I", data, at)
+    if rep_len < 4 + 19 or at + rep_len > len(data):
+        raise FormatError(f"the {what} representation runs past the record")
+    p = at + 4 + 9 + 5  # length, capture date and time, device technology / vendor / type
+    p += 1 + 5 * data[p]  # quality blocks
+    if cert:
+        if p >= at + rep_len:
+            raise FormatError(f"the {what} representation is truncated")
+        p += 1 + 3 * data[p]  # certification blocks
+    return at, p, at + rep_len
+
+
 # -- ISO/IEC 19794-4:2011 finger image records ------------------------------------------------
 _FIR_2011: Final = b"FIR\x00020\x00"
 _FIR_GENERAL = struct.Struct(">8sIHBB")  # 16 bytes
@@ -342,24 +364,12 @@ def read_finger_record(data: bytes) -> fp.FingerImage:
     FingerImageError (or FormatError) when it is not one."""
     if data[:8] != _FIR_2011:
         return fp.FingerImage.from_iso19794_4(data)  # the 2005 record, or its error
-    if len(data) < _FIR_GENERAL.size + 4 + 19 + _FIR_TAIL.size:
-        raise FormatError("the finger image record is truncated")
-    _, length, count, cert, _ = _FIR_GENERAL.unpack_from(data)
-    if length != len(data) or count < 1:
-        raise FormatError("the finger image record's lengths disagree")
-    at = _FIR_GENERAL.size
-    (rep_len,) = struct.unpack_from(">I", data, at)
-    if at + rep_len > len(data):
-        raise FormatError("the finger representation runs past the record")
-    p = at + 4 + 9 + 5
-    quality_blocks = data[p]
-    p += 1 + 5 * quality_blocks
-    if cert:
-        p += 1 + 3 * data[p]
-    if p + _FIR_TAIL.size > at + rep_len:
-        raise FormatError("the finger representation is truncated")
+    first, p, end = _representation(data, _FIR_GENERAL, "finger image")
+    quality_blocks = data[first + 4 + 9 + 5]
+    if p + _FIR_TAIL.size > end:
+        raise FormatError("the finger image representation is truncated")
     (position, _, units, _, _, hres, _, depth, code, _, w, h) = _FIR_TAIL.unpack_from(data, p)
-    payload = data[p + _FIR_TAIL.size : at + rep_len]
+    payload = data[p + _FIR_TAIL.size : end]
     if depth != 8 or code not in _FIR_COMPRESSION_2011:
         raise FormatError(f"unsupported finger image (depth {depth}, compression {code})")
     dpi = hres if units == 1 else round(hres * 2.54)
@@ -382,7 +392,7 @@ def read_finger_record(data: bytes) -> fp.FingerImage:
         raise FormatError("the finger image data is corrupt") from exc
     if pixels.shape != (h, w):
         raise FormatError("the finger image's size disagrees with its header")
-    q = data[at + 4 + 9 + 5 + 1] if quality_blocks else 254
+    q = data[first + 4 + 9 + 5 + 1] if quality_blocks else 254
     return fp.FingerImage(pixels.copy(), position, dpi, q)
 
 
@@ -415,16 +425,7 @@ def read_face_record(data: bytes) -> bytes:
     """The encoded image of the first face of an ISO/IEC 19794-5 record (2011 or 2005):
     JPEG, JPEG 2000 or PNG bytes, checked by their signature; FormatError otherwise."""
     if data[:8] == _FAC_2011:
-        if len(data) < _FAC_GENERAL.size + 4 + 19:
-            raise FormatError("the face record is truncated")
-        _, length, count, _, _ = _FAC_GENERAL.unpack_from(data)
-        if length != len(data) or count < 1:
-            raise FormatError("the face record's lengths disagree")
-        at = _FAC_GENERAL.size
-        (rep_len,) = struct.unpack_from(">I", data, at)
-        end = at + rep_len
-        p = at + 4 + 9 + 5
-        p += 1 + 5 * data[p]
+        _, p, end = _representation(data, _FAC_GENERAL, "face")
         if p + _FAC_INFO.size > end:
             raise FormatError("the face representation is truncated")
         landmarks = _FAC_INFO.unpack_from(data, p)[0]
