@@ -316,6 +316,38 @@ def test_an_identify_waits_for_every_insert_queued_before_it(share: Datashare) -
         assert third is not None and third.operation == "mosip.abis.identify"
 
 
+def test_an_insert_worked_twice_at_once_stores_one_reference_and_succeeds(
+    share: Datashare, tmp_path: Path
+) -> None:
+    """A job whose lease ran out while its worker was still fetching is taken over; whichever
+    run commits second finds the first's reference and answers success, not 'exists'."""
+    url = f"sqlite:///{tmp_path / 'abis.db'}"
+    migrate(url)
+    settings = settings_for(url)
+    req = request("insert", referenceId="r", referenceURL=share.put(person_cbeff(101, 1)))
+    with registry_sessions(url) as factory:
+        cipher = FieldCipher(settings.key_bytes())
+        with transaction(factory) as s:
+            submit(s, req, "http")
+        engine = LocalEngine()
+        first = AbisWorker(factory, cipher, settings, engine)
+        job = first._claim()
+        assert job is not None
+
+        def fetch_while_the_other_run_commits(url: str) -> bytes:
+            body = first._http_fetch(url)
+            assert first._insert(job, req)["returnValue"] == "1"
+            return body
+
+        second = AbisWorker(
+            factory, cipher, settings, engine, fetch=fetch_while_the_other_run_commits
+        )
+        assert second._insert(job, req)["returnValue"] == "1"
+        with factory() as s:
+            assert s.scalar(select(func.count()).select_from(AbisReference)) == 1
+        assert engine.size() == 1
+
+
 def _fresh_pg() -> str:
     return fresh_schema(PG_URL)
 

@@ -601,16 +601,21 @@ class AbisWorker:
             probe, irises = self._biometrics(request.get("referenceURL") or "")
             with transaction(self._factory) as s:
                 old = s.scalar(select(AbisReference).where(AbisReference.reference_id == ref_id))
-                if old is not None and old.deleted_at is None:
+                if old is not None and old.deleted_at is None and old.job_id != job.id:
                     raise Failure(10, "referenceId already exists")
-                if old is not None:  # inserted again after a delete: the tombstone goes
-                    s.delete(old)
+                if old is not None and old.deleted_at is None:
+                    # another run of this job (its lease ran out while this one worked) got
+                    # there first: its reference is this job's
+                    reference = open_reference(self._cipher, old)
+                else:
+                    if old is not None:  # inserted again after a delete: the tombstone goes
+                        s.delete(old)
+                        s.flush()
+                    row = AbisReference(reference_id=ref_id, job_id=job.id)
+                    codes = seal_reference(self._cipher, row, probe, irises)
+                    s.add(row)
                     s.flush()
-                row = AbisReference(reference_id=ref_id, job_id=job.id)
-                codes = seal_reference(self._cipher, row, probe, irises)
-                s.add(row)
-                s.flush()
-                reference = Reference(row.id, probe.faces, probe.fingers, codes)
+                    reference = Reference(row.id, probe.faces, probe.fingers, codes)
         self.engine.add([reference])
         return answer(request, "1")
 
