@@ -111,6 +111,9 @@ def main() -> None:
     lock = threading.Condition()
 
     class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_receipt(self, frame) -> None:  # type: ignore[no-untyped-def]
+            receipts.add(frame.headers.get("receipt-id", ""))
+
         def on_message(self, frame) -> None:  # type: ignore[no-untyped-def]
             body = json.loads(frame.body)
             with lock:
@@ -127,11 +130,22 @@ def main() -> None:
         c.subscribe("/queue/abis-to-mosip", "mosip", ack="auto")
         conn[:] = [c]
 
+    receipts: set[str] = set()
+
     def send(req: dict) -> None:
-        headers = {"persistent": "true", "amq-msg-type": "text"}
+        """As MOSIP's JMS producer sends a persistent message: synchronously, so a message the
+        broker did not take is sent again (a first run lost the one message sent, without a
+        receipt, just before the broker was killed)."""
         for _ in range(120):
+            receipt = f"r-{req['requestId']}"
+            headers = {"persistent": "true", "amq-msg-type": "text", "receipt": receipt}
             try:
                 conn[0].send("/queue/mosip-to-abis", json.dumps(req), headers=headers)
+                deadline = time.monotonic() + 10
+                while receipt not in receipts and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                if receipt not in receipts:
+                    raise TimeoutError("no receipt")
                 return
             except Exception:  # the broker is down (a fault): reconnect and send again
                 time.sleep(0.5)
