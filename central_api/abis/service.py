@@ -763,17 +763,3 @@ def _candidate(reference_id: str, c: Comparison, thresholds: Thresholds) -> dict
         },
         "modalities": modalities,
     }
-
-
-def outbox(s: Session, limit: int = 100) -> list[AbisJob]:
-    """Answers due to the broker, oldest first."""
-    return list(
-        s.scalars(
-            select(AbisJob)
-            .where(
-                AbisJob.transport == "stomp", AbisJob.status == "done", AbisJob.replied.is_(False)
-            )
-            .order_by(AbisJob.id)
-            .limit(limit)
-        )
-    )
