@@ -12,8 +12,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from central_api.operators.service import NewCredentials
 
 from central_api.config import ConfigError, Settings
 from central_api.db import DatabaseNotMigrated, transaction
@@ -187,6 +191,72 @@ def _kiosk_list(args: argparse.Namespace) -> int:
             for k in list_kiosks(s)
         ]
     print(json.dumps(rows, indent=1))
+    return 0
+
+
+def _print_credentials(creds: NewCredentials, json_out: bool) -> None:
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "operator": creds.operator_id,
+                    "password": creds.password,
+                    "totp_secret": creds.totp_base32,
+                    "otpauth_uri": creds.uri,
+                }
+            )
+        )
+        return
+    print(f"operator {creds.operator_id}: hand these over in person, they are not shown again")
+    print(f"  temporary password: {creds.password}   (changed at first sign-in)")
+    print(f"  authenticator secret (TOTP, SHA-1, 6 digits, 30 s): {creds.totp_base32}")
+    print(f"  {creds.uri}")
+    print(f"  codes without a phone: central-api totp-code {creds.totp_base32}")
+
+
+def _operator_add(args: argparse.Namespace) -> int:
+    from central_api.crypto import FieldCipher
+    from central_api.operators.service import add_operator
+
+    password = Path(args.password_file).read_text().strip() if args.password_file else None
+    with _database(args) as factory, transaction(factory) as s:
+        cipher = FieldCipher(_settings(args).key_bytes())
+        creds = add_operator(
+            s, cipher, args.operator_id, args.role, f"cli:{_operator()}", password=password
+        )
+    _print_credentials(creds, args.json)
+    return 0
+
+
+def _operator_disable(args: argparse.Namespace) -> int:
+    from central_api.operators.service import disable_operator
+
+    with _database(args) as factory, transaction(factory) as s:
+        disable_operator(s, args.operator_id, f"cli:{_operator()}", args.reason)
+    print(f"operator {args.operator_id} disabled; their sessions are ended")
+    return 0
+
+
+def _operator_reset(args: argparse.Namespace) -> int:
+    from central_api.crypto import FieldCipher
+    from central_api.operators.service import reset_operator
+
+    with _database(args) as factory, transaction(factory) as s:
+        cipher = FieldCipher(_settings(args).key_bytes())
+        creds = reset_operator(s, cipher, args.operator_id, f"cli:{_operator()}")
+    _print_credentials(creds, args.json)
+    return 0
+
+
+def _totp_code(args: argparse.Namespace) -> int:
+    from central_api.operators.service import secret_from_base32, totp
+
+    try:
+        secret = secret_from_base32(args.secret)
+    except ValueError:
+        print("central-api: not a base32 secret", file=sys.stderr)
+        return 2
+    print(totp(secret))
     return 0
 
 
@@ -387,6 +457,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kiosk_id")
     sp.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     sp.set_defaults(func=_kiosk_deactivate)
+
+    sp = sub.add_parser(
+        "operator-add",
+        help="create a console account (prints a temporary password and a TOTP secret once)",
+    )
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument(
+        "--role",
+        required=True,
+        choices=["adjudicator", "senior_adjudicator", "registrar_admin", "auditor"],
+    )
+    sp.add_argument("--password-file", help="set this password (else one is generated)")
+    sp.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    sp.set_defaults(func=_operator_add)
+    sp = sub.add_parser("operator-disable", help="disable a console account, ending its sessions")
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    sp.set_defaults(func=_operator_disable)
+    sp = sub.add_parser(
+        "operator-reset",
+        help="new temporary password and TOTP secret for a console account (lost phone)",
+    )
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    sp.set_defaults(func=_operator_reset)
+    sp = sub.add_parser(
+        "totp-code", help="the current TOTP code of a base32 secret (as an authenticator app)"
+    )
+    sp.add_argument("secret")
+    sp.set_defaults(func=_totp_code)
 
     sp = sub.add_parser("kiosk-list", help="list the kiosks (JSON), active or not")
     db_arg(sp)

@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="how often the server signs an audit checkpoint"
     )
 
+    # The operators' console (central_api/console): sign-in sessions
+    console_idle_minutes: float = Field(
+        default=15.0, gt=0, description="a console session ends after this long unused"
+    )
+    console_session_hours: float = Field(
+        default=10.0, gt=0, description="a console session ends this long after sign-in"
+    )
+    console_cookie_secure: bool = Field(
+        default=True,
+        description="mark the console's cookies Secure (served over HTTPS; browsers also "
+        "accept them from http://localhost and 127.0.0.1)",
+    )
+
     sync_wait_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     processing_lease_seconds: float = Field(default=120.0, gt=0)

@@ -26,6 +26,7 @@ class Registry:
     settings: Settings
     cipher: FieldCipher
     audit_key: bytes
+    console_key: bytes  # MACs the console's image links (derived from the data key)
     packet_key: X25519PrivateKey
     signing_key: Ed25519PrivateKey
     sessions: sessionmaker[Session]

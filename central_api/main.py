@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -10,12 +12,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from central_api.abis.router import router as abis_router
 from central_api.abis.service import AbisWorker, make_engine_for, partner_key
 from central_api.audit.service import chain_key, checkpoint
 from central_api.config import Settings, get_settings
+from central_api.console.router import error_page, login_form
+from central_api.console.router import router as console_router
 from central_api.crypto import FieldCipher
 from central_api.db import ensure_migrated, make_engine, make_session_factory, transaction
 from central_api.dedup.worker import DedupWorker
@@ -25,6 +29,7 @@ from central_api.enrolment.router import router as enrolment_router
 from central_api.enrolment.schemas import ErrorAnswer, ErrorCode
 from central_api.enrolment.service import KioskDirectory
 from central_api.exceptions import InternalError, RegistryError
+from central_api.operators.exceptions import NotSignedIn, SignInFailed
 from central_api.ops.router import router as ops_router
 from central_api.ops.service import Counters, QueueGauge
 
@@ -57,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         cipher=cipher,
         audit_key=chain_key(data_key),
+        console_key=hmac.new(data_key, b"rnp console image links", hashlib.sha256).digest(),
         packet_key=packet_key,
         signing_key=signing_key,
         sessions=sessions,
@@ -122,9 +128,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(enrolment_router)
     app.include_router(ops_router)
     app.include_router(abis_router)
+    app.include_router(console_router)
+
+    def console_refused(request: Request, exc: RegistryError) -> Response:
+        # the console answers people with pages: sign in again, or what was refused and why
+        if isinstance(exc, SignInFailed):
+            answer = login_form(registry, error="Wrong account, password or code.")
+            answer.status_code = 401
+            return answer
+        if isinstance(exc, NotSignedIn):
+            if request.method == "GET":
+                return RedirectResponse("/console/login", status_code=303)
+            return error_page(None, 401, str(exc.detail))
+        if isinstance(exc, InternalError):
+            log.error("console request failed inside the registry: %s", exc)
+        return error_page(None, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RegistryError)
-    async def refused(_: Request, exc: RegistryError) -> JSONResponse:
+    async def refused(request: Request, exc: RegistryError) -> Response:
+        if request.url.path.startswith("/console/"):
+            return console_refused(request, exc)
         if isinstance(exc, InternalError):
             log.error("request failed inside the registry: %s", exc)
         registry.intake_answers.add(exc.code.value)
@@ -139,7 +162,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/console/"):
+            fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in exc.errors())
+            return error_page(None, 422, f"Missing or invalid: {fields}.")
         # Name the field and the rule, but never echo the offending input back: it may be
         # personal or biometric data, and NaN/Infinity inputs are not even valid JSON.
         errors = [

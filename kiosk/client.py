@@ -309,10 +309,10 @@ class CentralClient:
         return self._parse(self._request("GET", path, headers=headers), packet_id)
 
     def wait_final(self, packet_id: uuid.UUID, timeout: float = 60.0) -> EnrolmentStatus:
-        """Poll until the decision is made (or ``timeout`` passes: then the last status)."""
+        """Poll until the machine has decided (or ``timeout`` passes: then the last status)."""
         deadline = time.monotonic() + timeout
         st = self.status(packet_id)
-        while not st.final and time.monotonic() < deadline:
+        while not st.decided and time.monotonic() < deadline:
             time.sleep(0.25)
             st = self.status(packet_id)
         return st

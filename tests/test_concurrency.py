@@ -71,7 +71,7 @@ def test_fifty_concurrent_enrolments_of_one_person_issue_exactly_one_idcs(
         client = clients[i % 2]
         packet = build_packet(kiosk.kiosk_id, demographics(), [tpl], jpeg, **evidence())
         st = client.submit(packet)
-        return st if st.final else client.wait_final(packet.packet_id)
+        return st if st.decided else client.wait_final(packet.packet_id)
 
     results = _run_threads(enrol)
     for c in clients:

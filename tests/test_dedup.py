@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from biometrics import fingerprint as fp
 from biometrics.gallery import FaceGallery, FingerGallery, normalise
+from central_api.adjudication.models import AdjudicationCase
 from central_api.db import transaction
 from central_api.dedup import fusion
 from central_api.dedup.fusion import Comparison, FingerScore, Outcome, Thresholds
-from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment
 from central_api.enrolment.schemas import FingerException, FingerprintRecord
 from central_api.identity.idcs import IdcsPolicy

@@ -302,7 +302,7 @@ def test_kill_9_of_a_registry_process_loses_nothing_and_issues_one_idcs(
                     f"http://127.0.0.1:{port}", kiosk, PACKET_PUB, SIGNING_PUB, retries=0
                 ) as c:
                     st = c.submit(packets[k], wait=True)
-                    while not st.final:
+                    while not st.decided:
                         time.sleep(0.3)
                         st = c.status(packets[k].packet_id)
                     answers[k] = st.status.value

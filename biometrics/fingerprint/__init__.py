@@ -6,7 +6,8 @@
   19794-2:2005) and ``from_ansi378`` (ANSI/INCITS 378-2004).
 - ``compare(a, b)``, ``FingerprintMatcher(probe).match(candidate)``: Minutia Cylinder-Code
   with LSS-R, in bits of evidence (a threshold of t bits has an FMR of about 2**-t);
-  rotation (full circle) and translation invariant.
+  rotation (full circle) and translation invariant. ``paired_minutiae(a, b)``: the minutia
+  pairs a comparison rests on, for an examiner.
 - ``FingerImage``: an image as an ISO/IEC 19794-4:2005 record (WSQ, PNG or JPEG 2000) and
   back; ``read_image_header(record)`` checks one without decoding it.
 - ``FingerprintGallery``: 1:N search with a descriptor pre-selection; ``descriptor(t)``: the
@@ -41,6 +42,7 @@ from biometrics.fingerprint._mcc import (
     compare,
     descriptor,
     index_code,
+    paired_minutiae,
     score_to_bits,
 )
 
@@ -69,6 +71,7 @@ __all__ = [
     "descriptor",
     "extract",
     "index_code",
+    "paired_minutiae",
     "quality",
     "read_image_header",
     "score_to_bits",

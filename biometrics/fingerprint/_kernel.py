@@ -48,7 +48,7 @@ def _sigmoid(v: float, mu: float, tau: float) -> float:
 
 
 @njit(cache=True)
-def _similarities(
+def similarities(
     a_angle: np.ndarray,
     a_bits: np.ndarray,
     a_valid: np.ndarray,
@@ -135,7 +135,7 @@ def match(
     na, nb = a_bits.shape[0], b_bits.shape[0]
     if na == 0 or nb == 0:
         return 0.0
-    sim = _similarities(
+    sim = similarities(
         a_angle, a_bits, a_valid, a_ok, b_angle, b_bits, b_valid, b_ok, min_matchable
     )
     n_p = 4 + round(_sigmoid(min(na, nb), 20.0, 2 / 5) * (12 - 4))

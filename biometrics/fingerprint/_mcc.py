@@ -202,6 +202,33 @@ class FingerprintMatcher:
         return score_to_bits(self.match_raw(candidate))
 
 
+def paired_minutiae(
+    a: FingerprintTemplate, b: FingerprintTemplate, n: int = 12
+) -> list[tuple[int, int, float]]:
+    """The ``n`` most similar minutia pairs of ``a`` and ``b``, each minutia used once:
+    (index in ``a.minutiae``, index in ``b.minutiae``, local similarity in [0, 1]), best
+    first. They are the pairs the score consolidates (LSS-R starts from the same greedy
+    choice): what an examiner is shown beside the score, not a second score."""
+    from biometrics.fingerprint import _kernel
+
+    ca, cb = _cylinders(a), _cylinders(b)
+    if len(ca.angle) == 0 or len(cb.angle) == 0:
+        return []
+    sim = _kernel.similarities(
+        ca.angle, ca.bits, ca.valid, ca.ok,
+        cb.angle, cb.bits, cb.valid, cb.ok,
+        _MIN_ME * float(_IN_DISC.sum() * _ND),
+    )  # fmt: skip
+    pairs: list[tuple[int, int, float]] = []
+    while len(pairs) < n:
+        i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        if sim[i, j] <= 0:
+            break
+        pairs.append((int(i), int(j), float(sim[i, j])))
+        sim[i, :], sim[:, j] = 0.0, 0.0
+    return pairs
+
+
 def compare(a: FingerprintTemplate, b: FingerprintTemplate) -> float:
     """Similarity of two templates in bits of evidence; rotation and translation invariant."""
     return FingerprintMatcher(a).match(b)

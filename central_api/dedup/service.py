@@ -11,13 +11,14 @@ queued enrolments is ``worker.py``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from biometrics import face
 from biometrics import fingerprint as fp
 from biometrics.gallery import FaceGallery, FingerGallery, Hit, merge
+from central_api.adjudication.models import AdjudicationCase
 from central_api.audit.service import record
 from central_api.config import Settings
 from central_api.crypto import DecryptionError, FieldCipher
@@ -34,10 +36,10 @@ from central_api.db import transaction
 from central_api.dedup import fusion
 from central_api.dedup.extraction import Extraction, face_template, finger_template
 from central_api.dedup.fusion import Comparison, Outcome, Thresholds
-from central_api.dedup.models import AdjudicationCase
 from central_api.enrolment.models import Enrolment
 from central_api.enrolment.schemas import EnrolmentState
 from central_api.enrolment.service import ctx, face_templates, finger_images, finger_templates
+from central_api.exceptions import InvalidRequest
 from central_api.identity.models import FaceReference, FingerReference, Person
 from central_api.identity.service import issue_person
 
@@ -51,6 +53,37 @@ _EVIDENCE_CANDIDATES = 5  # candidates kept in a decision's evidence, best first
 def face_context(person_id: int) -> str:
     """Encryption context of a person's face references."""
     return f"face_reference:{person_id}"
+
+
+def probe_context(enrolment_id: int) -> str:
+    """Encryption context of an adjudication case's probe templates."""
+    return f"adjudication_probe:{enrolment_id}"
+
+
+def probe_to_bytes(faces: np.ndarray, fingers: dict[int, fp.FingerprintTemplate]) -> bytes:
+    """A probe's templates as stored with its adjudication case (JSON: the face templates'
+    stored form and each finger's ISO/IEC 19794-2 record, base64)."""
+    return json.dumps(
+        {
+            "faces": base64.b64encode(face.template_to_bytes(faces)).decode(),
+            "fingers": {
+                str(p): base64.b64encode(t.to_iso19794_2()).decode()
+                for p, t in sorted(fingers.items())
+            },
+        }
+    ).encode()
+
+
+def probe_from_bytes(raw: bytes) -> tuple[np.ndarray, dict[int, fp.FingerprintTemplate]]:
+    """The inverse of :func:`probe_to_bytes`."""
+    data = json.loads(raw)
+    fingers = {
+        int(p): dataclasses.replace(
+            fp.FingerprintTemplate.from_iso19794_2(base64.b64decode(b)), position=int(p)
+        )
+        for p, b in data["fingers"].items()
+    }
+    return face.template_from_bytes(base64.b64decode(data["faces"])), fingers
 
 
 def finger_context(person_id: int, position: int) -> str:
@@ -382,6 +415,9 @@ class Deduplicator:
                         candidate_person_id=candidate,
                         score=e.match_score if e.match_score is not None else 0.0,
                         reason=reason,
+                        probe=self._cipher.encrypt(
+                            probe_to_bytes(probe_faces, probe_fingers), probe_context(e.id)
+                        ),
                     )
                 )
             record(
@@ -410,15 +446,64 @@ class Deduplicator:
                 model = type(r)
                 self._watermarks[model] = max(self._watermarks[model], r.id)
 
+    def issue_adjudicated(
+        self,
+        enrolment_id: int,
+        probe: tuple[np.ndarray, dict[int, fp.FingerprintTemplate]],
+        known: set[int],
+        actor: str,
+        then: Callable[[Session, Enrolment, Comparison | None], None],
+    ) -> None:
+        """Adjudicators found the enrolment (status ADJUDICATION) to be no one of ``known``
+        (the candidates they were shown): issue its IDCS, unless a search of the gallery now
+        proposes someone else at or above the adjudication threshold (a person enrolled
+        since the case was opened). ``then(session, enrolment, newcomer)`` runs in the same
+        transaction, the person issued (``newcomer`` None) or not (the newcomer to show
+        them); the decision and the issuance commit together, serialised with every other
+        dedup decision."""
+        faces, fingers = probe
+        new: list[FaceReference | FingerReference] = []
+        with self._mutex:
+            with transaction(self._factory) as s:
+                if s.get_bind().dialect.name == "postgresql":
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+                e = s.get(Enrolment, enrolment_id, with_for_update=True)
+                if e is None or e.status != EnrolmentState.ADJUDICATION:
+                    raise InvalidRequest("the enrolment is no longer under adjudication")
+                self._catch_up(s)
+                st = self._settings
+                thresholds = Thresholds(
+                    self.persons, st.dedup_target_fpir, st.dedup_adjudication_fpir
+                )
+                newcomer = next(
+                    (
+                        c
+                        for c in self.search(s, faces, fingers)
+                        if c.llr >= thresholds.adjudication and c.person_id not in known
+                    ),
+                    None,
+                )
+                if newcomer is None:
+                    new = self._issue(s, e, faces, fingers, actor)
+                then(s, e, newcomer)
+            if new:
+                person_id = new[0].person_id
+                self._add_face(person_id, faces)
+                self._add_fingers(person_id, list(fingers.values()), None)
+                for r in new:
+                    model = type(r)
+                    self._watermarks[model] = max(self._watermarks[model], r.id)
+
     def _issue(
         self,
         s: Session,
         e: Enrolment,
         probe_faces: np.ndarray,
         probe_fingers: dict[int, fp.FingerprintTemplate],
+        actor: str = ACTOR,
     ) -> list[FaceReference | FingerReference]:
         """A new person with an IDCS; the probe's templates become their references."""
-        person = issue_person(s, self._policy, ACTOR)
+        person = issue_person(s, self._policy, actor)
         refs: list[FaceReference | FingerReference] = [
             FaceReference(
                 person_id=person.id,
@@ -435,7 +520,7 @@ class Deduplicator:
         s.add_all(refs)
         s.flush()
         e.status, e.person_id = EnrolmentState.ISSUED, person.id
-        record(s, ACTOR, "idcs.issued", "person", person.id, enrolment=e.id)
+        record(s, actor, "idcs.issued", "person", person.id, enrolment=e.id)
         return refs
 
 

@@ -107,6 +107,8 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"  # 503: the dedup queue is full (Retry-After)
     BUSY = "busy"  # 503: too many bodies being received at once (Retry-After)
     UNAVAILABLE = "unavailable"  # 503: storage failed; nothing was stored
+    FORBIDDEN = "forbidden"  # 403: the console operator's role does not allow it
+    CONFLICT = "conflict"  # 409: a console action that does not fit the current state
 
 
 RETRYABLE = frozenset(
@@ -423,6 +425,7 @@ class EnrolmentState(StrEnum):
     DUPLICATE = "duplicate"
     ADJUDICATION = "adjudication"
     REJECTED = "rejected"
+    MORE_INFORMATION = "more_information"  # an adjudicator asks the citizen to come back
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # no I, L, O, U: nothing to misread
@@ -461,7 +464,17 @@ class EnrolmentStatus(BaseModel):
 
     @property
     def final(self) -> bool:
-        """True once the status will not change without a person's decision."""
+        """True once the status will not change any more: an enrolment under adjudication
+        still changes (an adjudicator decides), so the kiosk keeps asking."""
+        return self.status not in (
+            EnrolmentState.RECEIVED,
+            EnrolmentState.PROCESSING,
+            EnrolmentState.ADJUDICATION,
+        )
+
+    @property
+    def decided(self) -> bool:
+        """True once the registry's machine has decided (an adjudication case included)."""
         return self.status not in (EnrolmentState.RECEIVED, EnrolmentState.PROCESSING)
 
 

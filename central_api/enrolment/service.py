@@ -72,6 +72,10 @@ MESSAGES = {
     EnrolmentState.REJECTED: (
         "The enrolment could not be processed. Please see an agent with this receipt."
     ),
+    EnrolmentState.MORE_INFORMATION: (
+        "An officer needs more information: please come back to an enrolment centre with "
+        "this receipt and your documents."
+    ),
 }
 
 

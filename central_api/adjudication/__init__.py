@@ -1,0 +1,1 @@
+"""Adjudication: the cases the automatic deduplication could not decide, decided by people."""

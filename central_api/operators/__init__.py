@@ -1,0 +1,1 @@
+"""Operators of the central registry's console: accounts, roles and sign-in."""

@@ -1,0 +1,400 @@
+"""The operators' console over HTTP (TestClient, on SQLite and PostgreSQL): sign-in with a
+TOTP code, lockout, roles, CSRF, the case queue with exclusive claims, decisions both ways,
+four eyes, fraud flags, look-ups with a reason, audit rows, image headers, and the kiosk's
+status following the decision."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import Registry, demographics, fingers, registry_env
+from sqlalchemy import select
+
+from biometrics import face
+from central_api.adjudication.models import AdjudicationCase, AdjudicationDecision, FraudFlag
+from central_api.adjudication.service import probe_templates
+from central_api.audit.models import AuditEvent
+from central_api.db import transaction
+from central_api.dedup.service import face_context, finger_reference
+from central_api.enrolment.models import Enrolment
+from central_api.identity.models import FaceReference
+from central_api.identity.service import issue_person
+from central_api.operators import service as ops
+from central_api.operators.models import ConsoleSession, Operator
+
+OBAMA = 4242
+
+
+def test_totp_is_rfc_6238() -> None:
+    """RFC 4226 appendix D / RFC 6238 appendix B (SHA-1 seed, 6 digits)."""
+    secret = b"12345678901234567890"
+    assert ops.totp(secret, at=59) == "287082"  # step 1; RFC 6238's 8-digit code is 94287082
+    assert ops.totp(secret, at=1111111109) == "081804"
+    assert ops.totp(secret, at=1234567890) == "005924"
+    assert ops.secret_from_base32(ops.secret_base32(secret)) == secret
+    uri = ops.provisioning_uri("adj.one", secret)
+    assert uri.startswith("otpauth://totp/RNP%20console%3Aadj.one?secret=GEZDGNBVGY3TQOJQ")
+
+
+@pytest.fixture
+def console(registry_factory: Callable[..., Registry]) -> Iterator[Console]:
+    # a target FPIR no match reaches: every match of a known person is adjudicated
+    reg = registry_factory(dedup_target_fpir=1e-80)
+    yield Console(reg)
+
+
+class Console:
+    """The registry under test, its operators, and a browser-like client per operator."""
+
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+        self.registry = reg.app.state.registry
+        self.secrets: dict[str, bytes] = {}
+        self.passwords: dict[str, str] = {}
+
+    def add(self, operator_id: str, role: str) -> None:
+        with transaction(self.registry.sessions) as s:
+            creds = ops.add_operator(
+                s, self.registry.cipher, operator_id, role, "test", password="a long password 1"
+            )
+            s.get(Operator, operator_id).must_change_password = False  # type: ignore[union-attr]
+        self.secrets[operator_id] = creds.totp_secret
+        self.passwords[operator_id] = creds.password
+
+    def client(self) -> TestClient:
+        c = TestClient(self.reg.app, base_url="https://testserver", follow_redirects=False)
+        return c
+
+    def sign_in(self, operator_id: str, code: str | None = None, step: int = 0) -> TestClient:
+        c = self.client()
+        r = c.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)  # type: ignore[union-attr]
+        code = code or ops.totp(self.secrets[operator_id], step_offset=step)
+        r = c.post(
+            "/console/login",
+            data={
+                "operator": operator_id,
+                "password": self.passwords[operator_id],
+                "code": code,
+                "csrf": csrf,
+            },
+        )
+        assert r.status_code == 303, r.text
+        return c
+
+
+def csrf_of(c: TestClient, path: str) -> str:
+    r = c.get(path)
+    assert r.status_code == 200, r.text
+    return re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)  # type: ignore[union-attr]
+
+
+def obama(reg: Registry, name: str, template, photo, **kw):  # type: ignore[no-untyped-def]
+    return reg.packet([template(name)], photo(name), fingerprints=fingers(OBAMA), **kw)
+
+
+def near_match(c: Console, template, photo, **kw) -> object:  # type: ignore[no-untyped-def]
+    """Enrol Obama, then Obama again: an adjudication case (the target FPIR is unreachable)."""
+    first = c.reg.submit(obama(c.reg, "obama__obama.jpg", template, photo))
+    assert first.json()["status"] == "issued"
+    packet = obama(c.reg, "obama__obama3.jpg", template, photo, **kw)
+    r = c.reg.submit(packet)
+    assert r.json()["status"] == "adjudication"
+    return packet
+
+
+def test_sign_in_needs_password_and_a_fresh_code_and_locks_out(console: Console) -> None:
+    console.add("adj.one", "adjudicator")
+    with console.registry.sessions() as s:
+        assert s.get(Operator, "adj.one").password_hash.startswith("$argon2id$")  # type: ignore[union-attr]
+    c = console.client()
+    r = c.get("/console/cases")
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    # the right password with a wrong code, then a code used twice: refused alike
+    csrf = csrf_of(c, "/console/login")
+    form = {"operator": "adj.one", "password": "a long password 1", "csrf": csrf}
+    r = c.post("/console/login", data={**form, "code": "000000"})
+    assert r.status_code == 401 and "Wrong account, password or code" in r.text
+    signed = console.sign_in("adj.one")
+    assert signed.get("/console/cases").status_code == 200
+    used = ops.totp(console.secrets["adj.one"])
+    csrf = csrf_of(c, "/console/login")
+    r = c.post("/console/login", data={**form, "csrf": csrf, "code": used})
+    assert r.status_code == 401  # replayed
+    # a session cookie is HttpOnly, Secure, SameSite=Strict
+    c2 = console.client()
+    csrf = csrf_of(c2, "/console/login")
+    r = c2.post(
+        "/console/login",
+        data={**form, "csrf": csrf, "code": ops.totp(console.secrets["adj.one"], step_offset=1)},
+    )
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "secure" in cookie and "samesite=strict" in cookie
+    # five failures lock the account, even for the right code
+    for _ in range(ops.MAX_FAILURES):
+        csrf = csrf_of(c, "/console/login")
+        c.post("/console/login", data={**form, "csrf": csrf, "code": "111111"})
+    with pytest.raises(AssertionError):
+        console.sign_in("adj.one", step=-1)
+    # the form's CSRF token is checked at sign-in too
+    r = console.client().post("/console/login", data={**form, "code": "123456", "csrf": "x"})
+    assert r.status_code == 200 and "expired" in r.text
+
+
+def test_roles_csrf_and_idle_sessions(console: Console) -> None:
+    console.add("adj.one", "adjudicator")
+    console.add("admin", "registrar_admin")
+    console.add("audit", "auditor")
+    adj = console.sign_in("adj.one")
+    for path in ("/console/operators", "/console/kiosks", "/console/audit"):
+        assert adj.get(path).status_code == 403, path
+    admin = console.sign_in("admin")
+    for path in ("/console/cases", "/console/lookup"):
+        assert admin.get(path).status_code == 403, path
+    auditor = console.sign_in("audit")
+    assert auditor.get("/console/audit").status_code == 200
+    assert auditor.get("/console/fraud").status_code == 200
+    assert auditor.get("/console/cases").status_code == 403
+    # a form without this session's CSRF token is refused
+    r = admin.post(
+        "/console/operators", data={"operator_id": "x1", "role": "auditor", "csrf": "no"}
+    )
+    assert r.status_code == 403
+    csrf = csrf_of(admin, "/console/operators")
+    r = admin.post(
+        "/console/operators", data={"operator_id": "adj.two", "role": "adjudicator", "csrf": csrf}
+    )
+    assert r.status_code == 200 and "shown once" in r.text
+    # disabling ends the operator's sessions at once
+    csrf = csrf_of(admin, "/console/operators")
+    r = admin.post("/console/operators/adj.one/disable", data={"reason": "left", "csrf": csrf})
+    assert r.status_code == 303
+    assert adj.get("/console/").status_code == 303
+    # an idle session ends
+    with transaction(console.registry.sessions) as s:
+        for row in s.scalars(select(ConsoleSession)):
+            row.last_seen_at = row.last_seen_at.replace(year=2020)
+    assert auditor.get("/console/audit").status_code == 303
+
+
+def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, photo) -> None:
+    console.add("adj.one", "adjudicator")
+    console.add("adj.two", "adjudicator")
+    console.add("senior", "senior_adjudicator")
+    packet = near_match(
+        console,
+        template,
+        photo,
+        demographics=demographics(surname_latin="Benali", date_of_birth=date(1990, 1, 2)),
+    )
+    a, b = console.sign_in("adj.one"), console.sign_in("adj.two")
+    with console.registry.sessions() as s:
+        case_id = s.scalars(select(AdjudicationCase.id)).one()
+    # one adjudicator at a time: B can neither take nor open A's case
+    csrf = csrf_of(a, "/console/cases")
+    assert a.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf}).status_code == 303
+    page = a.get(f"/console/cases/{case_id}")
+    assert page.status_code == 200 and "Benali" in page.text and "differs" in page.text
+    assert page.headers["cache-control"].startswith("no-store")
+    csrf_b = csrf_of(b, "/console/cases")
+    assert b.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf_b}).status_code == 409
+    assert b.get(f"/console/cases/{case_id}").status_code == 409
+    # images: only this session, never cached, watermarked PNGs
+    links = re.findall(r'src="(/console/img/[^"]+)"', page.text)
+    assert len(links) >= 3  # two faces and the compared fingers
+    for link in links[:3]:
+        img = a.get(link)
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert img.headers["cache-control"] == "no-store, max-age=0"
+        assert b.get(link).status_code == 403
+    # the machine leans "different persons" here (a huge duplicate threshold): "same person"
+    # goes against it and waits for a senior's second eye
+    r = a.post(
+        f"/console/cases/{case_id}/decide",
+        data={
+            "csrf": csrf,
+            "decision": "same_person",
+            "reason_code": "identity_fraud",
+            "note": "x",
+        },
+    )
+    assert r.status_code == 303 and "second" in r.headers["location"]
+    assert console.reg.get(packet.packet_id).json()["status"] == "adjudication"
+    # the first eye cannot be the second, and an adjudicator is not a second eye
+    senior = console.sign_in("senior")
+    csrf_s = csrf_of(senior, "/console/cases")
+    assert senior.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf_s}).status_code == 303
+    r = senior.post(
+        f"/console/cases/{case_id}/review",
+        data={"csrf": csrf_s, "verdict": "confirm", "reason_code": "evidence_confirms"},
+    )
+    assert r.status_code == 303
+    st = console.reg.get(packet.packet_id).json()
+    assert st["status"] == "duplicate" and st["idcs"] is None
+    with console.registry.sessions() as s:
+        flag = s.scalars(select(FraudFlag)).one()
+        assert set(flag.differences.split(",")) == {"surname_latin", "date_of_birth"}
+        decisions = list(s.scalars(select(AdjudicationDecision).order_by(AdjudicationDecision.id)))
+        assert [(d.operator_id, d.stage) for d in decisions] == [
+            ("adj.one", "first"),
+            ("senior", "second"),
+        ]
+        assert decisions[0].note is not None and b"x" not in decisions[0].note  # encrypted
+    # a second case, decided "different persons" with the machine: the IDCS is issued
+    r = console.reg.submit(obama(console.reg, "obama__obama2.jpg", template, photo))
+    assert r.json()["status"] == "adjudication"
+    csrf_b = csrf_of(b, "/console/cases")
+    r = b.post("/console/cases/next", data={"csrf": csrf_b})
+    case2 = int(r.headers["location"].rsplit("/", 1)[1])
+    assert case2 != case_id and b.get(f"/console/cases/{case2}").status_code == 200
+    r = b.post(
+        f"/console/cases/{case2}/decide",
+        data={
+            "csrf": csrf_b,
+            "decision": "different_persons",
+            "reason_code": "fingerprints_differ",
+        },
+    )
+    assert r.status_code == 303 and "in+effect" in r.headers["location"]
+    st = console.reg.get(_packet_of(console, case2)).json()
+    assert st["status"] == "issued" and re.fullmatch(r"[0-9]{10}", st["idcs"])
+
+
+def _packet_of(console: Console, case_id: int) -> object:
+    with console.registry.sessions() as s:
+        case = s.get(AdjudicationCase, case_id)
+        return s.get(Enrolment, case.enrolment_id).packet_id  # type: ignore[union-attr]
+
+
+def test_more_information_reaches_the_kiosk_and_lookups_need_a_reason(
+    console: Console, template, photo
+) -> None:
+    console.add("adj.one", "adjudicator")
+    packet = near_match(console, template, photo)
+    a = console.sign_in("adj.one")
+    csrf = csrf_of(a, "/console/cases")
+    case_id = int(
+        a.post("/console/cases/next", data={"csrf": csrf}).headers["location"].rsplit("/", 1)[1]
+    )
+    a.get(f"/console/cases/{case_id}")
+    r = a.post(
+        f"/console/cases/{case_id}/decide",
+        data={"csrf": csrf, "decision": "more_information", "reason_code": "faces_differ"},
+    )
+    assert r.status_code == 422  # a reason that does not go with the decision
+    r = a.post(
+        f"/console/cases/{case_id}/decide",
+        data={"csrf": csrf, "decision": "more_information", "reason_code": "interview_needed"},
+    )
+    assert r.status_code == 303
+    st = console.reg.get(packet.packet_id).json()
+    assert st["status"] == "more_information" and "come back" in st["message"]
+    # look-ups: a reason is required; every look-up writes an audit row, found or not
+    receipt = st["receipt_number"]
+    r = a.post("/console/lookup", data={"csrf": csrf, "kind": "receipt", "value": receipt})
+    assert r.status_code == 422
+    r = a.post(
+        "/console/lookup",
+        data={"csrf": csrf, "kind": "name", "value": "Obama", "reason": "adjudication"},
+    )
+    assert r.status_code == 422  # never by name
+    r = a.post(
+        "/console/lookup",
+        data={"csrf": csrf, "kind": "receipt", "value": receipt, "reason": "citizen_at_counter"},
+    )
+    assert r.status_code == 200 and receipt in r.text and "El Amrani" in r.text
+    with console.registry.sessions() as s:
+        rows = list(
+            s.scalars(
+                select(AuditEvent).where(AuditEvent.actor == "adj.one").order_by(AuditEvent.seq)
+            )
+        )
+    actions = [e.action for e in rows]
+    assert actions.count("person.looked_up") == 1 and "case.viewed" in actions
+    looked = next(e for e in rows if e.action == "person.looked_up")
+    assert looked.details["reason"] == "citizen_at_counter" and receipt not in str(looked.details)
+
+
+def test_different_persons_finds_someone_enrolled_since(console: Console, template, photo) -> None:
+    """The case was opened against Obama; meanwhile a person with the same fingers was
+    issued (another process's decision): "different persons" does not issue a second IDCS,
+    the case comes back with the newcomer."""
+    console.add("adj.one", "adjudicator")
+    near_match(console, template, photo)
+    a = console.sign_in("adj.one")
+    csrf = csrf_of(a, "/console/cases")
+    case_id = int(
+        a.post("/console/cases/next", data={"csrf": csrf}).headers["location"].rsplit("/", 1)[1]
+    )
+    # someone enrolled since, with the probe's fingers (and face): forced in as a person
+    reg = console.registry
+    with transaction(reg.sessions) as s:
+        case = s.get(AdjudicationCase, case_id)
+        faces, prints = probe_templates(s, reg.cipher, case)  # type: ignore[arg-type]
+        person = issue_person(s, reg.settings.idcs_policy(), "test")
+        e = s.get(Enrolment, case.enrolment_id)  # type: ignore[union-attr]
+        s.add(
+            FaceReference(
+                person_id=person.id,
+                enrolment_id=e.id,  # type: ignore[union-attr]
+                algorithm=face.ALGORITHM,
+                template=reg.cipher.encrypt(face.template_to_bytes(faces), face_context(person.id)),
+            )
+        )
+        s.add_all(finger_reference(reg.cipher, person.id, e.id, t) for t in prints.values())  # type: ignore[union-attr]
+        newcomer = person.id
+    a.get(f"/console/cases/{case_id}")
+    r = a.post(
+        f"/console/cases/{case_id}/decide",
+        data={"csrf": csrf, "decision": "different_persons", "reason_code": "faces_differ"},
+    )
+    assert r.status_code == 303 and "back+in+the+queue" in r.headers["location"]
+    with reg.sessions() as s:
+        case = s.get(AdjudicationCase, case_id)
+        assert case.status == "open" and case.candidate_person_id == newcomer  # type: ignore[union-attr]
+
+
+def test_cli_bootstraps_the_first_admin(db_url: str) -> None:
+    env = registry_env(db_url)
+    cmd = [sys.executable, "-m", "central_api.cli", "--log-level", "warning"]
+    out = subprocess.run(
+        [*cmd, "operator-add", "root", "--role", "registrar_admin", "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    creds = json.loads(out.stdout)
+    code = subprocess.run(
+        [*cmd, "totp-code", creds["totp_secret"]],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert code == ops.totp(ops.secret_from_base32(creds["totp_secret"]))
+    dup = subprocess.run(
+        [*cmd, "operator-add", "root", "--role", "auditor"], env=env, capture_output=True, text=True
+    )
+    assert dup.returncode == 2 and "exists" in dup.stderr
+    subprocess.run(
+        [*cmd, "operator-disable", "root", "--reason", "test"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [*cmd, "operator-reset", "root", "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(out.stdout)["totp_secret"] != creds["totp_secret"]
