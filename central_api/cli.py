@@ -248,6 +248,30 @@ def _operator_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kiosk_operator_set(args: argparse.Namespace) -> int:
+    from central_api.enrolment.service import set_kiosk_operator
+
+    with _database(args) as factory, transaction(factory) as s:
+        row, pin = set_kiosk_operator(
+            s, args.operator_id, args.role, args.kiosks, f"cli:{_operator()}"
+        )
+        version = row.version
+    print(
+        f"kiosk {args.role} {args.operator_id}: PIN {pin} (shown once); kiosks "
+        f"{args.kiosks}; in list version {version}, installed at each kiosk's next sync"
+    )
+    return 0
+
+
+def _kiosk_operator_disable(args: argparse.Namespace) -> int:
+    from central_api.enrolment.service import disable_kiosk_operator
+
+    with _database(args) as factory, transaction(factory) as s:
+        disable_kiosk_operator(s, args.operator_id, f"cli:{_operator()}", args.reason)
+    print(f"kiosk operator {args.operator_id} disabled: removed at each kiosk's next sync")
+    return 0
+
+
 def _totp_code(args: argparse.Namespace) -> int:
     from central_api.operators.service import secret_from_base32, totp
 
@@ -485,6 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("operator_id")
     sp.add_argument("--json", action="store_true", help="print the credentials as JSON")
     sp.set_defaults(func=_operator_reset)
+    sp = sub.add_parser(
+        "kiosk-operator-set",
+        help="add a kiosk agent or supervisor, or give one a new PIN (printed once)",
+    )
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument("--role", required=True, choices=["operator", "supervisor"])
+    sp.add_argument("--kiosks", default="*", help="kiosk ids, comma-separated (default: all)")
+    sp.set_defaults(func=_kiosk_operator_set)
+    sp = sub.add_parser("kiosk-operator-disable", help="take a kiosk agent off every kiosk")
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    sp.set_defaults(func=_kiosk_operator_disable)
     sp = sub.add_parser(
         "totp-code", help="the current TOTP code of a base32 secret (as an authenticator app)"
     )

@@ -25,6 +25,7 @@ from central_api.db import ensure_migrated, make_engine, make_session_factory, t
 from central_api.dedup.worker import DedupWorker
 from central_api.dependencies import Registry
 from central_api.enrolment.gate import BodySlots, IntakeGate, RefusalThrottle
+from central_api.enrolment.router import kiosk_router
 from central_api.enrolment.router import router as enrolment_router
 from central_api.enrolment.schemas import ErrorAnswer, ErrorCode
 from central_api.enrolment.service import KioskDirectory
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.registry = registry
     app.include_router(enrolment_router)
+    app.include_router(kiosk_router)
     app.include_router(ops_router)
     app.include_router(abis_router)
     app.include_router(console_router)

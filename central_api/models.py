@@ -3,7 +3,7 @@
 from central_api.adjudication.models import AdjudicationCase, AdjudicationDecision, FraudFlag
 from central_api.audit.models import AuditCheckpoint, AuditEvent
 from central_api.db import Base
-from central_api.enrolment.models import Enrolment, Kiosk
+from central_api.enrolment.models import Enrolment, Kiosk, KioskOperator
 from central_api.identity.models import FaceReference, FingerReference, IssuedIdentifier, Person
 from central_api.operators.models import ConsoleSession, Operator
 
@@ -20,6 +20,7 @@ __all__ = [
     "FraudFlag",
     "IssuedIdentifier",
     "Kiosk",
+    "KioskOperator",
     "Operator",
     "Person",
 ]

@@ -36,6 +36,7 @@ from central_api.enrolment.schemas import (
     EnrolmentStatus,
     ErrorAnswer,
     FingerprintRecord,
+    OperatorList,
     read_message,
     seal,
     verify_status,
@@ -250,7 +251,8 @@ class CentralClient:
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _parse(self, r: httpx.Response, packet_id: uuid.UUID) -> EnrolmentStatus:
+    def _refused(self, r: httpx.Response) -> None:
+        """Raise PacketRefused for the registry's error answer (or the HTTP error)."""
         if r.status_code >= 400:
             try:
                 err = ErrorAnswer.model_validate_json(r.content)
@@ -266,6 +268,9 @@ class CentralClient:
                 err.server_time,
                 float(retry_after) if retry_after and retry_after.isdigit() else None,
             )
+
+    def _parse(self, r: httpx.Response, packet_id: uuid.UUID) -> EnrolmentStatus:
+        self._refused(r)
         try:
             st = EnrolmentStatus.model_validate_json(r.content)
             return verify_status(st, self.registry_signing_key, self.identity.kiosk_id, packet_id)
@@ -297,16 +302,30 @@ class CentralClient:
             packet_id,
         )
 
-    def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
-        """Current status of a submitted packet, verified."""
-        path = f"/v1/enrolments/{packet_id}"
+    def _read(self, path: str) -> httpx.Response:
+        """A GET signed by this kiosk (``read_message``)."""
         ts = int(time.time())
         headers = {
             KIOSK_HEADER: self.identity.kiosk_id,
             TIMESTAMP_HEADER: str(ts),
             SIGNATURE_HEADER: self.identity.sign(read_message(path, ts)),
         }
-        return self._parse(self._request("GET", path, headers=headers), packet_id)
+        return self._request("GET", path, headers=headers)
+
+    def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
+        """Current status of a submitted packet, verified."""
+        return self._parse(self._read(f"/v1/enrolments/{packet_id}"), packet_id)
+
+    def operators(self) -> OperatorList:
+        """This kiosk's agents and supervisors, as the registry signed them (verified).
+        Raises PacketRefused, or AnswerNotAuthentic."""
+        r = self._read("/v1/kiosk/operators")
+        self._refused(r)
+        try:
+            lst = OperatorList.model_validate_json(r.content)
+            return lst.verify(self.registry_signing_key, self.identity.kiosk_id)
+        except (ValueError, DecisionNotAuthentic) as exc:
+            raise AnswerNotAuthentic(f"the operator list is not the registry's: {exc}") from exc
 
     def wait_final(self, packet_id: uuid.UUID, timeout: float = 60.0) -> EnrolmentStatus:
         """Poll until the machine has decided (or ``timeout`` passes: then the last status)."""

@@ -4,8 +4,11 @@ Starts a central registry (``central-api serve``, SQLite) and the device daemon 
 serve`` with simulated camera, fingerprint reader and emulated ID cards read through pcscd)
 as their own processes, then drives the kiosk's enrolment session for one person per
 identity in the shared face photos (card → face → ten fingers → review → outbox → registry),
-then for one of them again with a new card: the registry must refuse a second identifier.
-Prints the summary JSON as the last stdout line. With ``--ui`` the kiosk UI then stays open
+then for one of them again with a new card: the registry must refuse a second identifier;
+then for another of them under a new name, hands bandaged but for one worn thumb: the evidence
+lands between the two thresholds and the case waits for an adjudicator in the operators'
+console (the URL and a demo adjudicator's sign-in are printed). Prints the summary JSON as the
+last stdout line. With ``--ui`` the kiosk UI then stays open
 on http://127.0.0.1:8080 with a simulated citizen at the devices. Demographics are invented;
 the photos are public test images (see their README).
 """
@@ -42,6 +45,8 @@ from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, Step
 from kiosk.web import assemble, serve_ui
 
 KIOSK_ID = "KIOSK-DEMO-01"
+CENTRAL_PORT = 8081  # the registry (and its operators' console) with --ui
+FRAUD_INDEX = 5  # the demo person who comes back under another identity
 OPERATOR_PIN, SUPERVISOR_PIN = "2468", "135790"
 _SURNAMES = [
     "El Amrani",
@@ -183,8 +188,15 @@ def explain(receipt: str, env: dict[str, str]) -> list[str]:
     ev = found["evidence"]
     th = ev["thresholds"]
     best = ev["candidates"][0]
+    if best["llr"] >= th["duplicate"]:
+        where = f">= duplicate threshold {th['duplicate']:.1f}"
+    else:
+        where = (
+            f"between the adjudication threshold {th['adjudication']:.1f} and the duplicate "
+            f"threshold {th['duplicate']:.1f}: an adjudicator decides"
+        )
     lines = [
-        f"    fused LLR {best['llr']:.1f} >= duplicate threshold {th['duplicate']:.1f} "
+        f"    fused LLR {best['llr']:.1f} {where} "
         f"(ln of {th['gallery_size']} persons / target FPIR {th['target_fpir']:g}); "
         f"algorithms {ev['algorithms']['finger']}, {ev['algorithms']['face']}"
     ]
@@ -195,7 +207,7 @@ def explain(receipt: str, env: dict[str, str]) -> list[str]:
     fingers = ", ".join(
         f"{f['position']}:{f['bits']:.0f}b/{f['llr']:+.1f}" for f in best["fingers"]
     )
-    lines.append(f"    fingers (position: bits/LLR): {fingers}")
+    lines.append(f"    fingers (position: bits/LLR): {fingers or 'none compared'}")
     return lines
 
 
@@ -246,15 +258,33 @@ def registry_env(workdir: Path) -> tuple[dict[str, str], tuple[bytes, bytes]]:
 
 @contextlib.contextmanager
 def central_service(
-    workdir: Path, kiosk: KioskIdentity
+    workdir: Path, kiosk: KioskIdentity, port: int | None = None
 ) -> Iterator[tuple[str, tuple[bytes, bytes], dict[str, str]]]:
     """Run a fresh registry (SQLite) in its own process; yields its base URL, the public
-    keys a kiosk needs and the registry's environment (see :func:`registry_env`)."""
+    keys a kiosk needs and the registry's environment (see :func:`registry_env`). Its
+    ``CENTRAL_*`` settings are kept in ``workdir/central.env`` (mode 0600): ``central-api
+    serve`` with them opens the demo's registry again after the demo."""
     env, public = registry_env(workdir)
+    settings = "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if k.startswith("CENTRAL_"))
+    path = workdir / "central.env"
+    path.touch(mode=0o600)
+    path.write_text(settings)
     _central("migrate", env=env)
     _central("kiosk-add", KIOSK_ID, "--public-key", kiosk.public_key_b64(), env=env)
-    with serve_central(env, workdir / "central.log") as url:
+    with serve_central(env, workdir / "central.log", port) as url:
         yield url, public, env
+
+
+def console_operators(env: dict[str, str]) -> list[dict[str, str]]:
+    """The demo's console accounts: an adjudicator and a senior adjudicator (the second eye
+    of four), each with a temporary password and a TOTP secret."""
+    return [
+        {
+            **json.loads(_central("operator-add", who, "--role", role, "--json", env=env)),
+            "role": role,
+        }
+        for who, role in (("adj.demo", "adjudicator"), ("sen.demo", "senior_adjudicator"))
+    ]
 
 
 @contextlib.contextmanager
@@ -305,6 +335,7 @@ class Citizen:
     demographics: Demographics
     missing_fingers: set[int]
     visit: int = 0  # a person who comes back gives new impressions of the same fingers
+    exception: str = "amputated"  # why the missing fingers are missing
 
     @property
     def card_mrz(self) -> str:
@@ -372,7 +403,9 @@ def enrol(session: EnrolmentSession, devices: DeviceClient, who: Citizen, langua
             if exc.code not in ("finger_no_finger", "finger_unusable"):
                 raise
             session.finger_exception(
-                "amputated" if exc.code == "finger_no_finger" else "unusable", "op-01", OPERATOR_PIN
+                who.exception if exc.code == "finger_no_finger" else "unusable",
+                "op-01",
+                OPERATOR_PIN,
             )
     return session.submit(
         d.address, d.place_of_birth, d.surname_arabic or "", d.given_names_arabic or ""
@@ -380,13 +413,39 @@ def enrol(session: EnrolmentSession, devices: DeviceClient, who: Citizen, langua
 
 
 def wait_final(outbox: Outbox, entry: Entry, timeout: float = 60.0) -> Entry:
-    """Wait for the registry's decision on a queued packet (the sync worker fetches it)."""
+    """Wait for the registry's decision on a queued packet (the sync worker fetches it); an
+    adjudication case counts as decided (its outcome waits for a person)."""
     deadline = time.monotonic() + timeout
     e = outbox.get(entry.packet_id) or entry
-    while e.state != OutboxState.FINAL and time.monotonic() < deadline:
+    while (
+        e.state != OutboxState.FINAL and e.status != "adjudication" and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
         e = outbox.get(entry.packet_id) or e
     return e
+
+
+def print_console(url: str, operators: list[dict[str, str]], workdir: Path, ui: bool) -> None:
+    """Where the operators' console is and how the demo's adjudicators sign in."""
+    lines = [f"\noperators' console: {url}/console/"]
+    if not ui:
+        lines.append(
+            "  it closes with the demo; to open it again: "
+            f"set -a; . {workdir}/central.env; set +a; "
+            f".venv/bin/central-api serve --port {CENTRAL_PORT}  (then "
+            f"http://127.0.0.1:{CENTRAL_PORT}/console/), or keep it up: make demo DEMO_ARGS=--ui"
+        )
+    for o in operators:
+        lines.append(
+            f"  {o['role'].replace('_', ' ')} {o['operator']}: temporary password "
+            f"{o['password']} (choose your own at first sign-in), TOTP secret {o['totp_secret']}"
+        )
+    secret = operators[0]["totp_secret"]
+    lines.append(
+        "  a code: add the secret to any authenticator app, or run "
+        f".venv/bin/central-api totp-code {secret}"
+    )
+    print("\n".join(lines), flush=True)
 
 
 def run(workdir: Path, ui: bool = False) -> dict[str, object]:
@@ -407,9 +466,14 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
     counts: Counter[str] = Counter()
     timings: list[float] = []
     with (
-        central_service(workdir, identity) as (url, registry_keys, central_env),
+        central_service(workdir, identity, CENTRAL_PORT if ui else None) as (
+            url,
+            registry_keys,
+            central_env,
+        ),
         device_daemon(workdir) as devices,
     ):
+        console = console_operators(central_env)
         kiosk = assemble(
             KioskSettings(
                 KIOSK_ID, centre="Arrondissement Agdal, Rabat", trust_dir=workdir / "trust"
@@ -442,10 +506,34 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
             set(),
             visit=1,
         )
+        # another comes back under a new name and birth date, both hands bandaged: the face
+        # alone (LLR 7.5) lands between the two thresholds (7.1 and 9.4 at this gallery's
+        # size), and a face alone never makes a duplicate: a person decides
+        impostor = citizens[FRAUD_INDEX]
+        fraud = Citizen(
+            impostor.index,
+            impostor.name,
+            list(reversed(impostor.photos)),
+            impostor.demographics.model_copy(
+                update={
+                    "surname_latin": "Idrissi",
+                    "given_names_latin": "Salma",
+                    "surname_arabic": "الإدريسي",
+                    "given_names_arabic": "سلمى",
+                    "date_of_birth": date(1993, 6, 21),
+                    "document": Document(
+                        type=DocumentType.CNIE, number="ZT771203", issuing_country="MAR"
+                    ),
+                }
+            ),
+            set(range(1, 11)),
+            visit=1,
+            exception="bandaged",
+        )
         # the kiosk goes on to the next person while the registry decides (it makes its own
         # templates from the images first): the decisions are read as they come, in order
         sent: list[tuple[Citizen, Entry, float]] = []
-        for k, who in enumerate([*citizens, again]):
+        for k, who in enumerate([*citizens, again, fraud]):
             started = time.perf_counter()
             try:
                 entry = enrol(session, devices, who, languages[k % 4])
@@ -466,8 +554,9 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
                 f"(kiosk {kiosk_s:.1f} s)",
                 flush=True,
             )
-            if final.status == "duplicate":
+            if final.status in ("duplicate", "adjudication"):
                 print("\n".join(explain(final.receipt_number, central_env)), flush=True)
+        print_console(url, console, workdir, ui)
         if ui:
             guest = Citizen(
                 len(citizens), "guest", people[names[0]], person(len(citizens), rng), set()

@@ -325,8 +325,14 @@ class SyncWorker:
         max_backoff: float = 300.0,
         status_every: float = 2.0,
         on_update: Callable[[Entry], None] | None = None,
+        refresh: Callable[[], object] | None = None,
+        refresh_every: float = 300.0,
     ) -> None:
         self.outbox, self.client = outbox, client
+        # something else to fetch from the registry now and then (the operator list), as
+        # long as the registry can be reached; its failures are logged and tried again
+        self.refresh, self.refresh_every = refresh, refresh_every
+        self._refreshed = -1e9
         self.threads, self.backoff, self.max_backoff = threads, backoff, max_backoff
         self.status_every = status_every
         self.on_update = on_update
@@ -364,12 +370,22 @@ class SyncWorker:
                 except Exception:  # the database or a bug: log it, never die silently
                     log.exception("outbox round failed")
                     worked = 0
+                self._refresh()
                 if worked:
                     continue
                 nxt = self.outbox.next_due()
                 wait = 5.0 if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
                 self._wake.wait(min(max(wait, 0.05), 5.0))
                 self._wake.clear()
+
+    def _refresh(self) -> None:
+        if self.refresh is None or time.monotonic() - self._refreshed < self.refresh_every:
+            return
+        self._refreshed = time.monotonic()
+        try:
+            self.refresh()
+        except Exception as exc:  # offline, refused or not authentic: the next round retries
+            log.warning("refresh from the registry failed: %s", type(exc).__name__)
 
     def round(self, pool: ThreadPoolExecutor | None = None) -> int:
         """Handle what is due now; returns how many entries were handled."""

@@ -17,7 +17,6 @@ receipt number.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -45,7 +44,10 @@ from central_api.enrolment.schemas import (
     DocumentType,
     FingerException,
     FingerprintRecord,
+    KioskRole,
+    OperatorList,
     Override,
+    pin_hash,
 )
 from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
@@ -152,12 +154,16 @@ class StepError(KioskError):
 
 
 # ---------------------------------------------------------------------------- operators
-Role = Literal["operator", "supervisor"]
+Role = KioskRole
 _ROLE_RANK = {"operator": 1, "supervisor": 2}
 
 
 class Operators:
     """Operators and supervisors of this centre, with scrypt-hashed PINs (a JSON file).
+
+    The registry is the source of truth: the kiosk's sync installs the list it signs for this
+    kiosk (:meth:`install`, ``kiosk_id`` set), replacing the file; :meth:`add` (``kiosk
+    operator-add``) only bootstraps a kiosk before its first sync or for a demo.
 
     Five wrong PINs in a row lock the operator for five minutes. Lockouts are kept in
     ``lockouts.json`` in the kiosk's data directory (``state_dir``; beside the operators file
@@ -168,9 +174,13 @@ class Operators:
     LOCK_SECONDS = 300.0
 
     def __init__(
-        self, path: Path, state_dir: Path | None = None, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        kiosk_id: str = "",
     ) -> None:
-        self.path = path
+        self.path, self.kiosk_id = path, kiosk_id
         self.lockouts = (state_dir or path.parent) / "lockouts.json"
         self.clock = clock
         self._lock = threading.Lock()
@@ -179,6 +189,29 @@ class Operators:
         if not self.path.exists():
             return {}
         return {o["id"]: o for o in json.loads(self.path.read_text())["operators"]}
+
+    @property
+    def version(self) -> int:
+        """The version of the registry's list installed here (0: a local file only)."""
+        if not self.path.exists():
+            return 0
+        return int(json.loads(self.path.read_text()).get("version", 0))
+
+    def install(self, signed: OperatorList, registry_public: bytes) -> bool:
+        """Replace the operators with the registry's list for this kiosk, if its signature
+        verifies (DecisionNotAuthentic if not) and it is newer than the one installed (an
+        older one is ignored: False). Lockouts are kept."""
+        lst = signed.verify(registry_public, self.kiosk_id)
+        with self._lock:
+            if lst.version <= self.version and self.path.exists():
+                return False
+            body = {
+                "version": lst.version,
+                "issued_at": lst.issued_at,
+                "operators": [o.model_dump() for o in lst.operators],
+            }
+            write_private(self.path, json.dumps(body, indent=1).encode())
+        return True
 
     def _failures(self) -> dict[str, list[float]]:
         try:
@@ -196,7 +229,7 @@ class Operators:
             "id": operator_id,
             "role": role,
             "salt": salt.hex(),
-            "hash": _hash(pin, salt),
+            "hash": pin_hash(pin, salt),
         }
         write_private(self.path, json.dumps({"operators": list(ops.values())}, indent=1).encode())
 
@@ -215,7 +248,7 @@ class Operators:
                 raise StepError(Problem.OPERATOR_LOCKED)
             op = self._load().get(operator_id)
             ok = op is not None and hmac.compare_digest(
-                op["hash"], _hash(pin, bytes.fromhex(op["salt"]))
+                op["hash"], pin_hash(pin, bytes.fromhex(op["salt"]))
             )
             if not ok:
                 failures[operator_id] = [count + 1, self.clock() + self.LOCK_SECONDS]
@@ -247,10 +280,6 @@ class Operators:
             raise StepError(Problem.OPERATOR_UNKNOWN)
         self.authenticate(supervisor_id, pin, "supervisor")
         self.unlock(operator_id)
-
-
-def _hash(pin: str, salt: bytes) -> str:
-    return hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1).hex()
 
 
 # ---------------------------------------------------------------------------- session data

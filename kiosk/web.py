@@ -580,7 +580,10 @@ def assemble(
     ``registry_keys``: the registry's packet key (sealed to) and signing key (verified)."""
     outbox = Outbox(data_dir / "outbox.db", Outbox.load_key(data_dir / "outbox.key"))
     client = CentralClient(central_url, identity, *registry_keys, timeout=15.0, retries=0)
-    worker = SyncWorker(outbox, client).start()
+    operators.kiosk_id = settings.kiosk_id
+    worker = SyncWorker(
+        outbox, client, refresh=lambda: operators.install(client.operators(), registry_keys[1])
+    ).start()
     session = EnrolmentSession(
         settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()
     )

@@ -129,7 +129,7 @@ class Registry:
 
     def __init__(self, client: TestClient, kiosk: KioskIdentity) -> None:
         self.client, self.kiosk = client, kiosk
-        self.app = client.app
+        self.app = getattr(client, "app", None)  # None: a live server over httpx
 
     def packet(self, templates: list[np.ndarray], image: bytes, **kw: object) -> EnrolmentPacket:
         """A packet of this kiosk that satisfies the intake policy unless ``kw`` change it.
@@ -155,8 +155,11 @@ class Registry:
 
     def get(self, packet_id: object, signer: KioskIdentity | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
         """Signed status read, as the kiosk does it."""
+        return self.read(f"/v1/enrolments/{packet_id}", signer, ts)
+
+    def read(self, path: str, signer: KioskIdentity | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
+        """A GET signed as a kiosk signs its reads."""
         signer = signer or self.kiosk
-        path = f"/v1/enrolments/{packet_id}"
         ts = int(time.time()) if ts is None else ts
         return self.client.get(
             path,

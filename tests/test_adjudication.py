@@ -11,10 +11,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import date
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import Registry, demographics, fingers, registry_env
+from helpers import SIGNING_PUB, Registry, demographics, fingers, registry_env
 from sqlalchemy import select
 
 from biometrics import face
@@ -24,10 +25,13 @@ from central_api.audit.models import AuditEvent
 from central_api.db import transaction
 from central_api.dedup.service import face_context, finger_reference
 from central_api.enrolment.models import Enrolment
+from central_api.enrolment.schemas import DecisionNotAuthentic, OperatorList
 from central_api.identity.models import FaceReference
 from central_api.identity.service import issue_person
 from central_api.operators import service as ops
 from central_api.operators.models import ConsoleSession, Operator
+from kiosk.client import KioskIdentity
+from kiosk.session import Operators, StepError
 
 OBAMA = 4242
 
@@ -398,3 +402,62 @@ def test_cli_bootstraps_the_first_admin(db_url: str) -> None:
         text=True,
     )
     assert json.loads(out.stdout)["totp_secret"] != creds["totp_secret"]
+
+
+def test_kiosk_operators_are_managed_centrally_and_synced_signed(
+    console: Console, tmp_path: Path
+) -> None:
+    """The registrar adds an agent in the console; the kiosk installs the signed list and
+    checks the PIN offline; a disabled agent is gone at the next sync; a list altered, for
+    another kiosk, or older than the installed one is refused."""
+    console.add("admin", "registrar_admin")
+    admin = console.sign_in("admin")
+    kiosk_id = console.reg.kiosk.kiosk_id
+    operators = Operators(tmp_path / "operators.json", tmp_path, kiosk_id=kiosk_id)
+    operators.add("local-boot", "supervisor", "9999")  # a bootstrap before the first sync
+
+    def fetch() -> OperatorList:
+        r = console.reg.read("/v1/kiosk/operators")
+        assert r.status_code == 200, r.text
+        return OperatorList.model_validate_json(r.content)
+
+    empty = fetch()
+    assert empty.version == 0 and not operators.install(empty, SIGNING_PUB)  # keeps bootstrap
+    csrf = csrf_of(admin, "/console/kiosk-operators")
+    r = admin.post(
+        "/console/kiosk-operators",
+        data={"csrf": csrf, "operator_id": "agent.fes", "role": "operator", "kiosks": kiosk_id},
+    )
+    pin = re.search(r'id="new-pin">([0-9]{6})<', r.text).group(1)  # type: ignore[union-attr]
+    admin.post(
+        "/console/kiosk-operators",
+        data={"csrf": csrf, "operator_id": "agent.rabat", "role": "operator", "kiosks": "K-OTHER"},
+    )
+    first = fetch()
+    assert [o.id for o in first.operators] == ["agent.fes"]  # not the other kiosk's agent
+    assert operators.install(first, SIGNING_PUB)
+    assert operators.authenticate("agent.fes", pin, "operator") == "operator"
+    with pytest.raises(StepError):
+        operators.authenticate("local-boot", "9999", "operator")  # replaced by the registry's
+    # tampered, another kiosk's, or signed by someone else: refused
+    forged = first.model_copy(
+        update={"operators": [first.operators[0].model_copy(update={"role": "supervisor"})]}
+    )
+    with pytest.raises(DecisionNotAuthentic):
+        operators.install(forged, SIGNING_PUB)
+    with pytest.raises(DecisionNotAuthentic):
+        operators.install(first.model_copy(update={"kiosk_id": "K-OTHER"}), SIGNING_PUB)
+    # disabled: gone at the next sync; the older list cannot be installed again
+    r = admin.post(
+        "/console/kiosk-operators/agent.fes/disable", data={"csrf": csrf, "reason": "left"}
+    )
+    assert r.status_code == 303
+    second = fetch()
+    assert second.version > first.version and second.operators == []
+    assert operators.install(second, SIGNING_PUB)
+    assert not operators.install(first, SIGNING_PUB)  # no rollback
+    with pytest.raises(StepError):
+        operators.authenticate("agent.fes", pin, "operator")
+    # only a registered, active kiosk reads a list
+    stranger = KioskIdentity.generate("K-STRANGER")
+    assert console.reg.read("/v1/kiosk/operators", signer=stranger).status_code == 401

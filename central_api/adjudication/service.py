@@ -136,6 +136,13 @@ class Machine:
     probe: dict[str, Any]
 
     @property
+    def shown(self) -> list[dict[str, Any]]:
+        """The candidates an adjudicator is shown: those at or above the adjudication
+        threshold, or the best one when none is (a case opened for its capture evidence)."""
+        above = [c for c in self.candidates if c["llr"] >= self.adjudication]
+        return above or self.candidates[:1]
+
+    @property
     def leaning(self) -> Decision:
         """Same person at or above the thresholds' midpoint, different persons below."""
         if self.best_llr is None:
@@ -453,7 +460,7 @@ def view_case(s: Session, cipher: FieldCipher, case_id: int, op: Signed) -> Case
     m = machine_view(e, case)
     probe = _side(cipher, e)
     candidates = []
-    for c in m.candidates:
+    for c in m.shown:
         pid = int(c["person_id"])
         person = s.get(Person, pid)
         side = _side(cipher, issuing_enrolment(s, pid), person.idcs if person else None)
@@ -744,7 +751,7 @@ def review(
 def _candidate(m: Machine, decision: Decision, candidate: int | None) -> int | None:
     if decision != Decision.SAME_PERSON:
         return None
-    shown = [int(c["person_id"]) for c in m.candidates]
+    shown = [int(c["person_id"]) for c in m.shown]
     if candidate is None and shown:
         candidate = shown[0]
     if candidate not in shown:

@@ -489,6 +489,48 @@ def kiosk_deactivate(
     return _see(f"/console/kiosks?message=Kiosk+{kiosk_id}+deactivated.")
 
 
+@router.get("/kiosk-operators", response_class=HTMLResponse)
+def kiosk_operators(reg: RegistryDep, op: OperatorDep) -> HTMLResponse:
+    """Agents and supervisors of the kiosks: synced to each kiosk in a signed list."""
+    allow(op, Role.REGISTRAR_ADMIN)
+    with reg.sessions() as s:
+        rows = intake.list_kiosk_operators(s)
+    return page("kiosk_operators.html", op, rows=rows, pin=None)
+
+
+@router.post("/kiosk-operators", response_class=HTMLResponse)
+def kiosk_operator_set(
+    reg: RegistryDep,
+    op: OperatorDep,
+    csrf: CSRF,
+    operator_id: Annotated[str, Form(max_length=40)],
+    role: Annotated[str, Form(max_length=12)],
+    kiosks: Annotated[str, Form(max_length=2000)] = "*",
+) -> HTMLResponse:
+    allow(op, Role.REGISTRAR_ADMIN)
+    check_csrf(op, csrf)
+    with transaction(reg.sessions) as s:
+        _, pin = intake.set_kiosk_operator(s, operator_id, role, kiosks, op.operator_id)
+    with reg.sessions() as s:
+        rows = intake.list_kiosk_operators(s)
+    return page("kiosk_operators.html", op, rows=rows, pin=(operator_id, pin))
+
+
+@router.post("/kiosk-operators/{operator_id}/disable")
+def kiosk_operator_disable(
+    reg: RegistryDep,
+    op: OperatorDep,
+    operator_id: str,
+    csrf: CSRF,
+    reason: Annotated[str, Form(min_length=3, max_length=200)],
+) -> Response:
+    allow(op, Role.REGISTRAR_ADMIN)
+    check_csrf(op, csrf)
+    with transaction(reg.sessions) as s:
+        intake.disable_kiosk_operator(s, operator_id, op.operator_id, reason)
+    return _see("/console/kiosk-operators")
+
+
 @router.get("/operators", response_class=HTMLResponse)
 def operators(reg: RegistryDep, op: OperatorDep) -> HTMLResponse:
     """Console accounts: add, disable, reset."""

@@ -33,6 +33,24 @@ class Kiosk(Base):
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class KioskOperator(Base):
+    """An agent or supervisor of the kiosks (``kiosks``: comma-separated kiosk ids, or ``*``
+    for every kiosk), managed centrally: kiosks receive them in a signed list
+    (``schemas.OperatorList``) and check PINs offline against ``pin_hash``. ``version``: the
+    list version of the row's last change (a list's version is the highest of its rows')."""
+
+    __tablename__ = "kiosk_operators"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role: Mapped[str] = mapped_column(String(12))
+    salt: Mapped[str] = mapped_column(String(32))
+    pin_hash: Mapped[str] = mapped_column(String(128))
+    kiosks: Mapped[str] = mapped_column(String(2000), default="*")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Enrolment(Base):
     """One received packet. Personal and biometric fields are AES-GCM encrypted.
 

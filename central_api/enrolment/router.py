@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -32,6 +32,7 @@ from central_api.enrolment.schemas import (
     TIMESTAMP_HEADER,
     EnrolmentStatus,
     ErrorAnswer,
+    OperatorList,
     SealedPacket,
     read_message,
 )
@@ -173,6 +174,28 @@ def _store(
     raise Unavailable("could not store the packet; retry later", retry_after=5)
 
 
+def signed_reader(
+    request: Request,
+    reg: RegistryDep,
+    kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
+    timestamp: Annotated[int, Header(alias=TIMESTAMP_HEADER)],
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> service.KioskKey:
+    """The kiosk behind a read: it signs ``read_message(path, timestamp)`` with its key
+    (NotAuthenticated if not, or if the timestamp is off by more than ``READ_SKEW``)."""
+    if abs(time.time() - timestamp) > READ_SKEW.total_seconds():
+        raise NotAuthenticated()
+    try:
+        raw = base64.b64decode(signature or "", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    message = read_message(request.url.path, timestamp)
+    return reg.kiosks.authenticate(kiosk_id, message, raw)
+
+
+ReaderDep = Annotated[service.KioskKey, Depends(signed_reader)]
+
+
 def _status(
     reg: Registry, kiosk_id: str, packet_id: uuid.UUID, reader: service.KioskKey | None = None
 ) -> EnrolmentStatus:
@@ -192,24 +215,23 @@ def _status(
     response_model=EnrolmentStatus,
     responses={401: _ERRORS[401], 403: _ERRORS[403], 404: {**_ERROR, "description": "not_found"}},
 )
-def get_enrolment(
-    packet_id: uuid.UUID,
-    request: Request,
-    reg: RegistryDep,
-    kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
-    timestamp: Annotated[int, Header(alias=TIMESTAMP_HEADER)],
-    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
-) -> EnrolmentStatus:
+def get_enrolment(packet_id: uuid.UUID, reg: RegistryDep, reader: ReaderDep) -> EnrolmentStatus:
     """Status of an enrolment, its receipt number, and its IDCS once issued, signed.
 
     Only the kiosk that sent the packet may read it: it signs ``read_message(path, timestamp)``.
     """
-    if abs(time.time() - timestamp) > READ_SKEW.total_seconds():
-        raise NotAuthenticated()
-    try:
-        raw = base64.b64decode(signature or "", validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    message = read_message(request.url.path, timestamp)
-    reader = reg.kiosks.authenticate(kiosk_id, message, raw)
-    return _status(reg, kiosk_id, packet_id, reader)
+    return _status(reg, reader.id, packet_id, reader)
+
+
+kiosk_router = APIRouter(prefix="/v1/kiosk", tags=["enrolment"])
+
+
+@kiosk_router.get(
+    "/operators", response_model=OperatorList, responses={401: _ERRORS[401], 403: _ERRORS[403]}
+)
+def get_operators(reg: RegistryDep, reader: ReaderDep) -> OperatorList:
+    """The reading kiosk's agents and supervisors (PIN hashes), signed by the registry: the
+    kiosk installs the list only if the signature verifies and the version is not older."""
+    with reg.sessions() as s:
+        service.still_active(s, reader)
+        return service.operator_list(s, reader.id, reg.signing_key.sign)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import io
+import json
 import math
 import re
 import uuid
@@ -525,6 +526,77 @@ def verify_status(
     except (InvalidSignature, ValueError, binascii.Error) as exc:
         raise DecisionNotAuthentic("the answer is not signed by the registry's key") from exc
     return st
+
+
+# --- kiosk operators: the agents and supervisors of a kiosk, managed by the registry -------------
+#
+# A kiosk checks its operators' PINs itself (offline too), so the registry sends it their salted
+# scrypt hashes in a list it signs with its Ed25519 decision key; the kiosk installs a list only
+# if the signature verifies, it names this kiosk, and its version is not older than the one it
+# has (no rollback to a list with an operator since disabled).
+
+KioskRole = Literal["operator", "supervisor"]
+
+
+def pin_hash(pin: str, salt: bytes) -> str:
+    """The hash a kiosk compares a typed PIN with (scrypt, N=2^14, r=8, p=1; hex)."""
+    return hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+
+
+class OperatorEntry(BaseModel):
+    """One agent or supervisor as a kiosk stores them: id, role, PIN salt and hash (hex)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
+    role: KioskRole
+    salt: str = Field(pattern=r"^[0-9a-f]{32}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{128}$")
+
+
+class OperatorList(BaseModel):
+    """The operators of one kiosk, version ``version`` (rises with every change), signed."""
+
+    kiosk_id: str
+    version: int = Field(ge=0)
+    issued_at: int = Field(description="unix seconds when the registry signed it")
+    operators: list[OperatorEntry] = Field(max_length=2000)
+    signature: str = ""
+
+    def message(self) -> bytes:
+        """The bytes the registry signs: everything but the signature, canonically."""
+        body = [o.model_dump() for o in sorted(self.operators, key=lambda o: o.id)]
+        return "\n".join(
+            [
+                "RNP-OPERATORS-v1",
+                self.kiosk_id,
+                str(self.version),
+                str(self.issued_at),
+                json.dumps(body, sort_keys=True, separators=(",", ":")),
+            ]
+        ).encode()
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> OperatorList:
+        """This list with the registry's signature."""
+        return self.model_copy(
+            update={"signature": base64.b64encode(sign(self.message())).decode("ascii")}
+        )
+
+    def verify(self, registry_public: bytes, kiosk_id: str) -> OperatorList:
+        """Itself, if the registry (raw Ed25519 public key) signed it for ``kiosk_id``;
+        DecisionNotAuthentic if not."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        if self.kiosk_id != kiosk_id:
+            raise DecisionNotAuthentic("the operator list is another kiosk's")
+        try:
+            Ed25519PublicKey.from_public_bytes(registry_public).verify(
+                base64.b64decode(self.signature, validate=True), self.message()
+            )
+        except (InvalidSignature, ValueError, binascii.Error) as exc:
+            raise DecisionNotAuthentic("the operator list is not signed by the registry") from exc
+        return self
 
 
 # --- the sealed envelope: how a packet travels ------------------------------------------------

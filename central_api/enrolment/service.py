@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+import secrets
 import threading
 import time
 import uuid
@@ -32,6 +34,7 @@ from biometrics import face
 from biometrics.fingerprint import FingerprintTemplate
 from central_api.audit.service import count_recent, fingerprint, record
 from central_api.crypto import FieldCipher
+from central_api.db import utcnow
 from central_api.enrolment.exceptions import (
     ClockSkew,
     InvalidPacket,
@@ -43,15 +46,18 @@ from central_api.enrolment.exceptions import (
     UndecryptablePacket,
     WitnessesNotRegistered,
 )
-from central_api.enrolment.models import Enrolment, Kiosk, PacketSend
+from central_api.enrolment.models import Enrolment, Kiosk, KioskOperator, PacketSend
 from central_api.enrolment.schemas import (
     EnrolmentPacket,
     EnrolmentState,
     EnrolmentStatus,
     FingerprintRecord,
+    OperatorEntry,
+    OperatorList,
     SealError,
     SendEnvelope,
     open_sealed,
+    pin_hash,
     receipt_number,
     sign_status,
 )
@@ -205,6 +211,74 @@ def deactivate_kiosk(session: Session, kiosk_id: str, actor: str, reason: str) -
 def list_kiosks(session: Session) -> list[Kiosk]:
     """Every registered kiosk, by id."""
     return list(session.scalars(select(Kiosk).order_by(Kiosk.id)))
+
+
+# ------------------------------------------------------------------------ kiosk operators
+_KIOSK_OPERATOR_ID = re.compile(r"^[A-Za-z0-9_.\-]{2,40}$")
+
+
+def _next_version(session: Session) -> int:
+    return int(session.scalar(select(func.max(KioskOperator.version))) or 0) + 1
+
+
+def _kiosk_scope(kiosks: str) -> str:
+    scope = ",".join(sorted({k.strip() for k in kiosks.split(",") if k.strip()})) or "*"
+    if len(scope) > 2000 or ("*" in scope and scope != "*"):
+        raise InvalidRequest("kiosks: '*' for every kiosk, or kiosk ids separated by commas")
+    return scope
+
+
+def set_kiosk_operator(
+    session: Session, operator_id: str, role: str, kiosks: str, actor: str
+) -> tuple[KioskOperator, str]:
+    """Create an agent or supervisor with a new 6-digit PIN, or give an existing one a new
+    PIN, role and kiosks (and enable them); returns the row and the PIN (shown once)."""
+    if not _KIOSK_OPERATOR_ID.match(operator_id):
+        raise InvalidRequest("an operator id is 2-40 letters, digits, '.', '_' or '-'")
+    if role not in ("operator", "supervisor"):
+        raise InvalidRequest("a kiosk operator's role is operator or supervisor")
+    pin = "".join(secrets.choice("0123456789") for _ in range(6))
+    salt = secrets.token_bytes(16)
+    version = _next_version(session)
+    row = session.get(KioskOperator, operator_id, with_for_update=True)
+    if row is None:
+        row = KioskOperator(id=operator_id)
+        session.add(row)
+    row.role, row.kiosks, row.active = role, _kiosk_scope(kiosks), True
+    row.salt, row.pin_hash = salt.hex(), pin_hash(pin, salt)
+    row.version, row.updated_at = version, utcnow()
+    record(session, actor, "kiosk_operator.set", "kiosk_operator", operator_id, role=role)
+    return row, pin
+
+
+def disable_kiosk_operator(session: Session, operator_id: str, actor: str, reason: str) -> None:
+    """Take an agent off every kiosk (at each kiosk's next sync)."""
+    version = _next_version(session)
+    row = session.get(KioskOperator, operator_id, with_for_update=True)
+    if row is None:
+        raise InvalidRequest(f"no kiosk operator {operator_id}")
+    row.active, row.version, row.updated_at = False, version, utcnow()
+    record(session, actor, "kiosk_operator.disabled", "kiosk_operator", operator_id, reason=reason)
+
+
+def list_kiosk_operators(session: Session) -> list[KioskOperator]:
+    """Every kiosk operator, by id."""
+    return list(session.scalars(select(KioskOperator).order_by(KioskOperator.id)))
+
+
+def operator_list(session: Session, kiosk_id: str, sign: Callable[[bytes], bytes]) -> OperatorList:
+    """The signed list of the active operators of ``kiosk_id``."""
+    rows = list_kiosk_operators(session)
+    version = max((r.version for r in rows), default=0)
+    mine = [
+        OperatorEntry(id=r.id, role=r.role, salt=r.salt, hash=r.pin_hash)  # type: ignore[arg-type]
+        for r in rows
+        if r.active and (r.kiosks == "*" or kiosk_id in r.kiosks.split(","))
+    ]
+    lst = OperatorList(
+        kiosk_id=kiosk_id, version=version, issued_at=int(time.time()), operators=mine
+    )
+    return lst.signed(sign)
 
 
 # ---------------------------------------------------------------------------------- intake

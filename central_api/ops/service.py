@@ -10,7 +10,9 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from central_api.adjudication.service import report
 from central_api.audit.models import AuditEvent
+from central_api.db import utcnow
 from central_api.enrolment.models import Enrolment
 from central_api.identity.models import Person
 
@@ -130,4 +132,62 @@ def render(
         [(f'{{code="{k}"}}', v) for k, v in sorted(intake.snapshot().items())],
     )
     metric("rnp_audit_events", "gauge", "Rows in the audit chain.", [("", last_seq)])
+    r = report(session)
+    metric(
+        "rnp_adjudication_cases",
+        "gauge",
+        "Adjudication cases waiting, by status.",
+        [('{status="open"}', r.open_cases), ('{status="second_review"}', r.second_review)],
+    )
+    metric(
+        "rnp_adjudication_oldest_case_seconds",
+        "gauge",
+        "Age of the oldest adjudication case not yet closed.",
+        [("", r.oldest_age_seconds)],
+    )
+    metric(
+        "rnp_adjudication_closed",
+        "gauge",
+        "Adjudication cases closed, by the decision that took effect.",
+        [(f'{{decision="{k}"}}', v) for k, v in sorted(r.outcomes.items())],
+    )
+    today = max(r.decisions_per_day, default=None)
+    metric(
+        "rnp_adjudication_decisions_today",
+        "gauge",
+        "Adjudicators' decisions today (UTC), by decision (second_eye: reviews).",
+        [(f'{{decision="{k}"}}', v) for k, v in sorted(r.decisions_per_day.get(today, {}).items())]
+        if today == utcnow().date().isoformat()
+        else [],
+    )
+    metric(
+        "rnp_adjudication_operator_decisions_7d",
+        "gauge",
+        "Decisions per adjudicator over the last 7 days.",
+        [(f'{{operator="{k}"}}', v) for k, v in sorted(r.throughput.items())],
+    )
+    metric(
+        "rnp_adjudication_overturned_ratio",
+        "gauge",
+        "Share of closed cases decided against the machine's leaning.",
+        [("", r.overturned / r.closed)] if r.closed else [],
+    )
+    metric(
+        "rnp_adjudication_fpir_estimate",
+        "gauge",
+        "Non-mated searches that reached an adjudicator (different persons / issued).",
+        [] if r.fpir_estimate is None else [("", r.fpir_estimate)],
+    )
+    metric(
+        "rnp_adjudication_fnir_estimate",
+        "gauge",
+        "Confirmed duplicates the automatic threshold missed (a lower bound).",
+        [] if r.fnir_estimate is None else [("", r.fnir_estimate)],
+    )
+    metric(
+        "rnp_kiosk_last_packet_timestamp_seconds",
+        "gauge",
+        "When each kiosk's last packet arrived (unix seconds).",
+        [(f'{{kiosk="{k}"}}', last.timestamp()) for k, _, last in r.kiosks if last is not None],
+    )
     return "\n".join(lines) + "\n"

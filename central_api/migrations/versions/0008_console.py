@@ -1,4 +1,5 @@
-"""the operators' console: accounts and sessions, adjudication claims, decisions, fraud flags
+"""the operators' console: accounts and sessions, adjudication claims, decisions, fraud flags,
+kiosk operators managed centrally
 
 Revision ID: 0008
 Revises: 0007
@@ -78,9 +79,21 @@ def upgrade() -> None:
         sa.Column("flagged_at", _AT, nullable=False),
     )
     op.create_index("ix_fraud_flags_flagged_at", "fraud_flags", ["flagged_at"])
+    op.create_table(
+        "kiosk_operators",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("role", sa.String(12), nullable=False),
+        sa.Column("salt", sa.String(32), nullable=False),
+        sa.Column("pin_hash", sa.String(128), nullable=False),
+        sa.Column("kiosks", sa.String(2000), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", _AT, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("kiosk_operators")
     op.drop_index("ix_fraud_flags_flagged_at", table_name="fraud_flags")
     op.drop_table("fraud_flags")
     op.drop_index("ix_adjudication_decisions_at", table_name="adjudication_decisions")
