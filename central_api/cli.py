@@ -272,6 +272,18 @@ def _kiosk_operator_disable(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_link(args: argparse.Namespace) -> int:
+    from central_api.operators.service import link_oidc
+
+    with _database(args) as factory, transaction(factory) as s:
+        link_oidc(s, args.operator_id, args.subject, f"cli:{_operator()}")
+    print(
+        f"operator {args.operator_id}: "
+        + (f"signs in at the identity provider as {args.subject}" if args.subject else "unlinked")
+    )
+    return 0
+
+
 def _totp_code(args: argparse.Namespace) -> int:
     from central_api.operators.service import secret_from_base32, totp
 
@@ -509,6 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("operator_id")
     sp.add_argument("--json", action="store_true", help="print the credentials as JSON")
     sp.set_defaults(func=_operator_reset)
+    sp = sub.add_parser(
+        "operator-link",
+        help="let an identity provider's subject (OpenID Connect 'sub') sign in as an account",
+    )
+    db_arg(sp)
+    sp.add_argument("operator_id")
+    sp.add_argument("--subject", help="the provider's subject; omit to unlink")
+    sp.set_defaults(func=_operator_link)
     sp = sub.add_parser(
         "kiosk-operator-set",
         help="add a kiosk agent or supervisor, or give one a new PIN (printed once)",

@@ -7,7 +7,7 @@ import binascii
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from central_api.exceptions import InternalError
 from central_api.identity.idcs import IdcsPolicy
+
+if TYPE_CHECKING:
+    from central_api.operators.oidc import Provider
 
 
 class ConfigError(InternalError):
@@ -173,6 +176,21 @@ class Settings(BaseSettings):
         "accept them from http://localhost and 127.0.0.1)",
     )
 
+    console_oidc_issuer: str | None = Field(
+        default=None,
+        description="the ministry's OpenID Connect provider (issuer URL); unset: passwords "
+        "and TOTP only",
+    )
+    console_oidc_client_id: str | None = None
+    console_oidc_client_secret: SecretStr | None = None
+    console_oidc_redirect_uri: str | None = Field(
+        default=None,
+        description="this registry's /console/oidc/callback as registered at the provider",
+    )
+    console_oidc_require_second_factor: bool = Field(
+        default=True, description="refuse ID tokens whose amr names no second factor"
+    )
+
     sync_wait_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     processing_lease_seconds: float = Field(default=120.0, gt=0)
@@ -225,6 +243,33 @@ class Settings(BaseSettings):
         if self.dedup_adjudication_fpir < self.dedup_target_fpir:
             raise ValueError("dedup_adjudication_fpir must not be below dedup_target_fpir")
         return self
+
+    def oidc_provider(self) -> Provider | None:
+        """The console's OpenID Connect provider, or None when sign-in is local only;
+        ConfigError when it is half configured."""
+        from central_api.operators.oidc import Provider
+
+        given = (
+            self.console_oidc_issuer,
+            self.console_oidc_client_id,
+            self.console_oidc_client_secret,
+            self.console_oidc_redirect_uri,
+        )
+        if not any(given):
+            return None
+        if not all(given):
+            raise ConfigError(
+                "OpenID Connect needs CENTRAL_CONSOLE_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET "
+                "and _REDIRECT_URI together"
+            )
+        assert self.console_oidc_client_secret is not None
+        return Provider(
+            issuer=str(self.console_oidc_issuer),
+            client_id=str(self.console_oidc_client_id),
+            client_secret=self.console_oidc_client_secret.get_secret_value(),
+            redirect_uri=str(self.console_oidc_redirect_uri),
+            require_second_factor=self.console_oidc_require_second_factor,
+        )
 
     def idcs_policy(self) -> IdcsPolicy:
         """The IDCS filters these settings describe."""

@@ -34,6 +34,7 @@ from kiosk.client import KioskIdentity
 from kiosk.session import Operators, StepError
 
 OBAMA = 4242
+METRICS = "metrics-token-of-the-console-tests"
 
 
 def test_totp_is_rfc_6238() -> None:
@@ -50,7 +51,7 @@ def test_totp_is_rfc_6238() -> None:
 @pytest.fixture
 def console(registry_factory: Callable[..., Registry]) -> Iterator[Console]:
     # a target FPIR no match reaches: every match of a known person is adjudicated
-    reg = registry_factory(dedup_target_fpir=1e-80)
+    reg = registry_factory(dedup_target_fpir=1e-80, metrics_token=METRICS)
     yield Console(reg)
 
 
@@ -269,6 +270,20 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
     assert r.status_code == 303 and "in+effect" in r.headers["location"]
     st = console.reg.get(_packet_of(console, case2)).json()
     assert st["status"] == "issued" and re.fullmatch(r"[0-9]{10}", st["idcs"])
+    # the dashboard's numbers, as Prometheus reads them: one of two closed against the machine
+    text = console.reg.client.get(
+        "/v1/metrics", headers={"Authorization": f"Bearer {METRICS}"}
+    ).text
+    for line in (
+        'rnp_adjudication_closed{decision="different_persons"} 1',
+        'rnp_adjudication_closed{decision="same_person"} 1',
+        "rnp_adjudication_overturned_ratio 0.5",
+        'rnp_adjudication_cases{status="open"} 0',
+        'rnp_adjudication_operator_decisions_7d{operator="senior"} 1',
+    ):
+        assert line in text, line
+    dashboard = b.get("/console/")
+    assert dashboard.status_code == 200 and "machine leanings overturned (1)" in dashboard.text
 
 
 def _packet_of(console: Console, case_id: int) -> object:
@@ -461,3 +476,11 @@ def test_kiosk_operators_are_managed_centrally_and_synced_signed(
     # only a registered, active kiosk reads a list
     stranger = KioskIdentity.generate("K-STRANGER")
     assert console.reg.read("/v1/kiosk/operators", signer=stranger).status_code == 401
+
+
+def test_an_image_that_cannot_be_decoded_is_a_clear_404_not_a_crash() -> None:
+    from central_api.console import images
+
+    with pytest.raises(images.ImageUnreadable) as caught:
+        images.face_png(b"\xff\xd8 not a jpeg", "adj 2026-11-29")
+    assert caught.value.status_code == 404 and "cannot be decoded" in str(caught.value)

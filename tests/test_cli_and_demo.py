@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,22 +37,32 @@ def test_shipped_firmware_configs_are_valid_and_bad_ones_are_explained(tmp_path:
 @pytest.mark.slow
 @pytest.mark.pcsc
 def test_demo_enrols_everyone_and_catches_the_returning_person(tmp_path: Path):
-    """The main job as the README runs it (``kiosk demo``), in its own process."""
+    """The main job as the README runs it (``kiosk demo``), in its own process: everyone
+    issued, the returning person a duplicate, the person back under another name with bandaged
+    hands an adjudication case; the console's URL and sign-in printed."""
     cmd = [str(BIN / "kiosk"), "demo", "--workdir", str(tmp_path / "demo")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     last = r.stdout.strip().splitlines()[-1]
     summary = json.loads(last)
     assert {k: summary[k] for k in ("enrolled", "issued", "duplicates", "adjudication")} == {
-        "enrolled": 13,
+        "enrolled": 14,
         "issued": 12,
         "duplicates": 1,
-        "adjudication": 0,
+        "adjudication": 1,
     }
     assert summary["not_enrolled"] == 0
-    assert summary["outbox"] == {"final": 13}  # every packet acknowledged and decided
+    # every packet acknowledged and decided; the adjudication case's still awaits a person
+    assert summary["outbox"] == {"final": 13, "acked": 1}
     # the duplicate's evidence, as the registry's CLI prints it: found by fingers and face
     assert "fused LLR" in r.stdout and "fingers (position: bits/LLR): 1:" in r.stdout
+    assert "between the adjudication threshold" in r.stdout
+    # the console and how to sign in; the registry's settings kept to open it again
+    assert "operators' console: http://127.0.0.1:" in r.stdout
+    secret = re.search(r"adj\.demo: temporary password \S+ .*TOTP secret ([A-Z2-7]+)", r.stdout)
+    assert secret is not None
+    env = tmp_path / "demo" / "central.env"
+    assert env.stat().st_mode & 0o077 == 0 and "CENTRAL_DATA_KEY=" in env.read_text()
 
 
 ROOTS = {

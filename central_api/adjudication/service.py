@@ -984,14 +984,23 @@ def report(s: Session, days: int = 14) -> Report:
         }
     )
     closed = sum(outcomes.values())
-    overturned = 0
-    for case, e in s.execute(
-        select(AdjudicationCase, Enrolment)
-        .join(Enrolment, Enrolment.id == AdjudicationCase.enrolment_id)
-        .where(AdjudicationCase.status == CaseStatus.CLOSED)
-    ):
-        if case.outcome in (Decision.SAME_PERSON, Decision.DIFFERENT_PERSONS):
-            overturned += case.outcome != machine_view(e, case).leaning
+    # closed against the machine: the decision that took effect was against its leaning
+    overturned = (
+        s.scalar(
+            select(func.count()).where(
+                AdjudicationCase.status == CaseStatus.CLOSED,
+                select(AdjudicationDecision.id)
+                .where(
+                    AdjudicationDecision.case_id == AdjudicationCase.id,
+                    AdjudicationDecision.stage == "first",
+                    AdjudicationDecision.against_machine.is_(True),
+                    AdjudicationDecision.decision == AdjudicationCase.outcome,
+                )
+                .exists(),
+            )
+        )
+        or 0
+    )
     by_status = dict(
         s.execute(select(Enrolment.status, func.count()).group_by(Enrolment.status)).all()
     )

@@ -11,6 +11,7 @@ import numpy as np
 
 from biometrics import fingerprint as fp
 from central_api.adjudication.service import FingerEvidence
+from central_api.exceptions import NotFound
 
 _FACE_HEIGHT = 360
 _PANEL = (300, 375)  # one finger's panel, width x height
@@ -24,8 +25,8 @@ _PAIR_COLOURS = [
 ]
 
 
-class ImageUnreadable(ValueError):
-    """A stored image that cannot be decoded (shown as such, never a server error)."""
+class ImageUnreadable(NotFound):
+    """A stored image that cannot be decoded (answered 404, never a server error)."""
 
 
 def watermark(img: np.ndarray, mark: str) -> np.ndarray:

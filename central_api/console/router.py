@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import secrets
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import segno
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -40,11 +42,13 @@ from central_api.db import transaction
 from central_api.dependencies import RegistryDep
 from central_api.enrolment import service as intake
 from central_api.exceptions import InvalidRequest, NotFound
+from central_api.operators import oidc
 from central_api.operators import service as ops
 from central_api.operators.exceptions import Forbidden, SignInFailed
 from central_api.operators.service import ADJUDICATORS, NewCredentials, Role, Signed
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 CSRF = Annotated[str, Form()]
 
@@ -95,7 +99,8 @@ def _mark(op: Signed) -> str:
 def login_form(reg: RegistryDep, error: str | None = None) -> HTMLResponse:
     """The sign-in page (account, password, TOTP code)."""
     token = secrets.token_urlsafe(24)
-    response = page("login.html", None, csrf=token, error=error)
+    oidc_on = reg.settings.console_oidc_issuer is not None
+    response = page("login.html", None, csrf=token, error=error, oidc=oidc_on)
     set_cookie(response, PRE_COOKIE, token, reg.settings.console_cookie_secure)
     return response
 
@@ -121,6 +126,65 @@ def login(
     response = _see("/console/")
     set_cookie(response, COOKIE, token, reg.settings.console_cookie_secure)
     response.delete_cookie(PRE_COOKIE, path="/console")
+    return response
+
+
+OIDC_COOKIE = "rnp_console_oidc"
+
+
+@router.get("/oidc/login")
+def oidc_login(reg: RegistryDep) -> Response:
+    """Sign in at the ministry's identity provider (OpenID Connect)."""
+    provider = reg.settings.oidc_provider()
+    if provider is None:
+        raise NotFound("sign-in through an identity provider is not configured")
+    try:
+        url, state = oidc.begin(provider, reg.console_key)
+    except httpx.HTTPError as exc:
+        raise SignInFailed("the identity provider cannot be reached") from exc
+    response = _see(url)
+    # Lax, not Strict: the provider sends the browser back with a cross-site navigation
+    response.set_cookie(
+        OIDC_COOKIE,
+        state,
+        max_age=oidc.STATE_SECONDS,
+        httponly=True,
+        secure=reg.settings.console_cookie_secure,
+        samesite="lax",
+        path="/console/oidc",
+    )
+    return response
+
+
+@router.get("/oidc/callback")
+def oidc_callback(
+    request: Request,
+    reg: RegistryDep,
+    state: Annotated[str, Query(max_length=200)] = "",
+    code: Annotated[str, Query(max_length=2000)] = "",
+) -> Response:
+    """The provider's answer: a verified ID token of a linked, active account opens a
+    session; anything else is refused with the sign-in page."""
+    provider = reg.settings.oidc_provider()
+    if provider is None:
+        raise NotFound("sign-in through an identity provider is not configured")
+    try:
+        subject = oidc.finish(
+            provider, reg.console_key, request.cookies.get(OIDC_COOKIE), state, code
+        )
+    except SignInFailed as exc:
+        log.warning("identity provider sign-in refused: %s", exc.detail)
+        raise
+    with transaction(reg.sessions) as s:
+        op = ops.sign_in_oidc(s, subject)
+        token = None if op is None else ops.open_session(s, op.id)[0]
+    if token is None:
+        raise SignInFailed("no active account is linked to this identity")
+    # a page, not a redirect: the session cookie is SameSite=Strict, and a browser sends it
+    # only on a navigation that starts here, not on one the provider's redirect started
+    response = page("signed_in.html", None)
+    set_cookie(response, COOKIE, token, reg.settings.console_cookie_secure)
+    response.delete_cookie(OIDC_COOKIE, path="/console/oidc")
     return response
 
 
@@ -350,11 +414,7 @@ def image(reg: RegistryDep, op: OperatorDep, token: str) -> Response:
                 return images.finger_png(ev, title, _mark(op))
         raise NotFound("no such image")
 
-    try:
-        data = draw()
-    except images.ImageUnreadable as exc:
-        raise NotFound(str(exc)) from exc
-    return secure(Response(data, media_type="image/png"))
+    return secure(Response(draw(), media_type="image/png"))
 
 
 # ------------------------------------------------------------------------- look-ups

@@ -100,13 +100,13 @@ async def submit_enrolment(
         # process (same database) is seen by re-reading the status.
         wait = 0.0 if "respond-async" in (prefer or "") else reg.settings.sync_wait_seconds
         deadline = time.monotonic() + wait
-        while not result.final and (left := deadline - time.monotonic()) > 0:
+        while not result.decided and (left := deadline - time.monotonic()) > 0:
             await run_in_threadpool(reg.dedup.wait_for, enrolment_id, min(left, 0.25))
             result = await run_in_threadpool(_status, reg, kiosk, packet_id)
     reg.intake_answers.add("accepted" if created else "resent")
     if not created:
         response.status_code = status.HTTP_200_OK
-    elif not result.final:
+    elif not result.decided:
         response.status_code = status.HTTP_202_ACCEPTED
     return result
 

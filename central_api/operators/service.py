@@ -236,6 +236,31 @@ def change_password(s: Session, operator_id: str, old: str, new: str) -> None:
     record(s, operator_id, "operator.password_changed", "operator", operator_id)
 
 
+def link_oidc(s: Session, operator_id: str, subject: str | None, actor: str) -> None:
+    """Let the identity provider's ``subject`` sign in as this account (None: unlink). A
+    linked operator signs in at the provider; their password here is not theirs to change."""
+    op = _operator(s, operator_id)
+    if subject is not None:
+        taken = s.scalar(select(Operator.id).where(Operator.oidc_subject == subject))
+        if taken not in (None, operator_id):
+            raise InvalidRequest(f"that subject is linked to {taken}")
+    op.oidc_subject = subject
+    op.must_change_password = False if subject else op.must_change_password
+    record(s, actor, "operator.oidc_linked", "operator", operator_id, linked=subject is not None)
+
+
+def sign_in_oidc(s: Session, subject: str) -> Operator | None:
+    """The active account linked to the provider's ``subject`` (None: none; audited)."""
+    op = s.scalar(select(Operator).where(Operator.oidc_subject == subject))
+    now = utcnow()
+    if op is None or not op.active or (op.locked_until is not None and op.locked_until > now):
+        if op is not None:
+            record(s, op.id, "operator.sign_in_failed", "operator", op.id, method="oidc")
+        return None
+    record(s, op.id, "operator.signed_in", "operator", op.id, method="oidc")
+    return op
+
+
 def list_operators(s: Session) -> list[Operator]:
     """Every account, by id."""
     return list(s.scalars(select(Operator).order_by(Operator.id)))
@@ -283,7 +308,7 @@ def sign_in(
     op.totp_last_step, op.failed_attempts, op.locked_until = step, 0, None
     if _HASHER.check_needs_rehash(op.password_hash):
         op.password_hash = _HASHER.hash(password)
-    record(s, op.id, "operator.signed_in", "operator", op.id)
+    record(s, op.id, "operator.signed_in", "operator", op.id, method="password")
     return op
 
 

@@ -1,0 +1,1 @@
+"""The operators' web console: adjudication, look-ups, kiosks and operators, reports."""
