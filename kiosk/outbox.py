@@ -378,6 +378,11 @@ class SyncWorker:
                 self._wake.wait(min(max(wait, 0.05), 5.0))
                 self._wake.clear()
 
+    def refresh_soon(self) -> None:
+        """Fetch the refreshed data at the next round, not after ``refresh_every``."""
+        self._refreshed = -1e9
+        self._wake.set()
+
     def _refresh(self) -> None:
         if self.refresh is None or time.monotonic() - self._refreshed < self.refresh_every:
             return

@@ -53,7 +53,7 @@ from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import lds
 from devices.icao.mrz import MRZ
-from kiosk.client import build_packet, write_private
+from kiosk.client import CentralClient, build_packet, write_private
 from kiosk.exceptions import KioskError
 from kiosk.face_capture import FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
@@ -196,6 +196,10 @@ class Operators:
         if not self.path.exists():
             return 0
         return int(json.loads(self.path.read_text()).get("version", 0))
+
+    def sync(self, client: CentralClient, registry_public: bytes) -> bool:
+        """Fetch this kiosk's list from the registry and :meth:`install` it."""
+        return self.install(client.operators(), registry_public)
 
     def install(self, signed: OperatorList, registry_public: bytes) -> bool:
         """Replace the operators with the registry's list for this kiosk, if its signature

@@ -582,7 +582,7 @@ def assemble(
     client = CentralClient(central_url, identity, *registry_keys, timeout=15.0, retries=0)
     operators.kiosk_id = settings.kiosk_id
     worker = SyncWorker(
-        outbox, client, refresh=lambda: operators.install(client.operators(), registry_keys[1])
+        outbox, client, refresh=lambda: operators.sync(client, registry_keys[1])
     ).start()
     session = EnrolmentSession(
         settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()

@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -232,7 +232,15 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
     )
     assert r.status_code == 303 and "second" in r.headers["location"]
     assert console.reg.get(packet.packet_id).json()["status"] == "adjudication"
-    # the first eye cannot be the second, and an adjudicator is not a second eye
+    # an adjudicator is not a second eye, nor is the first eye (below, a senior's own case)
+    csrf = csrf_of(a, "/console/cases")
+    assert a.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf}).status_code == 409
+    assert "second_review" not in a.get("/console/cases").text
+    r = b.post(
+        f"/console/cases/{case_id}/review",
+        data={"csrf": csrf_b, "verdict": "confirm", "reason_code": "evidence_confirms"},
+    )
+    assert r.status_code == 403
     senior = console.sign_in("senior")
     csrf_s = csrf_of(senior, "/console/cases")
     assert senior.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf_s}).status_code == 303
@@ -270,6 +278,28 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
     assert r.status_code == 303 and "in+effect" in r.headers["location"]
     st = console.reg.get(_packet_of(console, case2)).json()
     assert st["status"] == "issued" and re.fullmatch(r"[0-9]{10}", st["idcs"])
+    # a senior decides a third case against the machine: they cannot be its second eye
+    r = console.reg.submit(obama(console.reg, "obama__obama4.jpg", template, photo))
+    assert r.json()["status"] == "adjudication"
+    r = senior.post("/console/cases/next", data={"csrf": csrf_s})
+    case3 = int(r.headers["location"].rsplit("/", 1)[1])
+    senior.get(f"/console/cases/{case3}")
+    r = senior.post(
+        f"/console/cases/{case3}/decide",
+        data={"csrf": csrf_s, "decision": "same_person", "reason_code": "biometrics_match"},
+    )
+    assert "second" in r.headers["location"]
+    assert senior.post(f"/console/cases/{case3}/claim", data={"csrf": csrf_s}).status_code == 409
+    queue = senior.get("/console/cases?status=second_review").text
+    assert f"#{case3}" not in queue
+    with transaction(console.registry.sessions) as s:  # even holding it, the review is refused
+        s.get(AdjudicationCase, case3).claimed_by = "senior"  # type: ignore[union-attr]
+        s.get(AdjudicationCase, case3).claim_until = datetime.now(UTC) + timedelta(minutes=5)  # type: ignore[union-attr]
+    r = senior.post(
+        f"/console/cases/{case3}/review",
+        data={"csrf": csrf_s, "verdict": "confirm", "reason_code": "evidence_confirms"},
+    )
+    assert r.status_code == 409 and "another adjudicator" in r.text
     # the dashboard's numbers, as Prometheus reads them: one of two closed against the machine
     text = console.reg.client.get(
         "/v1/metrics", headers={"Authorization": f"Bearer {METRICS}"}
@@ -278,8 +308,8 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
         'rnp_adjudication_closed{decision="different_persons"} 1',
         'rnp_adjudication_closed{decision="same_person"} 1',
         "rnp_adjudication_overturned_ratio 0.5",
-        'rnp_adjudication_cases{status="open"} 0',
-        'rnp_adjudication_operator_decisions_7d{operator="senior"} 1',
+        'rnp_adjudication_cases{status="second_review"} 1',
+        'rnp_adjudication_operator_decisions_7d{operator="senior"} 2',
     ):
         assert line in text, line
     dashboard = b.get("/console/")

@@ -17,7 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from helpers import Registry, demographics, fingers, free_port, register_kiosk, settings_for
+from helpers import (
+    PACKET_PUB,
+    SIGNING_PUB,
+    Registry,
+    demographics,
+    fingers,
+    free_port,
+    register_kiosk,
+    settings_for,
+)
 from sqlalchemy import func, select
 
 from central_api.adjudication.models import AdjudicationCase
@@ -27,7 +36,9 @@ from central_api.enrolment.models import Enrolment
 from central_api.main import create_app
 from central_api.operators import service as ops
 from central_api.operators.models import Operator
-from kiosk.client import KioskIdentity
+from kiosk.client import CentralClient, KioskIdentity
+from kiosk.outbox import Outbox, SyncWorker
+from kiosk.session import Operators
 
 pw = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
@@ -88,7 +99,14 @@ def live(tmp_path_factory, template, photo) -> Iterator[dict]:  # type: ignore[n
         browser = p.chromium.launch(
             executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
         )
-        yield {"browser": browser, "base": base, "secrets": secrets, "registry": registry}
+        yield {
+            "browser": browser,
+            "base": base,
+            "secrets": secrets,
+            "registry": registry,
+            "kiosk": kiosk,
+            "work": work,
+        }
         browser.close()
     server.should_exit = True
     thread.join(10)
@@ -296,6 +314,30 @@ def test_console_in_a_browser(live) -> None:  # type: ignore[no-untyped-def]
     secret = str(omar.page.inner_text("#new-secret"))
     omar.shot("operator-added")
     assert ops.totp(ops.secret_from_base32(secret))
+    # a kiosk agent added here reaches the kiosk: its sync installs the signed list
+    omar.go("/console/kiosk-operators")
+    omar.page.fill("#kop_id", "agent.hind")
+    omar.page.select_option("#kop_role", "supervisor")
+    omar.page.fill("#kop_kiosks", live["kiosk"].kiosk_id)
+    omar.page.click("form.narrow button.primary")
+    pin = str(omar.page.inner_text("#new-pin"))
+    omar.shot("kiosk-agent-added")
+    kiosk_dir = live["work"] / "kiosk"
+    kiosk_dir.mkdir()
+    operators = Operators(kiosk_dir / "operators.json", kiosk_id=live["kiosk"].kiosk_id)
+    operators.add("local-boot", "operator", "2468")
+    client = CentralClient(live["base"], live["kiosk"], PACKET_PUB, SIGNING_PUB, retries=0)
+    outbox = Outbox(kiosk_dir / "outbox.db", Outbox.load_key(kiosk_dir / "outbox.key"))
+    worker = SyncWorker(outbox, client, refresh=lambda: operators.sync(client, SIGNING_PUB)).start()
+    try:
+        worker.refresh_soon()
+        deadline = time.monotonic() + 20
+        while operators.version == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+        client.close()
+    assert operators.authenticate("agent.hind", pin, "supervisor") == "supervisor"
 
     # every view of personal data is audited: each case page opened, each look-up
     with registry.sessions() as s:
