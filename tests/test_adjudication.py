@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import SIGNING_PUB, Registry, demographics, fingers, registry_env
+from helpers import SIGNING_PUB, Registry, capture, demographics, fingers, registry_env
 from sqlalchemy import select
 
 from biometrics import face
@@ -514,3 +514,42 @@ def test_an_image_that_cannot_be_decoded_is_a_clear_404_not_a_crash() -> None:
     with pytest.raises(images.ImageUnreadable) as caught:
         images.face_png(b"\xff\xd8 not a jpeg", "adj 2026-11-29")
     assert caught.value.status_code == 404 and "cannot be decoded" in str(caught.value)
+
+
+def test_the_case_page_groups_the_kiosk_agents_overrides() -> None:
+    """Ten fingers excepted by one agent for one reason are one line naming the ten."""
+    from central_api.adjudication.service import grouped_overrides
+    from central_api.enrolment.schemas import Override
+
+    at = datetime.now(UTC)
+    bandaged = [
+        Override(
+            operator_id="op-01",
+            role="operator",
+            action="finger_exception",
+            subject=str(p),
+            reason="bandaged",
+            at=at,
+        )
+        for p in (1, 2, 3)
+    ]
+    other = Override(
+        operator_id="sup-01", role="supervisor", action="face_retry", reason="glasses", at=at
+    )
+    lines = grouped_overrides(capture(overrides=[*bandaged, other]))
+    assert lines == [
+        {
+            "operator": "op-01",
+            "role": "operator",
+            "action": "finger_exception",
+            "subject": "1, 2, 3",
+            "reason": "bandaged",
+        },
+        {
+            "operator": "sup-01",
+            "role": "supervisor",
+            "action": "face_retry",
+            "subject": None,
+            "reason": "glasses",
+        },
+    ]

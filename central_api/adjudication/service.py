@@ -385,20 +385,29 @@ def _capture(cipher: FieldCipher, e: Enrolment) -> dict[str, Any]:
         "face_liveness": c.face_liveness,
         "face_document_similarity": c.face_document_similarity,
         "finger_exceptions": {int(x.position): x.reason for x in c.finger_exceptions},
-        "overrides": [
-            {
-                "operator": o.operator_id,
-                "role": o.role,
-                "action": o.action,
-                "subject": o.subject,
-                "reason": o.reason,
-            }
-            for o in c.overrides
-        ],
+        "overrides": grouped_overrides(c),
         "operators": sorted({o.operator_id for o in c.overrides}),
         "devices": [f"{d.kind}: {d.model} ({d.firmware})" for d in c.devices],
         "policy_hold": e.policy_hold,
     }
+
+
+def grouped_overrides(c: CaptureInfo) -> list[dict[str, Any]]:
+    """The capture's overrides, one line per operator, action and reason (ten fingers
+    excepted for one reason are one line naming the ten)."""
+    lines: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
+    for o in c.overrides:
+        lines[(o.operator_id, o.role, o.action, o.reason)].append(o.subject or "")
+    return [
+        {
+            "operator": operator,
+            "role": role,
+            "action": action,
+            "subject": ", ".join(x for x in subjects if x) or None,
+            "reason": reason,
+        }
+        for (operator, role, action, reason), subjects in lines.items()
+    ]
 
 
 def _side(cipher: FieldCipher, e: Enrolment | None, idcs: str | None = None) -> Side:
