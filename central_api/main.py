@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from central_api.abis.router import router as abis_router
 from central_api.abis.service import AbisWorker, make_engine_for, partner_key
+from central_api.adjudication.router import router as adjudication_router
 from central_api.audit.service import chain_key, checkpoint
 from central_api.config import Settings, get_settings
 from central_api.console.router import error_page, login_form
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(abis_router)
     app.include_router(console_router)
+    app.include_router(adjudication_router)
 
     def console_refused(request: Request, exc: RegistryError) -> Response:
         # the console answers people with pages: sign in again, or what was refused and why

@@ -37,6 +37,8 @@ from central_api.enrolment.schemas import (
     ErrorAnswer,
     FingerprintRecord,
     OperatorList,
+    RevealAnswer,
+    RevealRequest,
     read_message,
     seal,
     verify_status,
@@ -315,6 +317,26 @@ class CentralClient:
     def status(self, packet_id: uuid.UUID) -> EnrolmentStatus:
         """Current status of a submitted packet, verified."""
         return self._parse(self._read(f"/v1/enrolments/{packet_id}"), packet_id)
+
+    def reveal(self, request: RevealRequest) -> RevealAnswer:
+        """Ask the registry to show a duplicate citizen their IDCS (the request sealed like a
+        packet: it holds a face template); the answer verified. Raises PacketRefused (404: not
+        a duplicate of this kiosk), or AnswerNotAuthentic."""
+        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
+        r = self._request(
+            "POST",
+            "/v1/kiosk/reveal",
+            body=lambda: self.identity.seal(request.model_dump_json().encode(), self.registry_key),
+            headers=headers,
+        )
+        self._refused(r)
+        try:
+            answer = RevealAnswer.model_validate_json(r.content)
+            return answer.verify(
+                self.registry_signing_key, self.identity.kiosk_id, request.packet_id
+            )
+        except (ValueError, DecisionNotAuthentic) as exc:
+            raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
 
     def operators(self) -> OperatorList:
         """This kiosk's agents and supervisors, as the registry signed them (verified).

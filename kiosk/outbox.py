@@ -270,6 +270,14 @@ class Outbox:
             item = s.get(_Item, str(packet_id))
             return None if item is None else _entry(item)
 
+    def by_receipt(self, receipt_number: str) -> list[Entry]:
+        """The entries queued here under a receipt number (one, but for a rare collision)."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(_Item).where(_Item.receipt_number == receipt_number.strip().upper())
+            )
+            return [_entry(r) for r in rows]
+
     def due(
         self, limit: int, now: datetime | None = None
     ) -> list[tuple[str, OutboxState, int, bytes | None]]:

@@ -55,7 +55,7 @@ from devices.icao import lds
 from devices.icao.mrz import MRZ
 from kiosk.client import CentralClient, build_packet, write_private
 from kiosk.exceptions import KioskError
-from kiosk.face_capture import FaceCaptureFailed, finish_face
+from kiosk.face_capture import FaceCapture, FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
 
 # Single-finger reader order: index fingers first (the most useful for matching if the
@@ -93,6 +93,11 @@ class Problem(StrEnum):
     OVERRIDE_INVALID = "override_invalid"
     NOTHING_TO_OVERRIDE = "nothing_to_override"
     BAD_REASON = "bad_reason"
+    # showing a duplicate citizen their IDCS (agent screen)
+    REVEAL_NOT_DUPLICATE = "reveal_not_duplicate"
+    REVEAL_MISMATCH = "reveal_mismatch"
+    REVEAL_REFUSED = "reveal_refused"
+    REVEAL_UNAVAILABLE = "reveal_unavailable"
     # the flow
     WRONG_STEP = "wrong_step"
     BAD_LANGUAGE = "bad_language"
@@ -593,25 +598,38 @@ class EnrolmentSession:
             self.step, self.last_error = Step.FACE, None
 
     # ------------------------------------------------------------------------ face
+    def _shoot(self, challenge: Literal["left", "right"]) -> FaceCapture:
+        """Auto-capture, liveness challenge, template (StepError on any failure)."""
+        frames = self._device("face", self.devices.capture_face, challenge)
+        try:
+            return finish_face(
+                frames.image,
+                frames.challenge_frames,
+                challenge,
+                frames.quality_score,
+                self._config(frames.model, CameraConfig),
+                frames.timestamps,
+            )
+        except FaceCaptureFailed as exc:
+            raise self._fail(_FACE_STAGE_PROBLEMS[exc.stage], ", ".join(exc.reasons)) from exc
+        finally:
+            del frames  # the raw frames are not kept (received buffers are read-only)
+
+    def live_face(self, operator_id: str, pin: str) -> FaceCapture:
+        """A live face between enrolments, on an agent's authority: what a request to show a
+        duplicate citizen their IDCS carries. StepError as for an enrolment's face."""
+        with self._lock:
+            if self.step not in (Step.WELCOME, Step.LANGUAGE, Step.RECEIPT):
+                raise self._fail(Problem.WRONG_STEP)  # never inside someone's enrolment
+            self._authorise(operator_id, pin, "operator")
+            return self._shoot("left")
+
     def capture_face(self, challenge: Literal["left", "right"] = "left") -> None:
         """Auto-capture, liveness challenge, template; 1:1 against the chip photo if any."""
         with self._lock:
             self._expect(Step.FACE)
             self._touch()
-            frames = self._device("face", self.devices.capture_face, challenge)
-            try:
-                shot = finish_face(
-                    frames.image,
-                    frames.challenge_frames,
-                    challenge,
-                    frames.quality_score,
-                    self._config(frames.model, CameraConfig),
-                    frames.timestamps,
-                )
-            except FaceCaptureFailed as exc:
-                raise self._fail(_FACE_STAGE_PROBLEMS[exc.stage], ", ".join(exc.reasons)) from exc
-            finally:
-                del frames  # the raw frames are not kept (received buffers are read-only)
+            shot = self._shoot(challenge)
             d = self.data
             d.face_template, d.face_token = shot.template, shot.token_jpeg
             d.face_quality, d.face_liveness = shot.quality_score, shot.liveness.passed

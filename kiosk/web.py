@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, cast
 
+import httpx
 import segno
 import zmq
 import zmq.asyncio
@@ -49,8 +50,9 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from biometrics.fingerprint import FingerPosition
+from central_api.enrolment.schemas import RevealRequest
 from devices.bus import DeviceClient
-from kiosk.client import CentralClient, KioskIdentity
+from kiosk.client import AnswerNotAuthentic, CentralClient, KioskIdentity, PacketRefused
 from kiosk.outbox import Entry, Outbox, OutboxState, SyncWorker
 from kiosk.session import (
     FINGER_ORDER,
@@ -58,6 +60,7 @@ from kiosk.session import (
     EnrolmentSession,
     KioskSettings,
     Operators,
+    Problem,
     Step,
     StepError,
 )
@@ -179,6 +182,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     session = kiosk.session
     guard = Guard()
     agent_notice: list[str] = []  # the agent screen's last result (one at a time)
+    revealed: list[str] = []  # the IDCS last shown to a duplicate citizen (one screen view)
 
     def holder(request: Request) -> str:
         """Dependency of every route that shows or changes the session: the browser must
@@ -472,6 +476,11 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         """The agents' screen: the outbox, the registry's view of the kiosk clock, requeueing
         refused packets and lifting PIN lockouts (a supervisor's PIN for each)."""
         worker = kiosk.worker
+        # a revealed IDCS is shown once: the next view of the agent screen no longer has it
+        notice = agent_notice[-1] if agent_notice else None
+        idcs = revealed.pop() if revealed else None
+        if notice == "agent.revealed" and idcs is None:
+            notice = None
         entries = [
             {
                 "receipt_number": e.receipt_number,
@@ -488,7 +497,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             entries=entries,
             counts=kiosk.outbox.counts(),
             clock_skew=worker.clock_skew if worker else None,
-            notice=agent_notice[-1] if agent_notice else None,
+            notice=notice,
+            idcs=idcs,
             printable=True,
         )
 
@@ -499,6 +509,50 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             agent_notice.append(f"error.{exc.code}")
         del agent_notice[:-1]
         return RedirectResponse("/agent", status_code=303)
+
+    @app.post("/agent/reveal", dependencies=[posting])
+    def agent_reveal(
+        receipt: Annotated[str, Form(max_length=20)],
+        operator_id: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        """A citizen told "already registered" asks for their IDCS: their live face is sent,
+        sealed, about the duplicate receipt; the registry shows it if the face matches."""
+
+        def reveal() -> str:
+            entry = next(
+                (e for e in kiosk.outbox.by_receipt(receipt) if e.status == "duplicate"), None
+            )
+            if entry is None:
+                raise StepError(Problem.REVEAL_NOT_DUPLICATE)
+            shot = kiosk.session.live_face(operator_id, pin)  # the agent's PIN, then the camera
+            if kiosk.worker is None:
+                raise StepError(Problem.REVEAL_UNAVAILABLE)
+            request = RevealRequest(
+                kiosk_id=kiosk.session.settings.kiosk_id,
+                packet_id=entry.packet_id,
+                face_template=[float(v) for v in shot.template],
+                face_liveness=shot.liveness.passed,
+                face_quality=shot.quality_score,
+                operator_id=operator_id,
+            )
+            try:
+                answer = kiosk.worker.client.reveal(request)
+            except PacketRefused as exc:
+                if exc.status_code == 404:
+                    raise StepError(Problem.REVEAL_NOT_DUPLICATE) from exc
+                raise StepError(Problem.REVEAL_UNAVAILABLE, exc.code) from exc
+            except (AnswerNotAuthentic, httpx.HTTPError, OSError) as exc:
+                raise StepError(Problem.REVEAL_UNAVAILABLE, type(exc).__name__) from exc
+            if answer.outcome == "mismatch":
+                raise StepError(Problem.REVEAL_MISMATCH)
+            if answer.outcome == "refused":
+                raise StepError(Problem.REVEAL_REFUSED)
+            revealed.append(str(answer.idcs))
+            del revealed[:-1]
+            return "agent.revealed"
+
+        return agent_act(reveal)
 
     @app.post("/agent/requeue", dependencies=[posting])
     def agent_requeue(

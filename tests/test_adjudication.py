@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import SIGNING_PUB, Registry, capture, demographics, fingers, registry_env
+from helpers import (
+    PACKET_PUB,
+    SIGNING_PUB,
+    Registry,
+    capture,
+    demographics,
+    fingers,
+    registry_env,
+)
 from sqlalchemy import select
 
 from biometrics import face
@@ -25,7 +33,12 @@ from central_api.audit.models import AuditEvent
 from central_api.db import transaction
 from central_api.dedup.service import face_context, finger_reference
 from central_api.enrolment.models import Enrolment
-from central_api.enrolment.schemas import DecisionNotAuthentic, OperatorList
+from central_api.enrolment.schemas import (
+    DecisionNotAuthentic,
+    OperatorList,
+    RevealAnswer,
+    RevealRequest,
+)
 from central_api.identity.models import FaceReference
 from central_api.identity.service import issue_person
 from central_api.operators import service as ops
@@ -553,3 +566,53 @@ def test_the_case_page_groups_the_kiosk_agents_overrides() -> None:
             "reason": "glasses",
         },
     ]
+
+
+def test_a_duplicate_citizen_is_shown_their_idcs_after_a_live_face_match(
+    registry: Registry, template, photo
+) -> None:  # type: ignore[no-untyped-def]
+    """The kiosk asks, sealed, about its duplicate enrolment: the registered person's face
+    gets the IDCS (signed), another face a mismatch, three mismatches end it; a replayed
+    envelope, another kiosk's packet, an issued enrolment or a face without liveness do not."""
+    first = registry.submit(obama(registry, "obama__obama.jpg", template, photo)).json()
+    dup_packet = obama(registry, "obama__obama3.jpg", template, photo)
+    assert registry.submit(dup_packet).json()["status"] == "duplicate"
+
+    def ask(name: str, packet_id: object = dup_packet.packet_id, live: bool = True, sealed=None):  # type: ignore[no-untyped-def]
+        req = RevealRequest(
+            kiosk_id=registry.kiosk.kiosk_id,
+            packet_id=packet_id,
+            face_template=[float(v) for v in template(name)],
+            face_liveness=live,
+            face_quality=80,
+            operator_id="op-01",
+        )
+        body = sealed or registry.kiosk.seal(req.model_dump_json().encode(), PACKET_PUB)
+        r = registry.client.post(
+            "/v1/kiosk/reveal",
+            content=body,
+            headers={"content-type": "application/json", "x-kiosk-id": registry.kiosk.kiosk_id},
+        )
+        return r, body
+
+    r, body = ask("obama__obama2.jpg")
+    assert r.status_code == 200, r.text
+    answer = RevealAnswer.model_validate(r.json()).verify(
+        SIGNING_PUB, registry.kiosk.kiosk_id, dup_packet.packet_id
+    )
+    assert answer.outcome == "shown" and answer.idcs == first["idcs"]
+    assert ask("obama__obama2.jpg", sealed=body)[0].json()["code"] == "replay"
+    assert ask("obama__obama2.jpg", live=False)[0].status_code == 422
+    assert ask("obama__obama2.jpg", packet_id=first["packet_id"])[0].status_code == 404
+    for left in (2, 1, 0):
+        r, _ = ask("biden__biden.jpg")
+        assert r.json()["outcome"] == "mismatch" and r.json()["idcs"] is None
+        assert r.json()["attempts_left"] == left
+    r, _ = ask("obama__obama2.jpg")  # too many mismatches: even the right face is refused
+    assert r.json()["outcome"] == "refused" and r.json()["idcs"] is None
+    with registry.app.state.registry.sessions() as s:
+        rows = list(s.scalars(select(AuditEvent).where(AuditEvent.action.like("idcs.reveal%"))))
+    assert [e.action for e in rows] == ["idcs.revealed"] + ["idcs.reveal_mismatch"] * 3 + [
+        "idcs.reveal_refused"
+    ]
+    assert all(first["idcs"] not in str(e.details) for e in rows)

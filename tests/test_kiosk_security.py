@@ -384,6 +384,40 @@ def test_the_agent_screen_requeues_refused_packets_with_a_supervisor_pin(ui, tem
     assert kiosk.outbox.get(entry.packet_id).state == "queued"  # type: ignore[union-attr]
 
 
+def test_the_agent_screen_reveals_only_for_a_duplicate_receipt(ui, template, photo):
+    """A receipt that is not a duplicate of this kiosk gets a clear refusal (no face is
+    captured); on a duplicate's receipt a wrong PIN is refused before the camera is used."""
+    kiosk, client = ui
+    packet = build_packet(
+        "KIOSK-FES-01", demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
+    )
+    entry = kiosk.outbox.put(packet)
+    token = _csrf(client.get("/").text)
+    form = {
+        "csrf": token,
+        "receipt": entry.receipt_number,
+        "operator_id": "sup-01",
+        "pin": "135790",
+    }
+    page = client.post("/agent/reveal", data=form, follow_redirects=True)
+    assert "not a duplicate enrolment" in page.text or "pas un enrôlement en double" in page.text
+    assert 'id="revealed-idcs"' not in page.text
+    now = datetime.now(UTC)
+    duplicate = EnrolmentStatus(
+        packet_id=entry.packet_id,
+        kiosk_id="KIOSK-FES-01",
+        receipt_number=entry.receipt_number,
+        status="duplicate",
+        message="",
+        received_at=now,
+        updated_at=now,
+        signed_at=0,
+    )
+    kiosk.outbox.acknowledged(str(entry.packet_id), duplicate, 60)
+    page = client.post("/agent/reveal", data={**form, "pin": "0000"}, follow_redirects=True)
+    assert kiosk.session.last_error == "operator_denied"  # refused before the camera
+
+
 # ---------------------------------------------------------------------------- key files
 @pytest.mark.slow
 def test_keys_are_written_0600_and_loose_ones_refused(tmp_path: Path):

@@ -276,6 +276,20 @@ def test_a_returning_person_with_a_new_card_is_a_duplicate(stack, faces_dir):
     assert c.final_status() == "duplicate"
     assert "already registered" in c.page.inner_text("#receipt-status")
     assert c.page.inner_text("#idcs").strip() == "—"
+    # the citizen asks for the identifier they hold: the agent types the receipt, the kiosk
+    # checks their live face with the registry, which shows the IDCS (once, on this screen)
+    receipt = c.page.inner_text("#receipt-number").strip()
+    c.page.goto(f"{c.base}/agent")
+    form = c.page.locator("#reveal-form")
+    form.locator("#reveal-receipt").fill(receipt)
+    form.locator("input[name=operator_id]").fill("op-01")
+    form.locator("input[name=pin]").fill("2468")
+    form.locator("#reveal").click()
+    c.page.wait_for_selector("#agent-notice", timeout=90_000)
+    c.shot("agent-idcs-shown")
+    assert re.fullmatch(r"\d{10}", c.page.inner_text("#revealed-idcs").strip())
+    c.page.goto(f"{c.base}/agent")  # shown once
+    assert c.page.locator("#revealed-idcs").count() == 0
     c.page.close()
 
 

@@ -21,8 +21,10 @@ Every view of personal data writes an audit row (who, what, why); notes are encr
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -32,20 +34,31 @@ import numpy as np
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from biometrics import face
 from biometrics import fingerprint as fp
 from central_api.adjudication.models import AdjudicationCase, AdjudicationDecision, FraudFlag
+from central_api.audit.models import AuditEvent
 from central_api.audit.service import record
 from central_api.crypto import DecryptionError, FieldCipher
 from central_api.db import transaction, utcnow
 from central_api.dedup.fusion import Comparison
 from central_api.dedup.service import (
     Deduplicator,
+    face_context,
     finger_context,
     probe_context,
     probe_from_bytes,
 )
 from central_api.enrolment.models import Enrolment, Kiosk
-from central_api.enrolment.schemas import CaptureInfo, Demographics, EnrolmentState
+from central_api.enrolment.schemas import (
+    MAX_REVEAL_ATTEMPTS,
+    REVEAL_FMR,
+    CaptureInfo,
+    Demographics,
+    EnrolmentState,
+    RevealAnswer,
+    RevealRequest,
+)
 from central_api.enrolment.service import (
     ctx,
     face_templates,
@@ -53,7 +66,7 @@ from central_api.enrolment.service import (
     finger_templates,
 )
 from central_api.exceptions import InvalidRequest, NotFound
-from central_api.identity.models import FingerReference, Person
+from central_api.identity.models import FaceReference, FingerReference, Person
 from central_api.operators.exceptions import Conflict, Forbidden
 from central_api.operators.service import ADJUDICATORS, Role, Signed
 
@@ -1038,3 +1051,75 @@ def report(s: Session, days: int = 14) -> Report:
         kiosks=kiosks,
         outcomes=outcomes,
     )
+
+
+# ---------------------------------------------------------- a duplicate citizen's IDCS
+def reveal_idcs(
+    s: Session,
+    cipher: FieldCipher,
+    kiosk_id: str,
+    request: RevealRequest,
+    sign: Callable[[bytes], bytes],
+) -> RevealAnswer:
+    """Show the citizen of a duplicate enrolment the IDCS of the person it was linked to, if
+    their live face matches that person's references 1:1 (threshold at ``REVEAL_FMR``); after
+    ``MAX_REVEAL_ATTEMPTS`` mismatches, refuse for good (an agent at the registry decides).
+    NotFound unless the enrolment is this kiosk's and a duplicate; InvalidRequest without
+    liveness. Audited either way (never the template or the IDCS)."""
+    e = s.scalar(
+        select(Enrolment)
+        .where(Enrolment.kiosk_id == kiosk_id, Enrolment.packet_id == request.packet_id)
+        .with_for_update()
+    )
+    if e is None or e.status != EnrolmentState.DUPLICATE or e.person_id is None:
+        raise NotFound("no duplicate enrolment with this packet id from this kiosk")
+    if not request.face_liveness:
+        raise InvalidRequest("the face was not live: capture it again")
+    person = s.get(Person, e.person_id)
+    failed = (
+        s.scalar(
+            select(func.count()).where(
+                AuditEvent.entity == "enrolment",
+                AuditEvent.entity_id == str(e.id),
+                AuditEvent.action == "idcs.reveal_mismatch",
+            )
+        )
+        or 0
+    )
+    actor = f"kiosk:{kiosk_id}"
+    outcome: str
+    if failed >= MAX_REVEAL_ATTEMPTS or person is None:
+        outcome, score = "refused", None
+    else:
+        probe = np.asarray(request.face_template, np.float32)
+        refs = [
+            face.template_from_bytes(cipher.decrypt(r.template, face_context(r.person_id)))
+            for r in s.scalars(
+                select(FaceReference).where(
+                    FaceReference.person_id == person.id, FaceReference.algorithm == face.ALGORITHM
+                )
+            )
+        ]
+        score = max((face.compare(probe, t) for ts in refs for t in ts), default=-1.0)
+        matched = score >= face.threshold_for_fmr(REVEAL_FMR)
+        outcome = "shown" if matched else "mismatch"
+        failed += 0 if matched else 1
+    record(
+        s,
+        actor,
+        "idcs.revealed" if outcome == "shown" else f"idcs.reveal_{outcome}",
+        "enrolment",
+        e.id,
+        operator=request.operator_id,
+        score=None if score is None else round(score, 4),
+    )
+    answer = RevealAnswer(
+        packet_id=e.packet_id,
+        kiosk_id=kiosk_id,
+        receipt_number=e.receipt_number,
+        outcome=outcome,  # type: ignore[arg-type]
+        idcs=person.idcs if outcome == "shown" and person is not None else None,
+        attempts_left=max(0, MAX_REVEAL_ATTEMPTS - failed),
+        signed_at=int(time.time()),
+    )
+    return answer.signed(sign)

@@ -599,6 +599,91 @@ class OperatorList(BaseModel):
         return self
 
 
+# --- showing a duplicate citizen the IDCS they already hold ----------------------------------
+#
+# A citizen told "already registered" asks the agent for their identifier. The kiosk captures a
+# live face (liveness checked), and sends, sealed like a packet (a face template is biometric
+# data), a RevealRequest about the duplicate enrolment it sent; the registry compares the face
+# 1:1 with the references of the person that enrolment was linked to and answers, signed, the
+# IDCS (``shown``) or not (``mismatch``; after MAX_REVEAL_ATTEMPTS failures, ``refused``).
+
+MAX_REVEAL_ATTEMPTS = 3
+REVEAL_FMR = 1e-4  # the 1:1 face threshold's false-match rate
+
+
+class RevealRequest(BaseModel):
+    """A kiosk's request to show the citizen of a duplicate enrolment their IDCS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["reveal_idcs"] = "reveal_idcs"
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    packet_id: uuid.UUID = Field(description="the duplicate enrolment's packet (this kiosk's)")
+    face_template: list[TemplateValue] = Field(min_length=TEMPLATE_DIM, max_length=TEMPLATE_DIM)
+    face_liveness: bool
+    face_quality: int = Field(ge=0, le=100)
+    operator_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
+
+
+class RevealEnvelope(BaseModel):
+    """The signed message inside a sealed reveal request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_id: uuid.UUID
+    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
+    packet: RevealRequest
+
+
+class RevealAnswer(BaseModel):
+    """The registry's answer to a reveal request, signed with its decision key."""
+
+    packet_id: uuid.UUID
+    kiosk_id: str
+    receipt_number: str
+    outcome: Literal["shown", "mismatch", "refused"]
+    idcs: str | None = None
+    attempts_left: int
+    signed_at: int
+    signature: str = ""
+
+    def message(self) -> bytes:
+        """The bytes the registry signs (all but the signature)."""
+        return "\n".join(
+            [
+                "RNP-REVEAL-v1",
+                self.kiosk_id,
+                str(self.packet_id),
+                self.receipt_number,
+                self.outcome,
+                self.idcs or "-",
+                str(self.attempts_left),
+                str(self.signed_at),
+            ]
+        ).encode()
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> RevealAnswer:
+        """This answer with the registry's signature."""
+        return self.model_copy(
+            update={"signature": base64.b64encode(sign(self.message())).decode("ascii")}
+        )
+
+    def verify(self, registry_public: bytes, kiosk_id: str, packet_id: uuid.UUID) -> RevealAnswer:
+        """Itself if the registry signed it for this kiosk's packet; DecisionNotAuthentic."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        if self.kiosk_id != kiosk_id or self.packet_id != packet_id:
+            raise DecisionNotAuthentic("the registry answered about another packet")
+        try:
+            Ed25519PublicKey.from_public_bytes(registry_public).verify(
+                base64.b64decode(self.signature, validate=True), self.message()
+            )
+        except (InvalidSignature, ValueError, binascii.Error) as exc:
+            raise DecisionNotAuthentic("the answer is not signed by the registry's key") from exc
+        return self
+
+
 # --- the sealed envelope: how a packet travels ------------------------------------------------
 #
 # A kiosk signs the packet with its Ed25519 key and encrypts it to the registry's X25519 public

@@ -54,6 +54,8 @@ from central_api.enrolment.schemas import (
     FingerprintRecord,
     OperatorEntry,
     OperatorList,
+    RevealEnvelope,
+    RevealRequest,
     SealError,
     SendEnvelope,
     open_sealed,
@@ -316,6 +318,33 @@ def open_packet(
 
     Raises UndecryptablePacket, NotAuthenticated, KioskDeactivated, InvalidPacket, ClockSkew.
     """
+    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, SendEnvelope, sender, now)
+    assert isinstance(send, SendEnvelope)
+    return Opened(kiosk, send.packet, send.send_id, sent_at)
+
+
+def open_reveal(
+    body: bytes,
+    packet_key: X25519PrivateKey,
+    kiosks: KioskDirectory,
+    replay_window: timedelta,
+    sender: str | None = None,
+) -> tuple[KioskKey, RevealRequest, uuid.UUID, datetime]:
+    """As :func:`open_packet`, for a sealed reveal request: (kiosk, request, send id, sent)."""
+    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, RevealEnvelope, sender)
+    assert isinstance(send, RevealEnvelope)
+    return kiosk, send.packet, send.send_id, sent_at
+
+
+def _open(
+    body: bytes,
+    packet_key: X25519PrivateKey,
+    kiosks: KioskDirectory,
+    replay_window: timedelta,
+    model: type[SendEnvelope] | type[RevealEnvelope],
+    sender: str | None = None,
+    now: datetime | None = None,
+) -> tuple[KioskKey, SendEnvelope | RevealEnvelope, datetime]:
     try:
         opened = open_sealed(body, packet_key)
     except SealError as exc:
@@ -325,7 +354,7 @@ def open_packet(
     kiosk = kiosks.authenticate(opened.kiosk_id, opened.message, opened.signature)
     with refused_for(kiosk.id):
         try:
-            send = SendEnvelope.model_validate_json(opened.message)
+            send = model.model_validate_json(opened.message)
         except ValidationError as exc:
             raise InvalidPacket(_errors(exc)) from exc
         if send.packet.kiosk_id != kiosk.id:
@@ -341,7 +370,19 @@ def open_packet(
                 "the kiosk clock is wrong (or this is an old envelope)",
                 server_time=int(now.timestamp()),
             )
-    return Opened(kiosk, send.packet, send.send_id, sent_at)
+    return kiosk, send, sent_at
+
+
+def accept_send(
+    session: Session, kiosk_id: str, send_id: uuid.UUID, sent_at: datetime, window: timedelta
+) -> None:
+    """Record a send id (ReplayedPacket if it was seen before), forgetting those older than
+    the replay window twice over (their ``sent_at`` would be refused anyway)."""
+    if session.get(PacketSend, send_id) is not None:
+        raise ReplayedPacket("this sealed packet was already received (replay)")
+    now = datetime.now(UTC)
+    session.execute(delete(PacketSend).where(PacketSend.sent_at < now - 2 * window))
+    session.add(PacketSend(send_id=send_id, kiosk_id=kiosk_id, sent_at=sent_at))
 
 
 @contextmanager
@@ -424,11 +465,7 @@ def store(
     nothing is stored in those cases.
     """
     kiosk = still_active(session, opened.kiosk)
-    if session.get(PacketSend, opened.send_id) is not None:
-        raise ReplayedPacket("this sealed packet was already received (replay)")
-    now = datetime.now(UTC)
-    session.execute(delete(PacketSend).where(PacketSend.sent_at < now - 2 * replay_window))
-    session.add(PacketSend(send_id=opened.send_id, kiosk_id=kiosk.id, sent_at=opened.sent_at))
+    accept_send(session, kiosk.id, opened.send_id, opened.sent_at, replay_window)
     packet = opened.packet
     digest = packet_digest(packet)
     existing = find(session, kiosk.id, packet.packet_id)
