@@ -1062,7 +1062,8 @@ def reveal_idcs(
     sign: Callable[[bytes], bytes],
 ) -> RevealAnswer:
     """Show the citizen of a duplicate enrolment the IDCS of the person it was linked to, if
-    their live face matches that person's references 1:1 (threshold at ``REVEAL_FMR``); after
+    their live face matches that person's references 1:1 (threshold at ``REVEAL_FMR``, as the
+    kiosk's face-to-chip check); after
     ``MAX_REVEAL_ATTEMPTS`` mismatches, refuse for good (an agent at the registry decides).
     NotFound unless the enrolment is this kiosk's and a duplicate; InvalidRequest without
     liveness. Audited either way (never the template or the IDCS)."""
