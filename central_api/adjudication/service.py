@@ -509,7 +509,7 @@ def view_case(s: Session, cipher: FieldCipher, case_id: int, op: Signed) -> Case
             state = "image unusable"
         else:
             state = "missing"
-        positions.append({"position": p, "name": FINGER_NAMES[p], "state": state})
+        positions.append({"position": p, "name": finger_name(p), "state": state})
     history = _history(s, cipher, case.id)
     first = next((h for h in reversed(history) if h["stage"] == "first"), None)
     record(
@@ -536,18 +536,9 @@ def view_case(s: Session, cipher: FieldCipher, case_id: int, op: Signed) -> Case
     )
 
 
-FINGER_NAMES = {
-    1: "right thumb",
-    2: "right index",
-    3: "right middle",
-    4: "right ring",
-    5: "right little",
-    6: "left thumb",
-    7: "left index",
-    8: "left middle",
-    9: "left ring",
-    10: "left little",
-}
+def finger_name(position: int) -> str:
+    """A finger's name for the console ("right thumb"), from its ISO/IEC 19794-2 position."""
+    return fp.FingerPosition(position).name.lower().replace("_", " ")
 
 
 # ----------------------------------------------------------------- evidence for images

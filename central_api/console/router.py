@@ -407,7 +407,7 @@ def image(reg: RegistryDep, op: OperatorDep, token: str) -> Response:
                 ev = adj.finger_evidence(s, reg.cipher, case_id, person_id, position, op)
                 sc = ev.score
                 title = (
-                    f"{adj.FINGER_NAMES[position]}: "
+                    f"{adj.finger_name(position)}: "
                     + (f"{sc['bits']:.1f} bits, LLR {sc['llr']:+.2f}" if sc else "not compared")
                     + f", {len(ev.pairs)} pairs"
                 )

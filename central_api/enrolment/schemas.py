@@ -514,18 +514,24 @@ def verify_status(
 ) -> EnrolmentStatus:
     """Check that ``st`` was signed by the registry (raw 32-byte Ed25519 public key) for this
     kiosk's ``packet_id``; returns it, or raises DecisionNotAuthentic."""
+    if st.kiosk_id != kiosk_id or st.packet_id != packet_id:
+        raise DecisionNotAuthentic("the registry answered about another packet")
+    check_registry_signature(registry_public, st.signature, decision_message(st))
+    return st
+
+
+def check_registry_signature(registry_public: bytes, signature: str, message: bytes) -> None:
+    """DecisionNotAuthentic unless ``signature`` (base64) is the registry's Ed25519 signature
+    (raw 32-byte public key) of ``message``: every signed answer a kiosk acts on."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    if st.kiosk_id != kiosk_id or st.packet_id != packet_id:
-        raise DecisionNotAuthentic("the registry answered about another packet")
     try:
         Ed25519PublicKey.from_public_bytes(registry_public).verify(
-            base64.b64decode(st.signature, validate=True), decision_message(st)
+            base64.b64decode(signature, validate=True), message
         )
     except (InvalidSignature, ValueError, binascii.Error) as exc:
         raise DecisionNotAuthentic("the answer is not signed by the registry's key") from exc
-    return st
 
 
 # --- kiosk operators: the agents and supervisors of a kiosk, managed by the registry -------------
@@ -585,17 +591,9 @@ class OperatorList(BaseModel):
     def verify(self, registry_public: bytes, kiosk_id: str) -> OperatorList:
         """Itself, if the registry (raw Ed25519 public key) signed it for ``kiosk_id``;
         DecisionNotAuthentic if not."""
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
         if self.kiosk_id != kiosk_id:
             raise DecisionNotAuthentic("the operator list is another kiosk's")
-        try:
-            Ed25519PublicKey.from_public_bytes(registry_public).verify(
-                base64.b64decode(self.signature, validate=True), self.message()
-            )
-        except (InvalidSignature, ValueError, binascii.Error) as exc:
-            raise DecisionNotAuthentic("the operator list is not signed by the registry") from exc
+        check_registry_signature(registry_public, self.signature, self.message())
         return self
 
 
@@ -670,17 +668,9 @@ class RevealAnswer(BaseModel):
 
     def verify(self, registry_public: bytes, kiosk_id: str, packet_id: uuid.UUID) -> RevealAnswer:
         """Itself if the registry signed it for this kiosk's packet; DecisionNotAuthentic."""
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
         if self.kiosk_id != kiosk_id or self.packet_id != packet_id:
             raise DecisionNotAuthentic("the registry answered about another packet")
-        try:
-            Ed25519PublicKey.from_public_bytes(registry_public).verify(
-                base64.b64decode(self.signature, validate=True), self.message()
-            )
-        except (InvalidSignature, ValueError, binascii.Error) as exc:
-            raise DecisionNotAuthentic("the answer is not signed by the registry's key") from exc
+        check_registry_signature(registry_public, self.signature, self.message())
         return self
 
 
