@@ -48,6 +48,7 @@ from kiosk.session import Operators, StepError
 
 OBAMA = 4242
 METRICS = "metrics-token-of-the-console-tests"
+NOTE = "Same face and fingers, another name and date of birth"
 
 
 def test_totp_is_rfc_6238() -> None:
@@ -240,7 +241,7 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
             "csrf": csrf,
             "decision": "same_person",
             "reason_code": "identity_fraud",
-            "note": "x",
+            "note": NOTE,
         },
     )
     assert r.status_code == 303 and "second" in r.headers["location"]
@@ -257,6 +258,7 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
     senior = console.sign_in("senior")
     csrf_s = csrf_of(senior, "/console/cases")
     assert senior.post(f"/console/cases/{case_id}/claim", data={"csrf": csrf_s}).status_code == 303
+    assert NOTE in senior.get(f"/console/cases/{case_id}").text  # decrypted for the second eye
     r = senior.post(
         f"/console/cases/{case_id}/review",
         data={"csrf": csrf_s, "verdict": "confirm", "reason_code": "evidence_confirms"},
@@ -272,7 +274,7 @@ def test_a_case_decided_both_ways_with_four_eyes(console: Console, template, pho
             ("adj.one", "first"),
             ("senior", "second"),
         ]
-        assert decisions[0].note is not None and b"x" not in decisions[0].note  # encrypted
+        assert decisions[0].note is not None and NOTE.encode() not in decisions[0].note  # encrypted
     # a second case, decided "different persons" with the machine: the IDCS is issued
     r = console.reg.submit(obama(console.reg, "obama__obama2.jpg", template, photo))
     assert r.json()["status"] == "adjudication"
