@@ -40,6 +40,8 @@ from sqlalchemy import create_engine, insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _evidence import evidence  # noqa: E402
+
 from biometrics import face  # noqa: E402
 from biometrics import fingerprint as fp  # noqa: E402
 from central_api.adjudication.models import AdjudicationCase  # noqa: E402
@@ -55,7 +57,6 @@ from central_api.dedup.service import (  # noqa: E402
 )
 from central_api.enrolment.models import Enrolment, Kiosk  # noqa: E402
 from central_api.enrolment.schemas import (  # noqa: E402
-    CaptureInfo,
     Demographics,
     Document,
     EnrolmentState,
@@ -111,14 +112,7 @@ def demographics(i: int) -> Demographics:
     )
 
 
-CAPTURE = CaptureInfo(
-    document_source="chip",
-    passive_authentication="valid",
-    face_quality=80,
-    face_liveness=True,
-    face_document_similarity=0.95,
-    language="fr",
-).model_dump_json()
+CAPTURE = evidence()["capture"].model_dump_json()  # type: ignore[attr-defined]
 
 
 class Identity:

@@ -160,6 +160,14 @@ class Operator_:
         self.page.wait_for_load_state("networkidle")
         self.page.evaluate("window.scrollTo(0, 0)")
 
+    def own_password(self) -> None:
+        """Replace the temporary password with one's own (the account page)."""
+        self.go("/console/account")
+        self.page.fill("#current", PASSWORD)
+        self.page.fill("#new", f"{self.who}'s own passphrase 2026")
+        self.page.fill("#again", f"{self.who}'s own passphrase 2026")
+        self.page.click("button.primary")
+
     def text(self) -> str:
         return str(self.page.inner_text("main"))
 
@@ -173,11 +181,7 @@ def test_console_in_a_browser(live) -> None:  # type: ignore[no-untyped-def]
     amina.shot("temporary-password")
     amina.go("/console/cases")
     assert "change your temporary password" in amina.text()
-    amina.go("/console/account")
-    amina.page.fill("#current", PASSWORD)
-    amina.page.fill("#new", "amina's own passphrase 2026")
-    amina.page.fill("#again", "amina's own passphrase 2026")
-    amina.page.click("button.primary")
+    amina.own_password()
     assert "Password changed" in amina.text()
 
     # the queue, oldest first; take the first case
@@ -220,11 +224,7 @@ def test_console_in_a_browser(live) -> None:  # type: ignore[no-untyped-def]
     # the second eye: a senior who is not Amina confirms; the first eye cannot
     nadia = Operator_(live, "sen.nadia")
     nadia.sign_in()
-    nadia.go("/console/account")
-    nadia.page.fill("#current", PASSWORD)
-    nadia.page.fill("#new", "nadia's own passphrase 2026")
-    nadia.page.fill("#again", "nadia's own passphrase 2026")
-    nadia.page.click("button.primary")
+    nadia.own_password()
     nadia.go("/console/cases?status=second_review")
     assert nadia.page.locator("table.queue tbody tr").count() == 1
     nadia.page.click("table.queue tbody tr button")
@@ -280,11 +280,7 @@ def test_console_in_a_browser(live) -> None:  # type: ignore[no-untyped-def]
     # the auditor: the audit trail and the fraud flag
     salma = Operator_(live, "aud.salma")
     salma.sign_in()
-    salma.go("/console/account")
-    salma.page.fill("#current", PASSWORD)
-    salma.page.fill("#new", "salma's own passphrase 2026")
-    salma.page.fill("#again", "salma's own passphrase 2026")
-    salma.page.click("button.primary")
+    salma.own_password()
     salma.go("/console/fraud")
     assert "two identities" in salma.text() and "surname latin" in salma.text()
     salma.shot("fraud-flags")
@@ -298,11 +294,7 @@ def test_console_in_a_browser(live) -> None:  # type: ignore[no-untyped-def]
     # the registrar administrator: kiosks and operators
     omar = Operator_(live, "admin.omar")
     omar.sign_in()
-    omar.go("/console/account")
-    omar.page.fill("#current", PASSWORD)
-    omar.page.fill("#new", "omar's own passphrase 2026")
-    omar.page.fill("#again", "omar's own passphrase 2026")
-    omar.page.click("button.primary")
+    omar.own_password()
     omar.go("/console/kiosks")
     assert "KIOSK-RABAT-07" in omar.text()
     omar.shot("kiosks")

@@ -961,6 +961,18 @@ class Report:
     outcomes: Counter[str]
 
 
+def kiosks_last_contact(s: Session) -> list[tuple[str, bool, datetime | None]]:
+    """Every kiosk: id, active, when its last packet arrived (None: never)."""
+    last_packet = dict(
+        s.execute(
+            select(Enrolment.kiosk_id, func.max(Enrolment.received_at)).group_by(Enrolment.kiosk_id)
+        ).all()
+    )
+    return [
+        (k.id, k.active, last_packet.get(k.id)) for k in s.scalars(select(Kiosk).order_by(Kiosk.id))
+    ]
+
+
 def report(s: Session, days: int = 14) -> Report:
     """Queue depth and age, decisions per day by outcome, adjudicators' throughput, the
     share of machine leanings overturned, error-rate estimates, kiosks' last contact."""
@@ -1021,14 +1033,7 @@ def report(s: Session, days: int = 14) -> Report:
     auto_duplicates = by_status.get(EnrolmentState.DUPLICATE, 0) - outcomes[Decision.SAME_PERSON]
     different = outcomes[Decision.DIFFERENT_PERSONS]
     same = outcomes[Decision.SAME_PERSON]
-    last_packet = dict(
-        s.execute(
-            select(Enrolment.kiosk_id, func.max(Enrolment.received_at)).group_by(Enrolment.kiosk_id)
-        ).all()
-    )
-    kiosks = [
-        (k.id, k.active, last_packet.get(k.id)) for k in s.scalars(select(Kiosk).order_by(Kiosk.id))
-    ]
+    kiosks = kiosks_last_contact(s)
     return Report(
         open_cases=counts.get(CaseStatus.OPEN, 0),
         second_review=counts.get(CaseStatus.SECOND_REVIEW, 0),

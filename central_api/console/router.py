@@ -490,8 +490,8 @@ def kiosks(reg: RegistryDep, op: OperatorDep, message: str | None = None) -> HTM
     """Registered kiosks: register, rotate a key, deactivate."""
     allow(op, Role.REGISTRAR_ADMIN)
     with reg.sessions() as s:
-        report = adj.report(s)
-    return page("kiosks.html", op, kiosks=report.kiosks, message=message)
+        rows = adj.kiosks_last_contact(s)
+    return page("kiosks.html", op, kiosks=rows, message=message)
 
 
 def _public_key(text: str) -> bytes:
