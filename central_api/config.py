@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     witness_failures_per_hour: int = Field(
         default=5, ge=1, description="failed witness checks a kiosk may make per hour (429)"
     )
+    receipt_failures_per_hour: int = Field(
+        default=30,
+        ge=1,
+        description="failed receipt look-ups a kiosk may make per hour (429); one receipt "
+        "number answers 'refused' after 5 wrong dates of birth a day",
+    )
 
     # Intake policy: the capture evidence a packet must carry (see README, security)
     intake_require_capture: bool = True

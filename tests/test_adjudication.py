@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,8 +37,11 @@ from central_api.enrolment.models import Enrolment
 from central_api.enrolment.schemas import (
     DecisionNotAuthentic,
     OperatorList,
+    QueryAnswer,
+    ReceiptQuery,
     RevealAnswer,
     RevealRequest,
+    WitnessQuery,
 )
 from central_api.identity.models import FaceReference
 from central_api.identity.service import issue_person
@@ -618,3 +622,72 @@ def test_a_duplicate_citizen_is_shown_their_idcs_after_a_live_face_match(
         "idcs.reveal_refused"
     ]
     assert all(first["idcs"] not in str(e.details) for e in rows)
+
+
+def test_kiosk_questions_witnesses_and_receipts_answer_nothing_more(
+    registry: Registry, template, photo
+) -> None:  # type: ignore[no-untyped-def]
+    """A kiosk asks, sealed, whether two witnesses are registered (only for the pair), and a
+    citizen checks a receipt with their date of birth: the state and the IDCS's last four
+    digits, ``not_found`` for a wrong date or number alike, ``refused`` after five wrong
+    dates; each answer is signed for its question, audited, and never replayable."""
+    first = registry.submit(obama(registry, "obama__obama.jpg", template, photo)).json()
+    packet = registry.packet(
+        [template("biden__biden.jpg")], photo("biden__biden.jpg"), fingerprints=fingers(77)
+    )
+    second = registry.submit(packet).json()
+    assert first["status"] == second["status"] == "issued"
+    kiosk = registry.kiosk.kiosk_id
+
+    def ask(query, sealed=None):  # type: ignore[no-untyped-def]
+        body = sealed or registry.kiosk.seal(query.model_dump_json().encode(), PACKET_PUB)
+        r = registry.client.post(
+            "/v1/kiosk/query",
+            content=body,
+            headers={"content-type": "application/json", "x-kiosk-id": kiosk},
+        )
+        return r, body
+
+    def witnesses(*idcs: str) -> WitnessQuery:
+        return WitnessQuery(
+            query_id=uuid.uuid4(), kiosk_id=kiosk, witnesses=list(idcs), operator_id="sup-01"
+        )
+
+    def receipt(number: str, born: date) -> ReceiptQuery:
+        return ReceiptQuery(
+            query_id=uuid.uuid4(), kiosk_id=kiosk, receipt_number=number, date_of_birth=born
+        )
+
+    q = witnesses(first["idcs"], second["idcs"])
+    r, body = ask(q)
+    assert r.status_code == 200, r.text
+    answer = QueryAnswer.model_validate(r.json()).verify(SIGNING_PUB, kiosk, q.query_id)
+    assert answer.outcome == "registered"
+    with pytest.raises(DecisionNotAuthentic):  # an answer to another question is not taken
+        QueryAnswer.model_validate(r.json()).verify(SIGNING_PUB, kiosk, uuid.uuid4())
+    assert ask(q, sealed=body)[0].json()["code"] == "replay"
+    unknown = "1234567890"
+    r, _ = ask(witnesses(first["idcs"], unknown))
+    assert r.json()["outcome"] == "not_registered" and unknown not in r.text
+    born = date(1988, 4, 12)  # helpers.demographics()
+    r, _ = ask(receipt(first["receipt_number"], born))
+    found = r.json()
+    assert found["outcome"] == "found" and found["status"] == "issued"
+    assert found["idcs_last4"] == first["idcs"][-4:] and first["idcs"] not in r.text
+    for _ in range(5):  # a wrong date answers as a wrong number would
+        assert ask(receipt(second["receipt_number"], date(1990, 1, 1)))[0].json()["outcome"] == (
+            "not_found"
+        )
+    r, _ = ask(receipt(second["receipt_number"], born))  # even the right date, now
+    assert r.json()["outcome"] == "refused" and r.json()["status"] is None
+    with registry.app.state.registry.sessions() as s:
+        actions = [
+            e.action
+            for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            if e.action.startswith(("witness.", "receipt."))
+        ]
+        texts = [str(e.details) for e in s.scalars(select(AuditEvent))]
+    assert actions == ["witness.checked", "witness.check_failed", "receipt.lookup"] + [
+        "receipt.lookup_failed"
+    ] * 5 + ["receipt.lookup_refused"]
+    assert not any(second["receipt_number"] in t or first["idcs"] in t for t in texts)

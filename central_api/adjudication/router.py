@@ -12,22 +12,11 @@ from central_api.adjudication import service
 from central_api.db import transaction
 from central_api.dependencies import RegistryDep
 from central_api.enrolment import service as intake
+from central_api.enrolment.gate import read_small_body
 from central_api.enrolment.schemas import KIOSK_HEADER, RevealAnswer
-from central_api.exceptions import TooLarge
 
 router = APIRouter(prefix="/v1/kiosk", tags=["adjudication"])
 MAX_REVEAL_BYTES = 64 * 1024  # a sealed reveal request is about 4 KB
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes however it is sent (chunked too)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"a reveal request is at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post("/reveal", response_model=RevealAnswer)
@@ -38,7 +27,7 @@ async def reveal(
     a duplicate enrolment of this kiosk was linked to, if the live face sent matches them 1:1
     (signed :class:`~central_api.enrolment.schemas.RevealAnswer`, ``shown``, ``mismatch`` or
     ``refused`` after too many mismatches)."""
-    body = await _body(request, MAX_REVEAL_BYTES)
+    body = await read_small_body(request, MAX_REVEAL_BYTES)
     window = timedelta(seconds=reg.settings.replay_window_seconds)
 
     def work() -> RevealAnswer:

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -257,3 +258,15 @@ class IntakeGate:
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """The body of a small kiosk request (a reveal, a query), refused past ``limit`` bytes
+    however it is sent (chunked too): TooLarge."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"this request is at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

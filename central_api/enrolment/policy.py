@@ -26,6 +26,16 @@ def _supervisor(capture: CaptureInfo, action: str) -> bool:
     return any(o.action == action and o.role == "supervisor" for o in capture.overrides)
 
 
+def supervisor_holds(packet: EnrolmentPacket) -> list[str]:
+    """Reason codes of what a supervisor accepted at the kiosk that a person at the registry
+    must still look at: such a packet is stored and held for adjudication whatever
+    ``intake_on_violation`` says (never refused, never issued automatically)."""
+    c = packet.capture
+    if c is not None and not c.face_liveness and _supervisor(c, "face_capture_waived"):
+        return ["liveness_waived_by_supervisor"]
+    return []
+
+
 def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
     """Reason codes of what the capture evidence lacks (empty: it satisfies the policy)."""
     c = packet.capture
@@ -42,7 +52,7 @@ def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
             out.append("face_document_score_missing")
     elif not _supervisor(c, "no_document"):
         out.append("no_document_without_supervisor")
-    if not c.face_liveness:
+    if not c.face_liveness and not _supervisor(c, "face_capture_waived"):
         out.append("liveness_not_passed")
     if c.face_quality < s.intake_min_face_quality:
         out.append("face_quality_low")

@@ -24,7 +24,7 @@ from central_api.enrolment.exceptions import (
     NotAuthenticated,
     WitnessesNotRegistered,
 )
-from central_api.enrolment.gate import SLOT_RELEASE
+from central_api.enrolment.gate import SLOT_RELEASE, read_small_body
 from central_api.enrolment.schemas import (
     KIOSK_HEADER,
     READ_SKEW,
@@ -33,6 +33,7 @@ from central_api.enrolment.schemas import (
     EnrolmentStatus,
     ErrorAnswer,
     OperatorList,
+    QueryAnswer,
     SealedPacket,
     read_message,
 )
@@ -144,7 +145,7 @@ def _checked(reg: Registry, opened: service.Opened) -> list[str]:
             reasons=hold,
         )
     policy.check_finger_templates(opened.packet)
-    return hold
+    return hold + policy.supervisor_holds(opened.packet)
 
 
 def _store(
@@ -235,3 +236,41 @@ def get_operators(reg: RegistryDep, reader: ReaderDep) -> OperatorList:
     with reg.sessions() as s:
         service.still_active(s, reader)
         return service.operator_list(s, reader.id, reg.signing_key.sign)
+
+
+MAX_QUERY_BYTES = 16 * 1024  # a sealed query is under 2 KB
+
+
+@kiosk_router.post(
+    "/query",
+    response_model=QueryAnswer,
+    responses={401: _ERRORS[401], 403: _ERRORS[403], 413: _ERRORS[413], 429: _ERRORS[429]},
+)
+async def query(
+    request: Request, reg: RegistryDep, kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)]
+) -> QueryAnswer:
+    """A sealed kiosk question (:class:`WitnessQuery`: are two witnesses registered, before
+    any capture; :class:`ReceiptQuery`: a citizen checks a receipt by its number and their
+    date of birth, at any kiosk). Each is accepted once, audited and rate-limited; the
+    signed :class:`QueryAnswer` reveals nothing else."""
+    body = await read_small_body(request, MAX_QUERY_BYTES)
+    window = timedelta(seconds=reg.settings.replay_window_seconds)
+
+    def work() -> QueryAnswer:
+        kiosk, ask, send_id, sent_at = service.open_query(
+            body, reg.packet_key, reg.kiosks, window, sender=kiosk_id
+        )
+        with transaction(reg.sessions) as s:
+            service.still_active(s, kiosk)
+            service.accept_send(s, kiosk.id, send_id, sent_at, window)
+            return service.answer_query(
+                s,
+                reg.cipher,
+                kiosk.id,
+                ask,
+                reg.signing_key.sign,
+                reg.settings,
+                reg.audit_key,
+            )
+
+    return await run_in_threadpool(work)

@@ -277,6 +277,7 @@ class Override(BaseModel):
         "no_document",
         "face_document_mismatch",
         "face_retry",
+        "face_capture_waived",  # N failed face captures: the best one accepted (adjudicated)
         "document_not_verified",  # a chip whose CSCA is not in the trust list, checked by hand
     ]
     subject: str | None = Field(default=None, max_length=40)
@@ -285,6 +286,14 @@ class Override(BaseModel):
 
 
 IDCS_PATTERN = r"^[0-9]{10}$"
+
+
+def idcs_well_formed(number: str) -> bool:
+    """True if ``number`` can be an IDCS: ten digits ending with a valid Verhoeff check digit
+    (a kiosk checks a typed witness's IDCS with it before anything is captured)."""
+    from central_api.identity.idcs import verhoeff_valid  # (not at import: kiosks load this)
+
+    return re.fullmatch(IDCS_PATTERN, number) is not None and verhoeff_valid(number)
 
 
 class CaptureInfo(BaseModel):
@@ -670,6 +679,96 @@ class RevealAnswer(BaseModel):
         """Itself if the registry signed it for this kiosk's packet; DecisionNotAuthentic."""
         if self.kiosk_id != kiosk_id or self.packet_id != packet_id:
             raise DecisionNotAuthentic("the registry answered about another packet")
+        check_registry_signature(registry_public, self.signature, self.message())
+        return self
+
+
+# --- questions a kiosk asks between packets ---------------------------------------------------
+#
+# Sealed and signed like a packet (they hold personal data), answered with a signature that
+# names the kiosk and the question's own id, so an answer cannot be replayed to another one.
+
+RECEIPT_PATTERN = r"^RNP-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$"
+
+
+class WitnessQuery(BaseModel):
+    """Before any capture: are the two witnesses of a no-document enrolment registered
+    persons? (The answer says only whether the pair is, as the intake does.)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["witnesses"] = "witnesses"
+    query_id: uuid.UUID
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    witnesses: list[Annotated[str, Field(pattern=IDCS_PATTERN)]] = Field(min_length=2, max_length=2)
+    operator_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
+
+
+class ReceiptQuery(BaseModel):
+    """A citizen checks a receipt at any kiosk: its number and their date of birth."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["receipt"] = "receipt"
+    query_id: uuid.UUID
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    receipt_number: str = Field(pattern=RECEIPT_PATTERN)
+    date_of_birth: date
+
+
+KioskQuery = Annotated[WitnessQuery | ReceiptQuery, Field(discriminator="kind")]
+
+
+class QueryEnvelope(BaseModel):
+    """The signed message inside a sealed query."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_id: uuid.UUID
+    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
+    packet: KioskQuery
+
+
+class QueryAnswer(BaseModel):
+    """The registry's answer to a kiosk's query, signed with its decision key. For a receipt:
+    ``found`` with the enrolment's state and, once issued, the IDCS's last four digits (the
+    whole number is shown only after a live face check); ``not_found`` whether the number or
+    the date is wrong; ``refused`` after too many wrong tries."""
+
+    query_id: uuid.UUID
+    kiosk_id: str
+    kind: Literal["witnesses", "receipt"]
+    outcome: Literal["registered", "not_registered", "found", "not_found", "refused"]
+    status: EnrolmentState | None = None
+    idcs_last4: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
+    signed_at: int
+    signature: str = ""
+
+    def message(self) -> bytes:
+        """The bytes the registry signs (all but the signature)."""
+        return "\n".join(
+            [
+                "RNP-QUERY-v1",
+                self.kiosk_id,
+                str(self.query_id),
+                self.kind,
+                self.outcome,
+                self.status or "-",
+                self.idcs_last4 or "-",
+                str(self.signed_at),
+            ]
+        ).encode()
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> QueryAnswer:
+        """This answer with the registry's signature."""
+        return self.model_copy(
+            update={"signature": base64.b64encode(sign(self.message())).decode("ascii")}
+        )
+
+    def verify(self, registry_public: bytes, kiosk_id: str, query_id: uuid.UUID) -> QueryAnswer:
+        """Itself if the registry signed it for this kiosk's query; DecisionNotAuthentic."""
+        if self.kiosk_id != kiosk_id or self.query_id != query_id:
+            raise DecisionNotAuthentic("the registry answered another question")
         check_registry_signature(registry_public, self.signature, self.message())
         return self
 

@@ -32,7 +32,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from biometrics import face
 from biometrics.fingerprint import FingerprintTemplate
+from central_api.audit.models import AuditEvent
 from central_api.audit.service import count_recent, fingerprint, record
+from central_api.config import Settings
 from central_api.crypto import FieldCipher
 from central_api.db import utcnow
 from central_api.enrolment.exceptions import (
@@ -54,10 +56,14 @@ from central_api.enrolment.schemas import (
     FingerprintRecord,
     OperatorEntry,
     OperatorList,
+    QueryAnswer,
+    QueryEnvelope,
+    ReceiptQuery,
     RevealEnvelope,
     RevealRequest,
     SealError,
     SendEnvelope,
+    WitnessQuery,
     open_sealed,
     pin_hash,
     receipt_number,
@@ -336,15 +342,109 @@ def open_reveal(
     return kiosk, send.packet, send.send_id, sent_at
 
 
+def open_query(
+    body: bytes,
+    packet_key: X25519PrivateKey,
+    kiosks: KioskDirectory,
+    replay_window: timedelta,
+    sender: str | None = None,
+) -> tuple[KioskKey, WitnessQuery | ReceiptQuery, uuid.UUID, datetime]:
+    """As :func:`open_packet`, for a sealed query: (kiosk, query, send id, sent)."""
+    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, QueryEnvelope, sender)
+    assert isinstance(send, QueryEnvelope)
+    return kiosk, send.packet, send.send_id, sent_at
+
+
+RECEIPT_TRIES_PER_DAY = 5  # wrong dates of birth for one receipt number before it is refused
+
+
+def answer_query(
+    session: Session,
+    cipher: FieldCipher,
+    kiosk_id: str,
+    query: WitnessQuery | ReceiptQuery,
+    sign: Callable[[bytes], bytes],
+    settings: Settings,
+    audit_key: bytes,
+) -> QueryAnswer:
+    """Answer a kiosk's question, audited (identifiers only as keyed fingerprints).
+
+    Witnesses: whether the pair is registered (as the intake checks it, under the same
+    per-kiosk limit of failed checks). A receipt: its enrolment's state if the date of birth
+    is the person's, with the IDCS's last four digits once issued; ``not_found`` whether the
+    number or the date is wrong; ``refused`` after ``RECEIPT_TRIES_PER_DAY`` wrong tries on
+    one number (a date of birth cannot be guessed by trying them all). RateLimited past the
+    settings' failed witness checks or receipt look-ups per kiosk and hour."""
+    actor = f"kiosk:{kiosk_id}"
+    answer = QueryAnswer(
+        query_id=query.query_id,
+        kiosk_id=kiosk_id,
+        kind=query.kind,
+        outcome="not_found",
+        signed_at=int(time.time()),
+    )
+    if isinstance(query, WitnessQuery):
+        try:
+            _witnesses(
+                session, kiosk_id, query.witnesses, settings.witness_failures_per_hour, audit_key
+            )
+        except WitnessesNotRegistered as exc:
+            witness_check_failed(session, kiosk_id, exc.reasons)
+            return answer.model_copy(update={"outcome": "not_registered"}).signed(sign)
+        record(session, actor, "witness.checked", "kiosk", kiosk_id, operator=query.operator_id)
+        return answer.model_copy(update={"outcome": "registered"}).signed(sign)
+    now = datetime.now(UTC)
+    if count_recent(session, actor, "receipt.lookup_failed", now - timedelta(hours=1)) >= (
+        settings.receipt_failures_per_hour
+    ):
+        raise RateLimited("too many failed receipt look-ups from this kiosk", retry_after=3600)
+    ref = fingerprint(audit_key, query.receipt_number)
+    wrong = (
+        session.scalar(
+            select(func.count()).where(
+                AuditEvent.entity == "receipt",
+                AuditEvent.entity_id == ref,
+                AuditEvent.action == "receipt.lookup_failed",
+                AuditEvent.at >= now - timedelta(days=1),
+            )
+        )
+        or 0
+    )
+    if wrong >= RECEIPT_TRIES_PER_DAY:
+        record(session, actor, "receipt.lookup_refused", "receipt", ref)
+        return answer.model_copy(update={"outcome": "refused"}).signed(sign)
+    found = None
+    for e in session.scalars(
+        select(Enrolment).where(Enrolment.receipt_number == query.receipt_number)
+    ):
+        demo = json.loads(
+            cipher.decrypt(e.demographics, ctx(e.kiosk_id, e.packet_id, "demographics"))
+        )
+        if demo.get("date_of_birth") == query.date_of_birth.isoformat():
+            found = e
+            break
+    if found is None:
+        record(session, actor, "receipt.lookup_failed", "receipt", ref)
+        return answer.signed(sign)
+    record(session, actor, "receipt.lookup", "enrolment", found.id)
+    last4 = None
+    if found.status == EnrolmentState.ISSUED and found.person_id is not None:
+        person = session.get(Person, found.person_id)
+        last4 = person.idcs[-4:] if person is not None and person.idcs else None
+    return answer.model_copy(
+        update={"outcome": "found", "status": EnrolmentState(found.status), "idcs_last4": last4}
+    ).signed(sign)
+
+
 def _open(
     body: bytes,
     packet_key: X25519PrivateKey,
     kiosks: KioskDirectory,
     replay_window: timedelta,
-    model: type[SendEnvelope] | type[RevealEnvelope],
+    model: type[SendEnvelope] | type[RevealEnvelope] | type[QueryEnvelope],
     sender: str | None = None,
     now: datetime | None = None,
-) -> tuple[KioskKey, SendEnvelope | RevealEnvelope, datetime]:
+) -> tuple[KioskKey, SendEnvelope | RevealEnvelope | QueryEnvelope, datetime]:
     try:
         opened = open_sealed(body, packet_key)
     except SealError as exc:
