@@ -188,6 +188,13 @@ class DeviceClient:
         dpi = int(r.result["dpi"])  # type: ignore[call-overload]
         return FingerImage(r.arrays()[0], dpi, str(r.result["model"]))
 
+    def capture_document(self, timeout: float = 15.0) -> np.ndarray:
+        """One image (BGR, uint8) of the document under the document camera, to read its MRZ
+        from (:func:`devices.document.read_mrz`). DeviceError codes: ``no_document`` (nothing
+        on the tray: the simulated citizen has no card), ``device_lost`` (the camera is gone
+        or gave no image), ``busy`` (the camera is capturing a face)."""
+        return self.call("document.capture", timeout=timeout).arrays()[0]
+
     def read_document(self, key: dict[str, str], timeout: float = 30.0) -> CardRead:
         """Read the ID card's chip with ``key`` (``{"mrz": lines}``, ``{"number", "birth",
         "expiry"}`` or ``{"can"}``). DeviceError codes: ``no_card``, ``access_denied``,

@@ -162,12 +162,15 @@ class SimulatedCamera(Camera):
         seed: int = 0,
         fps: float = 15.0,
         prelude: bool = True,
+        follows_prompts: bool = True,
     ) -> SimulatedCamera:
         """A realistic session: (with ``prelude``) the person steps in too far away,
         off-centre and turned, in poor light, with someone behind them, moving; then holds
         still (with a natural blink), blinks and turns their head left on request, and looks
         back. Without ``prelude`` they step in and hold still at once. They answer the
-        prompts ``blink_turn_left`` and ``blink_turn_right``."""
+        prompts ``blink_turn_left`` and ``blink_turn_right`` (unless not ``follows_prompts``:
+        someone who does not understand them, or a photo held up, keeps still: liveness
+        fails while the face itself is good)."""
         rng = random.Random(seed)
 
         def natural(seconds: float, **kw: object) -> list[Shot]:
@@ -214,6 +217,8 @@ class SimulatedCamera(Camera):
                 for s, y in zip(turn, yaws, strict=True)
             ]
             + natural(12)
+            if follows_prompts
+            else natural(14)
             for side in ("left", "right")
         }
         comp = face_model(str(companion)) if companion else None
@@ -280,10 +285,12 @@ def auto_capture(
     consecutive: int = 3,
     timeout_seconds: float = 30.0,
     on_feedback: Callable[[list[str], face.FaceQuality], None] | None = None,
+    on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> CaptureResult:
     """Read frames until ``consecutive`` frames in a row pass :func:`biometrics.face.assess`;
     return the best of them. Gives up after ``timeout_seconds`` of camera time, or when the
-    stream ends. ``on_feedback`` receives the instructions and the assessment of each frame.
+    stream ends. ``on_feedback`` receives the instructions and the assessment of each frame,
+    ``on_frame`` each frame itself (the kiosk screen's live preview; never stored).
     """
     run: list[tuple[np.ndarray, face.FaceQuality]] = []
     last: list[str] = []
@@ -292,6 +299,8 @@ def auto_capture(
         start = frame.timestamp if start is None else start
         elapsed = frame.timestamp - start
         count += 1
+        if on_frame is not None:
+            on_frame(frame.image)
         quality = face.assess(frame.image, thresholds)
         last = feedback(quality)
         if on_feedback is not None:

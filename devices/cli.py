@@ -76,9 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
     from devices.icao import emulator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.simulate and args.camera:
+    if args.simulate and (args.camera or args.document_camera):
         print(
-            "error: --simulate simulates every device; it cannot be mixed with --camera",
+            "error: --simulate simulates every device; it cannot be mixed with --camera or "
+            "--document-camera",
             file=sys.stderr,
         )
         return 2
@@ -101,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
             socket_dir=Path(args.socket_dir) if args.socket_dir else bus.default_socket_dir(),
             simulated=args.simulate,
             camera=args.camera or "opencv:0",
+            document_camera=args.document_camera,
             card_reader=args.reader,
             trust_dir=Path(args.trust) if args.trust else None,
             socket_group=args.group,
@@ -174,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated camera, fingerprint reader and emulated cards: tests and demo only",
     )
     sp.add_argument("--camera", help="opencv:INDEX|FILE|URL (default opencv:0)")
+    sp.add_argument(
+        "--document-camera",
+        help="opencv:INDEX|FILE|URL of the camera over the document tray (the MRZ is read "
+        "from it); default: the face camera",
+    )
     sp.add_argument("--reader", help="PC/SC reader name (default: the first)")
     sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists (read only)")
     sp.add_argument(

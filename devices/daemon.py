@@ -4,15 +4,24 @@ It answers commands on a ZeroMQ ROUTER socket and publishes events on a PUB sock
 sockets in a directory only the kiosk's user may enter (the protocol and the directory are
 described in :mod:`devices.bus`). It runs in one of two modes, never a mix:
 
-- **real** (the default): camera ``opencv:<index|file|url>``; fingerprint reader ``none``
-  until a vendor / SBI driver is configured; card reader: a PC/SC reader through pcscd (any
-  reader, or the one named). It refuses to start when vsmartcard's virtual reader is present.
+- **real** (the default): camera ``opencv:<index|file|url>``; document camera: the same
+  camera unless ``document_camera`` names another ``opencv:`` source; fingerprint reader
+  ``none`` until a vendor / SBI driver is configured; card reader: a PC/SC reader through
+  pcscd (any reader, or the one named). It refuses to start when vsmartcard's virtual reader
+  is present.
 - **simulated** (``simulated=True``, ``devices serve --simulate``; tests and the demo only):
   simulated camera (a person rendered from a real photo, see :mod:`devices.camera`) and
   fingerprint reader, and the daemon *is* the citizen's card: it issues an emulated eMRTD,
   signed by its own test CSCA (kept in memory, never written anywhere), and inserts it into
-  vsmartcard's virtual reader, so the card is still read through pcscd like any card. A
-  ``simulate.*`` command family (citizen, card, face, unplug, csca) exists in this mode only.
+  vsmartcard's virtual reader, so the card is still read through pcscd like any card; the
+  document camera shows that card's back, its MRZ printed in OCR-B
+  (:func:`devices.document.render_card_back`). A ``simulate.*`` command family (citizen,
+  card, face, unplug, csca) exists in this mode only.
+
+Commands: ``status``, ``face.capture``, ``finger.capture``, ``card.read`` (with the MRZ, the
+document number and dates, or the CAN) and ``document.capture`` (one image of the document
+under the document camera, BGR, for :func:`devices.document.read_mrz`: the kiosk reads the
+MRZ from it, then opens the chip with it).
 
 Each device's capture settings come from its firmware configuration (``firmware_configs/``).
 The trust folder is only ever read. The kiosk does not take the daemon's word for a card: it
@@ -22,9 +31,11 @@ list (:mod:`kiosk.session`).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import random
 import threading
 import time
 import zlib
@@ -34,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import zmq
 
 from devices import card as card_mod
@@ -47,6 +59,7 @@ from devices.camera import (
     auto_capture,
     record,
 )
+from devices.document import render_card_back
 from devices.exceptions import DeviceError
 from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintReader
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
@@ -55,6 +68,9 @@ from devices.icao import mrz as mrz_mod
 
 log = logging.getLogger("devices.daemon")
 _REPLIES = "inproc://devices-daemon-replies"
+PREVIEW_WIDTH, PREVIEW_INTERVAL = 320, 0.2  # the face preview the kiosk screen mirrors
+DOCUMENT_RESOLUTION = (1920, 1080)  # asked of a real document camera: the MRZ needs pixels
+DOCUMENT_WARMUP_FRAMES = 5  # frames read before the one kept (auto exposure settles)
 
 
 class CommandError(DeviceError):
@@ -74,7 +90,8 @@ class DaemonConfig:
 
     ``simulated`` is all or nothing: with it, camera and fingerprint reader are simulated
     (``camera`` is then ignored); without it, ``camera`` must be an ``opencv:`` source, and
-    there is no fingerprint reader (no real driver yet: issue 18)."""
+    there is no fingerprint reader (no real driver yet: issue 18). ``document_camera`` (an
+    ``opencv:`` source too) is the camera over the document tray; None: the face camera."""
 
     socket_dir: Path
     simulated: bool = False
@@ -83,15 +100,19 @@ class DaemonConfig:
     trust_dir: Path | None = None  # CSCA certificates / master lists (read only)
     socket_group: str | None = None  # a group shared with the kiosk's user, if it differs
     heartbeat_seconds: float = 1.0
+    document_camera: str | None = None  # opencv:<index|file|url>; None: the face camera
 
     def __post_init__(self) -> None:
         if self.simulated:
             self.camera = "simulated"
-        elif not self.camera.startswith("opencv:"):
-            raise DaemonConfigError(
-                f"camera {self.camera!r}: a real kiosk needs opencv:<index|file|url> "
-                "(simulation only with --simulate, for every device at once)"
-            )
+            self.document_camera = None
+            return
+        for name, spec in (("camera", self.camera), ("document_camera", self.document_camera)):
+            if spec is not None and not spec.startswith("opencv:"):
+                raise DaemonConfigError(
+                    f"{name} {spec!r}: a real kiosk needs opencv:<index|file|url> "
+                    "(simulation only with --simulate, for every device at once)"
+                )
 
     @property
     def camera_model(self) -> str:
@@ -109,7 +130,11 @@ class Citizen:
     missing: set[int] = field(default_factory=set)
     difficulty: float = 1.0
     prelude: bool = False
+    follows_prompts: bool = True  # False: keeps still at the liveness prompt (liveness fails)
     companion: str | None = None
+    seed: int = 0
+    document_mrz: str | None = None  # the MRZ printed on the card's back (personal data)
+    document_image: dict[str, float] | str | None = None  # capture overrides, or "unreadable"
 
 
 class DeviceDaemon:
@@ -148,6 +173,7 @@ class DeviceDaemon:
             "face.capture": self._face_capture,
             "finger.capture": self._finger_capture,
             "card.read": self._card_read,
+            "document.capture": self._document_capture,
         }
         if config.simulated:
             self._handlers.update(
@@ -246,7 +272,9 @@ class DeviceDaemon:
             self._reply(ident, _error(rid, "unknown_command", f"unknown command {cmd!r}"), [])
             return
         device = cmd.split(".")[0]
-        if device in ("face", "finger", "card"):
+        if device == "document" and self.config.document_camera is None:
+            device = "face"  # one camera for both: one capture at a time
+        if device in ("face", "finger", "card", "document"):
             with self._lock:
                 if device in self._busy:
                     self._reply(ident, _error(rid, "busy", f"the {device} device is busy"), [])
@@ -342,13 +370,8 @@ class DeviceDaemon:
             if self._camera is None:
                 raise CommandError("no_face", "nobody is in front of the camera")
             return self._camera
-        source: int | str = cfg.camera.partition(":")[2]
-        source = int(source) if str(source).isdigit() else source
         c = self.camera_config.capture
-        try:
-            return OpenCVCamera(source, c.width, c.height, c.fps)
-        except CameraError as exc:
-            raise CommandError("device_lost", str(exc)) from exc
+        return _opencv(cfg.camera, c.width, c.height, c.fps)
 
     def _face_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         self._check_plugged("camera")
@@ -362,6 +385,21 @@ class DeviceDaemon:
         def feedback(codes: list[str], quality: object) -> None:
             self.publish("face.feedback", {"codes": codes, "score": getattr(quality, "score", 0)})
 
+        shown = [0.0]
+
+        def preview(image: np.ndarray) -> None:
+            """The kiosk screen's mirror: a small JPEG, a few times a second, on the event
+            bus only (the UI draws it and keeps nothing)."""
+            now = time.monotonic()
+            if now - shown[0] < PREVIEW_INTERVAL:
+                return
+            shown[0] = now
+            scale = PREVIEW_WIDTH / image.shape[1]
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+            if ok:
+                self.publish("face.preview", {"jpeg": base64.b64encode(buf.tobytes()).decode()})
+
         try:
             result = auto_capture(
                 cam,
@@ -369,6 +407,7 @@ class DeviceDaemon:
                 consecutive=cfg.capture.auto_capture_consecutive,
                 timeout_seconds=cfg.capture.timeout_seconds,
                 on_feedback=feedback,
+                on_frame=preview,
             )
             if result.status != "captured" or result.image is None or result.quality is None:
                 raise CommandError(
@@ -389,6 +428,37 @@ class DeviceDaemon:
             "arrays": specs,
             "timestamps": [f.timestamp for f in frames],  # camera clock: liveness is timed
         }, blobs
+
+    # ------------------------------------------------------------------------ document camera
+    def _document_capture(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """One image (BGR) of the document on the tray, for the kiosk to read its MRZ."""
+        if self.config.document_camera is None:
+            self._check_plugged("camera")
+        if self.config.simulated:
+            citizen = self.citizen
+            if citizen is None or citizen.document_mrz is None:
+                raise CommandError("no_document", "no document is under the document camera")
+            image = _simulated_document(citizen)
+        else:
+            image = self._grab_document()
+        specs, blobs = pack_arrays([image])
+        return {"model": self.camera_config.model, "arrays": specs}, blobs
+
+    def _grab_document(self) -> np.ndarray:
+        spec = self.config.document_camera or self.config.camera
+        cam = _opencv(spec, *DOCUMENT_RESOLUTION, self.camera_config.capture.fps)
+        try:
+            frame = None
+            for _ in range(DOCUMENT_WARMUP_FRAMES):
+                got = cam.read()
+                if got is None:
+                    break
+                frame = got
+        finally:
+            cam.close()
+        if frame is None:
+            raise CommandError("device_lost", "the document camera gave no image")
+        return cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
 
     # ------------------------------------------------------------------------ fingerprints
     def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
@@ -474,12 +544,17 @@ class DeviceDaemon:
             missing={int(p) for p in args.get("missing", [])},  # type: ignore[attr-defined]
             difficulty=float(args.get("difficulty", 1.0)),  # type: ignore[arg-type]
             prelude=bool(args.get("prelude", False)),
+            follows_prompts=bool(args.get("follows_prompts", True)),
             companion=str(args["companion"]) if args.get("companion") else None,
         )
-        seed = _seed(args, c.photo)
+        seed = c.seed = _seed(args, c.photo)
         try:
             self._camera = SimulatedCamera.enrolment(
-                c.photo, companion=c.companion, seed=seed, prelude=c.prelude
+                c.photo,
+                companion=c.companion,
+                seed=seed,
+                prelude=c.prelude,
+                follows_prompts=c.follows_prompts,
             )
         except (OSError, ValueError) as exc:
             raise CommandError("bad_request", f"cannot simulate a person from {c.photo}") from exc
@@ -489,7 +564,9 @@ class DeviceDaemon:
         self.citizen = c
         card = args.get("card")
         if isinstance(card, dict):
+            look = _document_image(card.get("document_image"))
             self._document = self._issue(card, c)
+            c.document_mrz, c.document_image = str(card["mrz"]), look
             self._insert_card()
         return {"card": self._document is not None}, []
 
@@ -533,7 +610,10 @@ class DeviceDaemon:
         self.citizen.photo = str(args["photo"])
         try:
             self._camera = SimulatedCamera.enrolment(
-                self.citizen.photo, seed=_seed(args, self.citizen.photo), prelude=False
+                self.citizen.photo,
+                seed=_seed(args, self.citizen.photo),
+                prelude=False,
+                follows_prompts=self.citizen.follows_prompts,
             )
         except (OSError, ValueError) as exc:
             raise CommandError(
@@ -575,6 +655,63 @@ def _seed(args: dict[str, object], photo: str) -> int:
     demo or test run repeats exactly."""
     # not typed precisely here: a JSON value of a simulate.* command: int() refuses a wrong one
     return int(args.get("seed", zlib.crc32(Path(photo).name.encode())))  # type: ignore[call-overload]
+
+
+def _opencv(spec: str, width: int, height: int, fps: float) -> OpenCVCamera:
+    """An ``opencv:<index|file|url>`` camera; CommandError ``device_lost`` when it won't open."""
+    source: int | str = spec.partition(":")[2]
+    source = int(source) if str(source).isdigit() else source
+    try:
+        return OpenCVCamera(source, width, height, fps)
+    except CameraError as exc:
+        raise CommandError("device_lost", str(exc)) from exc
+
+
+def _document_image(value: object) -> dict[str, float] | str | None:
+    """A ``simulate.citizen`` card's ``document_image``: ``{"angle", "blur", "noise",
+    "scale"}`` overrides, or ``"unreadable"`` (glare over the MRZ)."""
+    if value is None:
+        return None
+    if value == "unreadable":
+        return "unreadable"
+    keys = {"angle", "blur", "noise", "scale"}
+    if not isinstance(value, dict) or not set(value) <= keys:
+        raise CommandError(
+            "bad_request", 'document_image: "unreadable" or {angle, blur, noise, scale}'
+        )
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError) as exc:
+        raise CommandError("bad_request", "document_image values must be numbers") from exc
+
+
+def _simulated_document(citizen: Citizen) -> np.ndarray:
+    """The simulated citizen's card back under the document camera: held a little crooked,
+    a little soft (drawn from the citizen's seed), unless the card says otherwise."""
+    assert citizen.document_mrz is not None
+    rng = random.Random(citizen.seed)
+    look = {
+        "angle": rng.uniform(-3.0, 3.0),
+        "blur": rng.uniform(0.0, 0.8),
+        "noise": rng.uniform(0.0, 4.0),
+        "scale": rng.uniform(0.8, 1.0),
+    }
+    extra = citizen.document_image
+    if isinstance(extra, dict):
+        look.update(extra)
+    try:
+        image = render_card_back(citizen.document_mrz, citizen.seed, **look)
+    except ValueError as exc:
+        raise CommandError("bad_request", f"cannot render the document: {exc}") from exc
+    if extra == "unreadable":  # glare from the kiosk's light washes out the MRZ
+        h, w = image.shape[:2]
+        glare = np.zeros((h, w), np.float32)
+        cv2.ellipse(
+            glare, (w // 2, round(0.72 * h)), (round(0.55 * w), round(0.2 * h)), 0, 0, 360, 1.0, -1
+        )
+        soft = cv2.GaussianBlur(glare, (0, 0), 0.03 * w)[:, :, None]
+        image = (image * (1 - soft) + 250 * soft).astype(np.uint8)
+    return image
 
 
 def _error(rid: str, code: str, message: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -37,6 +38,8 @@ from central_api.enrolment.schemas import (
     read_message,
     seal,
 )
+from devices.bus import DeviceClient
+from devices.daemon import DaemonConfig, DeviceDaemon
 from kiosk.client import KioskIdentity, build_packet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +275,17 @@ def serve_registry(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_daemon(config: DaemonConfig) -> Iterator[tuple[DeviceDaemon, DeviceClient]]:
+    """A device daemon served from a thread of this process, and a client of it."""
+    daemon = DeviceDaemon(config)
+    thread = threading.Thread(target=daemon.serve, daemon=True)
+    thread.start()
+    assert daemon.ready.wait(10)
+    try:
+        yield daemon, DeviceClient(config.socket_dir)
+    finally:
+        daemon.stop()
+        thread.join(10)
