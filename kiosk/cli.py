@@ -140,6 +140,39 @@ def _operator_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voice(args: argparse.Namespace) -> int:
+    from kiosk import voice
+    from kiosk.web import catalogue
+
+    if args.action == "render":
+        slots = voice.render({lang: catalogue(lang) for lang in voice.LANGUAGES})
+        n = sum(len(v) for v in slots.values())
+        print(f"{n} spoken messages in {voice.OUTPUT}")
+    for lang, keys in voice.recordings_wanted().items():
+        if keys:
+            stand_in = "espeak-ng" if lang in voice.ESPEAK_VOICES else "a chime"
+            print(
+                f"{lang}: {len(keys)} message(s) wait for a {voice.RECORDINGS[lang]} recording "
+                f"(kiosk/voice_recorded/{lang}/<key>.wav; {stand_in} plays meanwhile): "
+                + ", ".join(keys[:4])
+                + (" ..." if len(keys) > 4 else "")
+            )
+    return 0
+
+
+def _browser(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from kiosk.web import browser_command
+
+    cmd = browser_command(args.url, args.chromium)
+    if args.print:
+        print(shlex.join(cmd))
+        return 0
+    return subprocess.run(cmd, check=False).returncode  # (its service restarts it on exit)
+
+
 def _kiosk_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--kiosk-id", required=True)
     sp.add_argument("--key", required=True, help="this kiosk's Ed25519 PEM key (kiosk keygen)")
@@ -222,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pin", help="(prompted when not given)")
     sp.add_argument("--operators", default="var/kiosk/operators.json")
     sp.set_defaults(func=_operator_add)
+
+    sp = sub.add_parser(
+        "browser",
+        help="open the kiosk screen: Chromium in kiosk mode, printing straight to the printer",
+    )
+    sp.add_argument("--url", default="http://127.0.0.1:8080")
+    sp.add_argument("--chromium", default="chromium")
+    sp.add_argument("--print", action="store_true", help="print the command instead")
+    sp.set_defaults(func=_browser)
+
+    sp = sub.add_parser(
+        "voice",
+        help="render the spoken guidance (build time), or list the recordings still missing",
+    )
+    sp.add_argument("action", choices=["render", "status"])
+    sp.set_defaults(func=_voice)
     return p
 
 

@@ -37,8 +37,11 @@ from central_api.enrolment.schemas import (
     ErrorAnswer,
     FingerprintRecord,
     OperatorList,
+    QueryAnswer,
+    ReceiptQuery,
     RevealAnswer,
     RevealRequest,
+    WitnessQuery,
     read_message,
     seal,
     verify_status,
@@ -335,6 +338,24 @@ class CentralClient:
             return answer.verify(
                 self.registry_signing_key, self.identity.kiosk_id, request.packet_id
             )
+        except (ValueError, DecisionNotAuthentic) as exc:
+            raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
+
+    def ask(self, query: WitnessQuery | ReceiptQuery) -> QueryAnswer:
+        """Ask the registry a question between packets (sealed like a packet: it holds
+        personal data); the answer verified. Raises PacketRefused (429: too many failed
+        questions from this kiosk), or AnswerNotAuthentic."""
+        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
+        r = self._request(
+            "POST",
+            "/v1/kiosk/query",
+            body=lambda: self.identity.seal(query.model_dump_json().encode(), self.registry_key),
+            headers=headers,
+        )
+        self._refused(r)
+        try:
+            answer = QueryAnswer.model_validate_json(r.content)
+            return answer.verify(self.registry_signing_key, self.identity.kiosk_id, query.query_id)
         except (ValueError, DecisionNotAuthentic) as exc:
             raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
 

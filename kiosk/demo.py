@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,7 @@ from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity
 from kiosk.outbox import Entry, Outbox, OutboxState
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
-from kiosk.web import assemble, serve_ui
+from kiosk.web import assemble, browser_command, serve_ui
 
 KIOSK_ID = "KIOSK-DEMO-01"
 CENTRAL_PORT = 8081  # the registry (and its operators' console) with --ui
@@ -412,6 +413,33 @@ def enrol(session: EnrolmentSession, devices: DeviceClient, who: Citizen, langua
     )
 
 
+def ui_instructions(guest: Citizen) -> str:
+    """What a first-time tester does at the kiosk UI, as the demo prints it."""
+    d = guest.demographics
+    assert d.document is not None
+    born = d.date_of_birth.strftime("%d/%m/%Y")
+    return "\n".join(
+        [
+            "",
+            "kiosk UI: http://127.0.0.1:8080  (Ctrl-C to stop)",
+            f"  as the kiosk shows it: {shlex.join(browser_command())}",
+            "  standing at the kiosk: a person the registry has never seen, with a card on the "
+            "reader. To enrol them:",
+            "   1. touch a language on the welcome page;",
+            "   2. touch 'Read my card': the document camera reads the card's MRZ, nothing to "
+            f"type (typed by hand: number {d.document.number}, born {born}, expires 31/12/2034);",
+            "   3. touch 'Take the photo', then follow the spoken and written instructions;",
+            "   4. touch 'Scan this finger' for each of the ten fingers the hands show;",
+            "   5. type a place of birth and an address, confirm: the receipt shows the IDCS "
+            "once the registry has decided (a few seconds);",
+            "   6. a receipt can be checked later from the welcome page (its number and the "
+            f"date of birth, {born}).",
+            f"  agents: open http://127.0.0.1:8080/agent and start a shift: op-01 PIN "
+            f"{OPERATOR_PIN} (agent), sup-01 PIN {SUPERVISOR_PIN} (supervisor)",
+        ]
+    )
+
+
 def wait_final(outbox: Outbox, entry: Entry, timeout: float = 60.0) -> Entry:
     """Wait for the registry's decision on a queued packet (the sync worker fetches it); an
     adjudication case counts as decided (its outcome waits for a person)."""
@@ -459,6 +487,9 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
         Citizen(i, name, people[name], person(i, rng), {7} if i == 2 else set())
         for i, name in enumerate(names)
     ]
+    # with the UI, the last person is kept out of the batch: the first-time tester stands at
+    # the kiosk as someone the registry has never seen, and must reach an issued IDCS
+    guest = citizens.pop() if ui else None
     identity = KioskIdentity.generate(KIOSK_ID)
     operators = Operators(workdir / "operators.json")
     operators.add("op-01", "operator", OPERATOR_PIN)
@@ -557,20 +588,10 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
             if final.status in ("duplicate", "adjudication"):
                 print("\n".join(explain(final.receipt_number, central_env)), flush=True)
         print_console(url, console, workdir, ui)
-        if ui:
-            guest = Citizen(
-                len(citizens), "guest", people[names[0]], person(len(citizens), rng), set()
-            )
+        if guest is not None:
             guest.present(devices)
-            d = guest.demographics
-            assert d.document is not None
-            print(
-                "\nkiosk UI: http://127.0.0.1:8080  (Ctrl-C to stop)\n"
-                f"  the card on the reader: number {d.document.number}, born {d.date_of_birth}, "
-                "expires 2034-12-31\n"
-                f"  agent op-01 PIN {OPERATOR_PIN}; supervisor sup-01 PIN {SUPERVISOR_PIN}",
-                flush=True,
-            )
+            session.cancel()  # the welcome page, neutral
+            print(ui_instructions(guest), flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 serve_ui(kiosk)
         assert kiosk.worker is not None

@@ -29,10 +29,14 @@ class FaceCaptureFailed(KioskError):
     """The face stage could not finish; ``reasons`` say why (quality or liveness codes)."""
 
     def __init__(
-        self, stage: Literal["capture", "liveness", "encoding"], reasons: list[str]
+        self,
+        stage: Literal["capture", "liveness", "encoding"],
+        reasons: list[str],
+        capture: FaceCapture | None = None,
     ) -> None:
         super().__init__(f"face {stage} failed: {', '.join(reasons) or 'no reason given'}")
         self.stage, self.reasons = stage, reasons
+        self.capture = capture  # a liveness failure's capture (for a supervisor to judge)
 
 
 def capture_face(
@@ -74,10 +78,8 @@ def finish_face(
 ) -> FaceCapture:
     """The kiosk's half of the face stage, on what the camera gave (directly or through the
     device daemon): liveness on the challenge recording (judged by its ``timestamps``), the
-    template, the ICAO token image."""
+    template, the ICAO token image. A liveness failure carries its capture (``capture``)."""
     live = face.liveness(challenge_frames, turn=challenge, timestamps=timestamps)
-    if not live.passed:
-        raise FaceCaptureFailed("liveness", live.reasons)
     try:
         template = face.encode(image, config.quality.thresholds())
     except face.FaceError as exc:
@@ -88,4 +90,7 @@ def finish_face(
     )
     if not ok:
         raise FaceCaptureFailed("encoding", ["jpeg_encoding_failed"])
-    return FaceCapture(template, buf.tobytes(), quality_score, live)
+    shot = FaceCapture(template, buf.tobytes(), quality_score, live)
+    if not live.passed:
+        raise FaceCaptureFailed("liveness", live.reasons, shot)
+    return shot

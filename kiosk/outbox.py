@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
 
@@ -88,6 +88,19 @@ class _Item(_Base):
     last_error: Mapped[str | None] = mapped_column(String(300))
     status: Mapped[str | None] = mapped_column(String(16))
     idcs: Mapped[str | None] = mapped_column(String(10))
+
+
+class _Work(_Base):
+    """Who did what at this kiosk (the agent console's counts): one row per enrolment (its
+    agent on duty, or "-") and per override in it. Operator ids and actions only."""
+
+    __tablename__ = "work"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    packet_id: Mapped[str] = mapped_column(String(36), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    operator_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(200))
 
 
 @dataclass(frozen=True)
@@ -175,7 +188,7 @@ class Outbox:
             raise OutboxError(f"packet {packet_id} cannot be decrypted (wrong key?)") from exc
 
     # ------------------------------------------------------------------------ writing
-    def put(self, packet: EnrolmentPacket) -> Entry:
+    def put(self, packet: EnrolmentPacket, agent: str | None = None) -> Entry:
         """Store a packet durably; returns its entry (with the receipt number). Putting the
         same packet again is a no-op; a different packet under the same id is refused."""
         data = packet.model_dump_json().encode()
@@ -200,6 +213,9 @@ class Outbox:
                 next_attempt_at=now,
             )
             s.add(item)
+            s.add(_Work(packet_id=pid, at=now, operator_id=agent or "-", action="enrolment"))
+            for o in packet.capture.overrides if packet.capture else []:
+                s.add(_Work(packet_id=pid, at=now, operator_id=o.operator_id, action=o.action))
         return _entry(item)
 
     def _update(self, packet_id: str, fn: Callable[[_Item], None]) -> Entry | None:
@@ -243,9 +259,12 @@ class Outbox:
 
         return self._update(packet_id, apply)
 
-    def requeue(self, packet_id: uuid.UUID | str | None = None) -> list[Entry]:
-        """Send refused packets again (one, or all with None): a supervisor's decision once the
-        cause is fixed (the kiosk's clock, its key, the registry's configuration)."""
+    def requeue(
+        self, packet_id: uuid.UUID | str | None = None, by: str = "-", reason: str | None = None
+    ) -> list[Entry]:
+        """Send refused packets again (one, or all with None): a supervisor's decision (``by``,
+        with ``reason``, kept in the work log) once the cause is fixed (the kiosk's clock, its
+        key, the registry's configuration)."""
         now = datetime.now(UTC)
         with self._sessions() as s, s.begin():
             q = select(_Item).where(_Item.state == OutboxState.REFUSED, _Item.payload.is_not(None))
@@ -255,7 +274,32 @@ class Outbox:
             for item in items:
                 item.state, item.attempts, item.next_attempt_at = OutboxState.QUEUED, 0, now
                 item.updated_at = now
+                s.add(
+                    _Work(
+                        packet_id=item.packet_id,
+                        at=now,
+                        operator_id=by,
+                        action="requeue",
+                        reason=(reason or "")[:200] or None,
+                    )
+                )
             return [_entry(i) for i in items]
+
+    def today(self, zone: tzinfo) -> dict[str, dict[str, int]]:
+        """Today's work (in ``zone``) per operator: ``{operator: {action: count}}``, actions
+        being ``enrolment``, the override actions (``finger_exception``, ...) and
+        ``requeue``."""
+        midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+        with self._sessions() as s:
+            rows = s.execute(
+                select(_Work.operator_id, _Work.action, func.count())
+                .where(_Work.at >= midnight.astimezone(UTC))
+                .group_by(_Work.operator_id, _Work.action)
+            ).all()
+        out: dict[str, dict[str, int]] = {}
+        for who, action, n in rows:
+            out.setdefault(who, {})[action] = int(n)
+        return dict(sorted(out.items()))
 
     def listing(self, limit: int = 200) -> list[Entry]:
         """The newest entries (for the agent screen): nothing personal, no content."""
@@ -348,6 +392,7 @@ class SyncWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.online: bool | None = None  # None until the first attempt
+        self.last_contact: datetime | None = None  # the registry's last answer, any answer
         # seconds the kiosk clock is ahead of the registry's, when the registry last refused
         # a packet for it (clock_skew); None once a packet went through
         self.clock_skew: int | None = None
@@ -423,7 +468,7 @@ class SyncWorker:
             else:
                 st = self.client.status(pid)
         except PacketRefused as exc:
-            self.online = True
+            self.online, self.last_contact = True, datetime.now(UTC)
             why = f"{exc.code}: {exc.detail}"
             if exc.code == "clock_skew" and exc.server_time is not None:
                 self.clock_skew = int(time.time()) - exc.server_time
@@ -448,7 +493,7 @@ class SyncWorker:
                 self._delay(attempts),
             )
         else:
-            self.online = True
+            self.online, self.last_contact = True, datetime.now(UTC)
             if state == OutboxState.QUEUED:
                 self.clock_skew = None
             polls = attempts if state == OutboxState.ACKED else 0

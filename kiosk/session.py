@@ -20,16 +20,20 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import threading
 import time
+import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import httpx
 import numpy as np
 from pydantic import ValidationError
 
@@ -47,13 +51,24 @@ from central_api.enrolment.schemas import (
     KioskRole,
     OperatorList,
     Override,
+    QueryAnswer,
+    ReceiptQuery,
+    WitnessQuery,
+    idcs_well_formed,
     pin_hash,
 )
+from devices import document as document_camera
 from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import lds
 from devices.icao.mrz import MRZ
-from kiosk.client import CentralClient, build_packet, write_private
+from kiosk.client import (
+    AnswerNotAuthentic,
+    CentralClient,
+    PacketRefused,
+    build_packet,
+    write_private,
+)
 from kiosk.exceptions import KioskError
 from kiosk.face_capture import FaceCapture, FaceCaptureFailed, finish_face
 from kiosk.outbox import Entry, Outbox
@@ -62,6 +77,8 @@ from kiosk.outbox import Entry, Outbox
 # person has to stop), thumbs last, as a 4-4-2 slap sequence would take them.
 FINGER_ORDER = (2, 3, 4, 5, 7, 8, 9, 10, 1, 6)
 MAX_RECAPTURES = 3  # after the first attempt
+FACE_ATTEMPTS = 3  # failed face captures before a supervisor decides (no endless loop)
+SHIFT_HOURS = 10.0  # an agent's shift ends by itself after this long
 SAME_FINGER_BITS = 14.0  # a new print matching an earlier one this well is the same finger
 LANGUAGES = ("ar", "fr", "zgh", "en")
 _T = TypeVar("_T")
@@ -78,6 +95,14 @@ class Step(StrEnum):
     FINGERS = "fingers"
     REVIEW = "review"
     RECEIPT = "receipt"
+
+    @property
+    def number(self) -> int:
+        """The step's place in the citizen's journey ("3 / 6"; welcome is 0)."""
+        return list(Step).index(self)
+
+
+STEPS = len(Step) - 1  # the steps a citizen counts (welcome is not one)
 
 
 class Problem(StrEnum):
@@ -97,14 +122,17 @@ class Problem(StrEnum):
     REVEAL_NOT_DUPLICATE = "reveal_not_duplicate"
     REVEAL_MISMATCH = "reveal_mismatch"
     REVEAL_REFUSED = "reveal_refused"
-    REVEAL_UNAVAILABLE = "reveal_unavailable"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
     # the flow
     WRONG_STEP = "wrong_step"
     BAD_LANGUAGE = "bad_language"
-    TIMED_OUT = "timed_out"
     BIRTH_CERTIFICATE_MISSING = "birth_certificate_missing"
     WITNESSES_INVALID = "witnesses_invalid"
+    WITNESSES_NOT_REGISTERED = "witnesses_not_registered"
+    REGISTRY_RATE_LIMITED = "registry_rate_limited"
     REVIEW_INVALID = "review_invalid"
+    RECEIPT_NUMBER_INVALID = "receipt_number_invalid"
+    SHIFT_NEEDED = "shift_needed"
     # devices, whatever the stage
     DEVICES_UNAVAILABLE = "devices_unavailable"
     DEVICE_LOST = "device_lost"
@@ -118,6 +146,14 @@ class Problem(StrEnum):
     CARD_CHIP_ERROR = "card_chip_error"
     CARD_NOT_AUTHENTIC = "card_not_authentic"
     CARD_DEVICE_LOST = "card_device_lost"
+    CARD_BAD_NUMBER = "card_bad_number"  # typed entry: which field is wrong
+    CARD_BAD_BIRTH = "card_bad_birth"
+    CARD_BAD_EXPIRY = "card_bad_expiry"
+    # the document camera (the MRZ read by OCR)
+    DOCUMENT_UNREADABLE = "document_mrz_unreadable"
+    DOCUMENT_NO_DOCUMENT = "document_no_document"
+    DOCUMENT_DEVICE_LOST = "document_device_lost"
+    DOCUMENT_BUSY = "document_busy"  # the shared camera is taking a face
     # the face
     FACE_DEVICE_LOST = "face_device_lost"
     FACE_NO_FACE = "face_no_face"
@@ -126,6 +162,7 @@ class Problem(StrEnum):
     FACE_ENCODING = "face_encoding"
     FACE_CHIP_PHOTO_UNUSABLE = "face_chip_photo_unusable"
     FACE_DOCUMENT_MISMATCH = "face_document_mismatch"
+    FACE_SUPERVISOR = "face_supervisor"  # N failed attempts: a supervisor decides
     # the fingers
     FINGER_DEVICE_LOST = "finger_device_lost"
     FINGER_NO_FINGER = "finger_no_finger"
@@ -156,6 +193,23 @@ class StepError(KioskError):
     def __init__(self, code: Problem, detail: str = "") -> None:
         super().__init__(detail or code)
         self.code, self.detail = code, detail
+
+
+@contextmanager
+def registry_errors(not_found: Problem | None = None) -> Iterator[None]:
+    """The registry's refusals of a kiosk's question as StepErrors: 429
+    ``registry_rate_limited``, 404 ``not_found`` (when given), anything else, or no answer,
+    ``registry_unavailable``."""
+    try:
+        yield
+    except PacketRefused as exc:
+        if exc.status_code == 429:
+            raise StepError(Problem.REGISTRY_RATE_LIMITED) from exc
+        if exc.status_code == 404 and not_found is not None:
+            raise StepError(not_found) from exc
+        raise StepError(Problem.REGISTRY_UNAVAILABLE, exc.code) from exc
+    except (AnswerNotAuthentic, httpx.HTTPError, OSError) as exc:
+        raise StepError(Problem.REGISTRY_UNAVAILABLE, type(exc).__name__) from exc
 
 
 # ---------------------------------------------------------------------------- operators
@@ -276,6 +330,20 @@ class Operators:
             raise StepError(Problem.SUPERVISOR_NEEDED)
         return role
 
+    def role_of(self, operator_id: str) -> Role | None:
+        """``operator_id``'s role, or None if they are not (or no longer) an operator here."""
+        op = self._load().get(operator_id)
+        # not typed precisely here: operators.json holds one of the two roles (see authenticate)
+        return op["role"] if op else None  # type: ignore[return-value]
+
+    def listing(self) -> list[dict[str, object]]:
+        """Every operator here (id, role, locked), without PIN hashes: the agent console's
+        list. The registry's signed list is the source (``version`` > 0)."""
+        return [
+            {"id": o["id"], "role": o["role"], "locked": self.locked(o["id"])}
+            for o in sorted(self._load().values(), key=lambda o: o["id"])
+        ]
+
     def unlock(self, operator_id: str) -> None:
         """Lift ``operator_id``'s lockout (the command line, run by the kiosk's owner)."""
         with self._lock:
@@ -289,6 +357,16 @@ class Operators:
             raise StepError(Problem.OPERATOR_UNKNOWN)
         self.authenticate(supervisor_id, pin, "supervisor")
         self.unlock(operator_id)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """The agent on duty at this kiosk: signed in at the agent console with their PIN, so the
+    overrides they make during the shift ask for no PIN on the citizen's screen."""
+
+    operator_id: str
+    role: Role
+    started: float  # time.time()
 
 
 # ---------------------------------------------------------------------------- session data
@@ -311,6 +389,7 @@ class KioskSettings:
     centre: str = "Centre de services — démo"
     idle_timeout: float = 180.0
     max_recaptures: int = MAX_RECAPTURES
+    face_attempts: int = FACE_ATTEMPTS
     face_document_fmr: float = 1e-3
     # CSCA certificates / ICAO master lists the kiosk itself trusts: it runs passive
     # authentication on the raw chip data, whatever the device daemon says
@@ -343,6 +422,7 @@ class _Data:
     passive_authentication: str | None = None  # the kiosk's own verdict on the chip
     chip_face: bytes | None = None
     fields: dict[str, object] = field(default_factory=dict)  # demographics draft
+    typed: dict[str, str] = field(default_factory=dict)  # the typed card form, kept on error
     birth_certificate: str | None = None
     witnesses: list[str] = field(default_factory=list)
     face_template: np.ndarray | None = None
@@ -351,6 +431,8 @@ class _Data:
     face_liveness: bool = False
     face_similarity: float | None = None
     face_mismatch: bool = False
+    face_failures: int = 0
+    face_candidate: FaceCapture | None = None  # the best failed capture (a supervisor may take it)
     fingers: dict[int, Finger] = field(default_factory=dict)
     exceptions: dict[int, str] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -361,6 +443,8 @@ class _Data:
         """Overwrite what can be overwritten, then drop every reference."""
         if self.face_template is not None:
             self.face_template.fill(0)
+        if self.face_candidate is not None:
+            self.face_candidate.template.fill(0)
         # not typed precisely here: resetting the dataclass in place (every field back to its
         # default) keeps references to it valid
         self.__init__()  # type: ignore[misc]
@@ -385,12 +469,15 @@ class EnrolmentSession:
             operators,
         )
         self.on_submitted = on_submitted
+        # the registry's answers to the kiosk's questions (witnesses, receipts); None offline
+        self.ask: Callable[[WitnessQuery | ReceiptQuery], QueryAnswer] | None = None
         self.clock = clock
         self.step = Step.WELCOME
         self.data = _Data()
         self.receipt: Entry | None = None
         self.last_error: Problem | None = None
         self.session_id = uuid.uuid4().hex
+        self.shift: Shift | None = None
         self._touched = clock()
         self._lock = threading.RLock()
         self._configs: dict[str, CameraConfig | FingerprintConfig] = {}
@@ -429,16 +516,24 @@ class EnrolmentSession:
             idle = self.clock() - self._touched > self.settings.idle_timeout
             if idle and self.step not in (Step.WELCOME,):
                 self.cancel()
-                self.last_error = Problem.TIMED_OUT
                 return True
             return False
 
-    def cancel(self) -> None:
-        """Abandon the enrolment at any step: wipe its data, back to welcome."""
+    def touch(self) -> None:
+        """The citizen is still there (typing, or "I am here" at the idle warning)."""
         with self._lock:
-            language = self.data.language
+            self._touch()
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the citizen last did anything."""
+        return self.clock() - self._touched
+
+    def cancel(self) -> None:
+        """Abandon the enrolment at any step: wipe its data, back to a neutral welcome (no
+        language, no error: the next person starts afresh)."""
+        with self._lock:
             self.data.wipe()
-            self.data.language = language
             self.receipt = None
             self.step = Step.WELCOME
             self.last_error = None
@@ -466,12 +561,53 @@ class EnrolmentSession:
         except ValidationError as exc:
             raise self._fail(Problem.OVERRIDE_INVALID, str(exc.errors()[0]["loc"])) from exc
 
-    def _authorise(self, operator_id: str, pin: str, needs: Role) -> Role:
-        """An operator's PIN check; its refusal is shown like every other error."""
+    def authority(self, operator_id: str, pin: str, needs: Role) -> tuple[str, Role]:
+        """Who authorises an action, and their role: the agent on duty when no PIN is given
+        (and no other id), else an operator's PIN check. StepError ``supervisor_needed``,
+        ``shift_needed`` (nobody on duty and no PIN), or as :meth:`Operators.authenticate`."""
+        operator_id = operator_id.strip()
+        shift = self.on_duty
+        if not pin and shift is not None and operator_id in ("", shift.operator_id):
+            if _ROLE_RANK[shift.role] < _ROLE_RANK[needs]:
+                raise StepError(Problem.SUPERVISOR_NEEDED)
+            return shift.operator_id, shift.role
+        if not operator_id and not pin:
+            raise StepError(Problem.SHIFT_NEEDED)
+        return operator_id, self.operators.authenticate(operator_id, pin, needs)
+
+    def _authorise(self, operator_id: str, pin: str, needs: Role) -> tuple[str, Role]:
+        """:meth:`authority` for an override inside the enrolment: a refusal is shown like
+        every other error."""
         try:
-            return self.operators.authenticate(operator_id, pin, needs)
+            return self.authority(operator_id, pin, needs)
         except StepError as exc:
             raise self._fail(exc.code) from exc
+
+    # ------------------------------------------------------------------------ shifts
+    @property
+    def on_duty(self) -> Shift | None:
+        """The open shift, if any (ended by its length, or when the registry's list no longer
+        has the agent)."""
+        shift = self.shift
+        if shift is None:
+            return None
+        if time.time() - shift.started > SHIFT_HOURS * 3600 or (
+            self.operators.role_of(shift.operator_id) != shift.role
+        ):
+            self.shift = None
+            return None
+        return shift
+
+    def sign_in(self, operator_id: str, pin: str) -> Shift:
+        """An agent starts their shift (StepError ``operator_denied`` / ``operator_locked``;
+        the lockout counts as for any PIN)."""
+        role = self.operators.authenticate(operator_id.strip(), pin, "operator")
+        self.shift = Shift(operator_id.strip(), role, time.time())
+        return self.shift
+
+    def sign_out(self) -> None:
+        """The agent ends their shift."""
+        self.shift = None
 
     def _device(self, prefix: str, call: Callable[..., _T], *args: object) -> _T:
         """Call the device daemon; its failures become StepErrors ``<prefix>_<code>``, or
@@ -493,6 +629,31 @@ class EnrolmentSession:
             self.step, self.last_error = Step.LANGUAGE, None
             self._touch()
 
+    def back(self) -> None:
+        """One step back where nothing captured is lost: language → welcome, document →
+        language, face → document (the document is read again)."""
+        with self._lock:
+            self._touch()
+            if self.step == Step.LANGUAGE:
+                self.cancel()
+            elif self.step == Step.DOCUMENT:
+                self.step, self.last_error = Step.LANGUAGE, None
+            elif self.step == Step.FACE:
+                language = self.data.language
+                self.data.wipe()
+                self.data.language = language
+                self.step, self.last_error = Step.DOCUMENT, None
+            else:
+                raise StepError(Problem.WRONG_STEP, f"no way back from {self.step}")
+
+    def set_language(self, language: str) -> None:
+        """Switch the language at any step (the switch on every page); the step stays."""
+        with self._lock:
+            if language not in LANGUAGES:
+                raise self._fail(Problem.BAD_LANGUAGE)
+            self.data.language = language
+            self._touch()
+
     def choose_language(self, language: str) -> None:
         """Set the language for the rest of the session."""
         with self._lock:
@@ -504,52 +665,82 @@ class EnrolmentSession:
             self._touch()
 
     # ------------------------------------------------------------------------ document
-    def read_card(self, number: str, birth: str, expiry: str) -> None:
-        """Read the ID card's chip with the document number and the two dates (YYMMDD or
-        ISO dates), as printed on the card."""
+    def scan_document(self) -> None:
+        """Read the document's MRZ from the document camera (OCR, every check digit verified)
+        and open the chip with it: nothing to type."""
         with self._lock:
             self._expect(Step.DOCUMENT)
             self._touch()
-            key = {
-                "number": number.strip().upper(),
-                "birth": _yymmdd(birth),
-                "expiry": _yymmdd(expiry),
-            }
-            read = self._device("card", self.devices.read_document, key)
+            image = self._device("document", self.devices.capture_document)
             try:
-                chip = verify_chip(read, self.trust)
-            except lds.LDSError as exc:
-                raise self._fail(Problem.CARD_CHIP_ERROR, str(exc)) from exc
-            pa = chip.passive_authentication
-            if pa.status != "valid":
-                # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
-                # daemon's own verdict is not taken): no enrolment from it, a person must look
-                raise self._fail(Problem.CARD_NOT_AUTHENTIC, f"{pa.status}: {pa.reason}")
-            m = chip.mrz  # from the verified DG1, not from the daemon's summary
-            doc_type = (
-                DocumentType.PASSPORT
-                if m.document_type.startswith("P")
-                else DocumentType.CNIE
-                if m.issuing_state == "MAR"
-                else DocumentType.RESIDENCE_CARD
-            )
+                mrz = document_camera.read_mrz(image)
+            except document_camera.MRZUnreadable as exc:
+                raise self._fail(Problem.DOCUMENT_UNREADABLE, str(exc)) from exc
+            finally:
+                del image
+            self._open_chip({"mrz": "\n".join(mrz.lines)})
+
+    def read_card(self, number: str, birth: str, expiry: str) -> None:
+        """Read the ID card's chip with the document number and the two dates as printed on
+        the card (typed: ``15/02/1990``, ``15.02.1990``, ISO or YYMMDD). What was typed is kept
+        for the form after an error, and a wrong field is named (``card_bad_*``)."""
+        with self._lock:
+            self._expect(Step.DOCUMENT)
+            self._touch()
             d = self.data
-            d.source, d.passive_authentication, d.chip_face = (
-                DocumentSource.CHIP,
-                pa.status,
-                chip.face_image,
-            )
-            d.fields = {
-                "surname_latin": m.primary_identifier.title(),
-                "given_names_latin": m.secondary_identifier.title(),
-                "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
-                "sex": m.sex if m.sex in ("F", "M") else "X",
-                "nationality": m.nationality,
-                "document": Document(
-                    type=doc_type, number=m.document_number, issuing_country=m.issuing_state
-                ),
-            }
-            self.step, self.last_error = Step.FACE, None
+            d.typed = {"number": number.strip(), "birth": birth.strip(), "expiry": expiry.strip()}
+            clean = re.sub(r"[\s\-/.<]", "", _ascii_digits(number)).upper()
+            if not re.fullmatch(r"[A-Z0-9]{1,20}", clean):
+                raise self._fail(Problem.CARD_BAD_NUMBER)
+            key = {"number": clean}
+            for name, value, problem in (
+                ("birth", birth, Problem.CARD_BAD_BIRTH),
+                ("expiry", expiry, Problem.CARD_BAD_EXPIRY),
+            ):
+                try:
+                    key[name] = mrz_date(value)
+                except ValueError as exc:
+                    raise self._fail(problem) from exc
+            self._open_chip(key)
+
+    def _open_chip(self, key: dict[str, str]) -> None:
+        """Read the chip with ``key`` and take the document from it (the lock is held)."""
+        read = self._device("card", self.devices.read_document, key)
+        try:
+            chip = verify_chip(read, self.trust)
+        except lds.LDSError as exc:
+            raise self._fail(Problem.CARD_CHIP_ERROR, str(exc)) from exc
+        pa = chip.passive_authentication
+        if pa.status != "valid":
+            # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
+            # daemon's own verdict is not taken): no enrolment from it, a person must look
+            raise self._fail(Problem.CARD_NOT_AUTHENTIC, f"{pa.status}: {pa.reason}")
+        m = chip.mrz  # from the verified DG1, not from the daemon's summary
+        doc_type = (
+            DocumentType.PASSPORT
+            if m.document_type.startswith("P")
+            else DocumentType.CNIE
+            if m.issuing_state == "MAR"
+            else DocumentType.RESIDENCE_CARD
+        )
+        d = self.data
+        d.source, d.passive_authentication, d.chip_face = (
+            DocumentSource.CHIP,
+            pa.status,
+            chip.face_image,
+        )
+        d.fields = {
+            "surname_latin": m.primary_identifier.title(),
+            "given_names_latin": m.secondary_identifier.title(),
+            "date_of_birth": m.birth_date.isoformat() if m.birth_date else None,
+            "sex": m.sex if m.sex in ("F", "M") else "X",
+            "nationality": m.nationality,
+            "document": Document(
+                type=doc_type, number=m.document_number, issuing_country=m.issuing_state
+            ),
+        }
+        d.typed = {}
+        self.step, self.last_error = Step.FACE, None
 
     def no_document(
         self,
@@ -567,7 +758,7 @@ class EnrolmentSession:
         with self._lock:
             self._expect(Step.DOCUMENT)
             self._touch()
-            role = self._authorise(operator_id, pin, "supervisor")
+            operator_id, role = self._authorise(operator_id, pin, "supervisor")
             d = self.data
             doc = None
             if kind == "birth_certificate":
@@ -581,25 +772,88 @@ class EnrolmentSession:
                 )
                 d.birth_certificate = number
             else:
-                ws = [w.strip() for w in witnesses or [] if w.strip()]
-                if len(set(ws)) != 2 or not all(w.isdigit() and len(w) == 10 for w in ws):
+                ws = [re.sub(r"\s", "", _ascii_digits(w)) for w in witnesses or [] if w.strip()]
+                if len(set(ws)) != 2 or not all(idcs_well_formed(w) for w in ws):
                     raise self._fail(Problem.WITNESSES_INVALID)
+                self._check_witnesses(ws, operator_id)
                 d.witnesses = ws
+            try:
+                born = typed_date(fields.get("date_of_birth", "")).isoformat()
+            except ValueError as exc:
+                raise self._fail(Problem.REVIEW_INVALID, "date_of_birth") from exc
+            if fields.get("sex") not in ("F", "M", "X"):  # no default: the supervisor chooses
+                raise self._fail(Problem.REVIEW_INVALID, "sex")
             d.source = DocumentSource(kind)
             d.fields = {
                 "surname_latin": fields.get("surname_latin", ""),
                 "given_names_latin": fields.get("given_names_latin", ""),
-                "date_of_birth": fields.get("date_of_birth", ""),
-                "sex": fields.get("sex", "X"),
+                "date_of_birth": born,
+                "sex": fields["sex"],
                 "nationality": fields.get("nationality", "MAR"),
                 "document": doc,
             }
             d.overrides.append(self._override(operator_id, role, "no_document", kind, reason))
             self.step, self.last_error = Step.FACE, None
 
+    def _check_witnesses(self, witnesses: list[str], operator_id: str) -> None:
+        """Ask the registry whether the two witnesses are registered, before anyone spends
+        minutes on capture (StepError ``witnesses_not_registered``). Offline, the enrolment
+        goes on: the registry checks them again when the packet arrives."""
+        if self.ask is None:
+            return
+        query = WitnessQuery(
+            query_id=uuid.uuid4(),
+            kiosk_id=self.settings.kiosk_id,
+            witnesses=witnesses,
+            operator_id=operator_id,
+        )
+        try:
+            answer = self.ask(query)
+        except PacketRefused as exc:
+            if exc.status_code == 429:
+                raise self._fail(Problem.REGISTRY_RATE_LIMITED) from exc
+            return  # the intake will answer for it
+        except (AnswerNotAuthentic, httpx.HTTPError, OSError):
+            return
+        if answer.outcome != "registered":
+            raise self._fail(Problem.WITNESSES_NOT_REGISTERED)
+
+    def check_receipt(self, number: str, born: str) -> QueryAnswer:
+        """A citizen checks a receipt (any kiosk's) with their date of birth, between
+        enrolments. StepError ``card_bad_birth`` for a date that is not one,
+        ``registry_unavailable`` when the registry cannot be asked, ``registry_rate_limited``."""
+        with self._lock:
+            if self.step not in (Step.WELCOME, Step.RECEIPT):
+                raise StepError(Problem.WRONG_STEP)
+            try:
+                day = typed_date(born)
+            except ValueError as exc:
+                raise StepError(Problem.CARD_BAD_BIRTH) from exc
+            clean = re.sub(r"\s", "", _ascii_digits(number)).upper()
+            if not clean.startswith("RNP-"):
+                clean = "RNP-" + clean.removeprefix("RNP")
+            try:
+                query = ReceiptQuery(
+                    query_id=uuid.uuid4(),
+                    kiosk_id=self.settings.kiosk_id,
+                    receipt_number=clean,
+                    date_of_birth=day,
+                )
+            except ValidationError as exc:
+                raise StepError(Problem.RECEIPT_NUMBER_INVALID) from exc
+            if self.ask is None:
+                raise StepError(Problem.REGISTRY_UNAVAILABLE)
+            with registry_errors():
+                return self.ask(query)
+
     # ------------------------------------------------------------------------ face
-    def _shoot(self, challenge: Literal["left", "right"]) -> FaceCapture:
-        """Auto-capture, liveness challenge, template (StepError on any failure)."""
+    def _shoot(
+        self,
+        challenge: Literal["left", "right"],
+        on_candidate: Callable[[FaceCapture], None] | None = None,
+    ) -> FaceCapture:
+        """Auto-capture, liveness challenge, template (StepError on any failure). A capture
+        that failed liveness only goes to ``on_candidate``."""
         frames = self._device("face", self.devices.capture_face, challenge)
         try:
             return finish_face(
@@ -611,55 +865,129 @@ class EnrolmentSession:
                 frames.timestamps,
             )
         except FaceCaptureFailed as exc:
+            if exc.capture is not None and on_candidate is not None:
+                on_candidate(exc.capture)
             raise self._fail(_FACE_STAGE_PROBLEMS[exc.stage], ", ".join(exc.reasons)) from exc
         finally:
             del frames  # the raw frames are not kept (received buffers are read-only)
 
-    def live_face(self, operator_id: str, pin: str) -> FaceCapture:
-        """A live face between enrolments, on an agent's authority: what a request to show a
-        duplicate citizen their IDCS carries. StepError as for an enrolment's face."""
+    def live_face(self, operator_id: str, pin: str) -> tuple[str, FaceCapture]:
+        """A live face between enrolments, on an agent's authority (the agent, and the
+        capture): what a request to show a duplicate citizen their IDCS carries. StepError as
+        for an enrolment's face."""
         with self._lock:
             if self.step not in (Step.WELCOME, Step.LANGUAGE, Step.RECEIPT):
                 raise self._fail(Problem.WRONG_STEP)  # never inside someone's enrolment
-            self._authorise(operator_id, pin, "operator")
-            return self._shoot("left")
+            who, _ = self._authorise(operator_id, pin, "operator")
+            return who, self._shoot("left")
 
     def capture_face(self, challenge: Literal["left", "right"] = "left") -> None:
-        """Auto-capture, liveness challenge, template; 1:1 against the chip photo if any."""
+        """Auto-capture, liveness challenge, template; 1:1 against the chip photo if any.
+        After ``face_attempts`` failed captures, ``face_supervisor``: a supervisor accepts the
+        best capture (:meth:`waive_face`) or allows more tries (:meth:`allow_face_retry`)."""
         with self._lock:
             self._expect(Step.FACE)
             self._touch()
-            shot = self._shoot(challenge)
             d = self.data
-            d.face_template, d.face_token = shot.template, shot.token_jpeg
-            d.face_quality, d.face_liveness = shot.quality_score, shot.liveness.passed
-            d.face_mismatch = False
-            if d.chip_face:
-                try:
-                    chip_template = face.encode(face.decode_image(d.chip_face), thresholds=None)
-                except face.FaceError as exc:
-                    raise self._fail(Problem.FACE_CHIP_PHOTO_UNUSABLE, str(exc)) from exc
-                score = face.compare(shot.template, chip_template)
-                d.face_similarity = score
-                if score < face.threshold_for_fmr(self.settings.face_document_fmr):
-                    d.face_mismatch = True
-                    raise self._fail(Problem.FACE_DOCUMENT_MISMATCH)
-            self.step, self.last_error = Step.FINGERS, None
+            if d.face_failures >= self.settings.face_attempts:
+                raise self._fail(Problem.FACE_SUPERVISOR)
+
+            def keep_best(candidate: FaceCapture) -> None:
+                best = d.face_candidate
+                if best is None or candidate.quality_score > best.quality_score:
+                    if best is not None:
+                        best.template.fill(0)
+                    d.face_candidate = candidate
+
+            try:
+                shot = self._shoot(challenge, keep_best)
+            except StepError as exc:
+                if exc.code in _FACE_STAGE_PROBLEMS.values() or exc.code == Problem.FACE_NO_FACE:
+                    d.face_failures += 1
+                    if d.face_failures >= self.settings.face_attempts:
+                        raise self._fail(Problem.FACE_SUPERVISOR, exc.detail) from exc
+                raise
+            self._take_face(shot)
+
+    def _take_face(self, shot: FaceCapture) -> None:
+        """Keep ``shot`` as the person's face and check it against the chip photo (1:1)."""
+        d = self.data
+        d.face_template, d.face_token = shot.template, shot.token_jpeg
+        d.face_quality, d.face_liveness = shot.quality_score, shot.liveness.passed
+        d.face_mismatch = False
+        if d.chip_face:
+            try:
+                chip_template = face.encode(face.decode_image(d.chip_face), thresholds=None)
+            except face.FaceError as exc:
+                raise self._fail(Problem.FACE_CHIP_PHOTO_UNUSABLE, str(exc)) from exc
+            score = face.compare(shot.template, chip_template)
+            d.face_similarity = score
+            if score < face.threshold_for_fmr(self.settings.face_document_fmr):
+                d.face_mismatch = True
+                raise self._fail(Problem.FACE_DOCUMENT_MISMATCH)
+        self.step, self.last_error = Step.FINGERS, None
+
+    def waive_face(self, operator_id: str, pin: str, reason: str) -> None:
+        """After ``face_attempts`` failures, a supervisor accepts the best capture that had a
+        face (it failed liveness): recorded in the packet; the registry holds such an
+        enrolment for adjudication. StepError ``nothing_to_override`` when no capture had a
+        usable face (then: more tries, or cancel)."""
+        with self._lock:
+            self._expect(Step.FACE)
+            d = self.data
+            if d.face_failures < self.settings.face_attempts or d.face_candidate is None:
+                raise self._fail(Problem.NOTHING_TO_OVERRIDE)
+            operator_id, role = self._authorise(operator_id, pin, "supervisor")
+            d.overrides.append(
+                self._override(operator_id, role, "face_capture_waived", None, reason)
+            )
+            shot, d.face_candidate = d.face_candidate, None
+            self._touch()
+            self._take_face(shot)
+
+    def allow_face_retry(self, operator_id: str, pin: str, reason: str) -> None:
+        """After ``face_attempts`` failures, a supervisor allows as many tries again
+        (recorded in the packet)."""
+        with self._lock:
+            self._expect(Step.FACE)
+            if self.data.face_failures < self.settings.face_attempts:
+                raise self._fail(Problem.NOTHING_TO_OVERRIDE)
+            operator_id, role = self._authorise(operator_id, pin, "supervisor")
+            self.data.overrides.append(
+                self._override(operator_id, role, "face_retry", None, reason)
+            )
+            self.data.face_failures = 0
+            self.last_error = None
+            self._touch()
 
     def accept_face_mismatch(self, operator_id: str, pin: str, reason: str) -> None:
-        """A supervisor confirms the person is the document's holder despite the 1:1 score
-        (e.g. an old photo); recorded in the packet."""
+        """A supervisor, who saw the chip photo beside the capture, confirms the person is the
+        document's holder despite the 1:1 score (e.g. an old photo); recorded in the packet."""
         with self._lock:
             self._expect(Step.FACE)
             if not self.data.face_mismatch:
                 raise self._fail(Problem.NOTHING_TO_OVERRIDE)
-            role = self._authorise(operator_id, pin, "supervisor")
+            operator_id, role = self._authorise(operator_id, pin, "supervisor")
             self.data.overrides.append(
                 self._override(operator_id, role, "face_document_mismatch", None, reason)
             )
             self.data.face_mismatch = False
             self.step, self.last_error = Step.FINGERS, None
             self._touch()
+
+    def photos(self) -> dict[str, bytes]:
+        """The images the screen may show during the enrolment (never stored by the UI): the
+        capture (``capture``), the chip's photo (``chip``) and the best failed capture a
+        supervisor may accept (``candidate``), when there are."""
+        d = self.data
+        out = {}
+        if d.face_token:
+            out["capture"] = d.face_token
+        if d.chip_face:
+            out["chip"] = d.chip_face
+        if d.face_candidate is not None:
+            out["candidate"] = d.face_candidate.token_jpeg
+        return out
 
     # ------------------------------------------------------------------------ fingers
     @property
@@ -718,7 +1046,7 @@ class EnrolmentSession:
                 raise self._fail(Problem.WRONG_STEP)
             if reason not in ("amputated", "bandaged", "injured", "unusable", "other"):
                 raise self._fail(Problem.BAD_REASON)
-            role = self._authorise(operator_id, pin, "operator")
+            operator_id, role = self._authorise(operator_id, pin, "operator")
             self.data.exceptions[pos] = reason
             self.data.overrides.append(
                 self._override(operator_id, role, "finger_exception", str(pos), reason)
@@ -739,6 +1067,7 @@ class EnrolmentSession:
         return {
             **{k: v for k, v in d.fields.items() if k != "document"},
             "document": doc.model_dump(mode="json") if isinstance(doc, Document) else None,
+            "document_number_printed": d.birth_certificate,  # as written, punctuation kept
             "source": d.source,
             "fingers_captured": sorted(d.fingers),
             "finger_exceptions": dict(sorted(d.exceptions.items())),
@@ -822,7 +1151,8 @@ class EnrolmentSession:
                 fingerprints=fingers,
                 capture=capture,
             )
-            entry = self.outbox.put(packet)  # committed to disk before the receipt
+            shift = self.on_duty
+            entry = self.outbox.put(packet, shift.operator_id if shift else None)  # on disk first
             language = d.language
             d.wipe()
             d.language = language
@@ -833,10 +1163,40 @@ class EnrolmentSession:
             return entry
 
 
-def _yymmdd(value: str) -> str:
-    """Accept YYMMDD or an ISO date (what a date picker gives)."""
-    v = value.strip()
-    try:
-        return date.fromisoformat(v).strftime("%y%m%d")
-    except ValueError:
+def _ascii_digits(value: str) -> str:
+    """``value`` with Arabic-Indic and other Unicode digits as ASCII digits."""
+    return "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in value)
+
+
+def typed_date(value: str) -> date:
+    """A date typed as people write it: ``15/02/1990``, ``15.02.1990``, ``15-02-1990``,
+    ``15 02 1990`` (Arabic-Indic digits too) or ``1990-02-15`` (a date picker). ValueError if
+    it is none of these or not a real date."""
+    v = _ascii_digits(value).strip()
+    m = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", v)
+    if m:
+        y, mo, dd = (int(g) for g in m.groups())
+    else:
+        m = re.fullmatch(r"(\d{1,2})\s*[/.\- ]\s*(\d{1,2})\s*[/.\- ]\s*(\d{4})", v)
+        if not m:
+            raise ValueError("not a date")
+        dd, mo, y = (int(g) for g in m.groups())
+    return date(y, mo, dd)
+
+
+def mrz_date(value: str) -> str:
+    """A typed date (:func:`typed_date`, or ``900215`` as printed in the MRZ) as the MRZ's
+    YYMMDD. ValueError if it is not a real date."""
+    v = _ascii_digits(value).strip()
+    if re.fullmatch(r"\d{6}", v):
+        date(2000 + int(v[:2]), int(v[2:4]), int(v[4:]))  # a real day (any century's leap year)
         return v
+    return typed_date(v).strftime("%y%m%d")
+
+
+def display_date(iso: object) -> str:
+    """An ISO date as Moroccans write it (DD/MM/YYYY); anything else unchanged."""
+    try:
+        return date.fromisoformat(str(iso)).strftime("%d/%m/%Y")
+    except ValueError:
+        return str(iso or "")

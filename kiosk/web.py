@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
+from zoneinfo import ZoneInfo
 
-import httpx
 import segno
 import zmq
 import zmq.asyncio
@@ -52,21 +52,36 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from biometrics.fingerprint import FingerPosition
 from central_api.enrolment.schemas import RevealRequest
 from devices.bus import DeviceClient
-from kiosk.client import AnswerNotAuthentic, CentralClient, KioskIdentity, PacketRefused
+from kiosk import voice
+from kiosk.client import CentralClient, KioskIdentity
 from kiosk.outbox import Entry, Outbox, OutboxState, SyncWorker
 from kiosk.session import (
     FINGER_ORDER,
     LANGUAGES,
+    STEPS,
     EnrolmentSession,
     KioskSettings,
     Operators,
     Problem,
     Step,
     StepError,
+    display_date,
+    registry_errors,
 )
 
 _HERE = Path(str(resources.files("kiosk")))
 RTL = {"ar"}
+LOCAL_TIME = ZoneInfo("Africa/Casablanca")  # receipts and the agent console show local time
+# the receipt's look per status: an icon and a colour class (never colour alone)
+STATUS_ICONS = {
+    "issued": "✅",
+    "duplicate": "🔁",
+    "adjudication": "⚖️",
+    "queued": "📨",
+    "refused": "⛔",
+    "rejected": "⛔",
+    "more_information": "📝",
+}
 
 
 @cache
@@ -249,6 +264,11 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def page(name: str, sid: str, **ctx: object) -> HTMLResponse:
         lang = session.language
         t = translator(lang)
+
+        def voice_url(key: str) -> str:
+            """The pre-rendered spoken version of message ``key`` ("" if none was built)."""
+            return f"/static/voice/{lang}/{key}.wav" if voice.exists(lang, key) else ""
+
         body = env.get_template(name).render(
             csrf=guard.token(sid),
             t=t,
@@ -262,8 +282,14 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             devices_lost=sorted(watch.lost),
             online=kiosk.worker.online if kiosk.worker else None,
             idle_timeout=session.settings.idle_timeout,
+            step_number=session.step.number,
+            steps=STEPS,
+            shift=session.on_duty,
+            voice=voice_url,
             client_strings={
-                k: v for k, v in catalogue(lang).items() if k.startswith(("feedback.", "live."))
+                k: v
+                for k, v in catalogue(lang).items()
+                if k.startswith(("feedback.", "live.", "idle."))
             },
             **ctx,
         )
@@ -295,8 +321,17 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         return response
 
     def _index(sid: str) -> HTMLResponse:
-        ctx: dict[str, object] = {}
-        if session.step == Step.FINGERS:
+        ctx: dict[str, object] = {"photos": sorted(session.photos())}
+        if session.step == Step.WELCOME:
+            ctx["welcome"] = [(lang, translator(lang)("welcome.text")) for lang in LANGUAGES]
+        elif session.step == Step.DOCUMENT:
+            ctx["typed"] = session.data.typed
+        elif session.step == Step.FACE:
+            d = session.data
+            ctx["face_failures"] = d.face_failures
+            ctx["face_attempts"] = session.settings.face_attempts
+            ctx["face_candidate"] = d.face_candidate is not None
+        elif session.step == Step.FINGERS:
             d = session.data
             ctx["fingers"] = [
                 {
@@ -312,10 +347,13 @@ def create_app(kiosk: Kiosk) -> FastAPI:
                 for p in FINGER_ORDER
             ]
             nxt = session.next_finger
+            ctx["current"] = nxt
             ctx["next_finger"] = FingerPosition(nxt).name.lower() if nxt else None
             ctx["attempt"] = d.attempts.get(nxt, 0) if nxt else 0
         elif session.step == Step.REVIEW:
-            ctx["review"] = session.review()
+            review = session.review()
+            review["date_of_birth"] = display_date(review.get("date_of_birth"))
+            ctx["review"] = review
         elif session.step == Step.RECEIPT and session.receipt is not None:
             ctx["receipt"] = _receipt_context(kiosk, session.receipt)
         return page("kiosk.html", sid, **ctx)
@@ -331,16 +369,52 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         }
 
     @app.post("/start", dependencies=[posting])
-    async def start() -> RedirectResponse:
-        return await act(session.start)
+    async def start(language: Annotated[str, Form()] = "") -> RedirectResponse:
+        """The welcome screen: start (in ``language`` when one of its buttons was touched)."""
+
+        def begin() -> None:
+            session.start()
+            if language:
+                session.choose_language(language)
+
+        return await act(begin)
 
     @app.post("/language", dependencies=[posting])
-    async def language(language: Annotated[str, Form()]) -> RedirectResponse:
-        return await act(session.choose_language, language)
+    async def language(
+        language: Annotated[str, Form()], then: Annotated[str, Form()] = "/"
+    ) -> RedirectResponse:
+        """The language step's choice, or the switch on any other page (the step stays)."""
+        if session.step in (Step.LANGUAGE,):
+            return await act(session.choose_language, language)
+        await act(session.set_language, language)
+        return RedirectResponse("/lookup" if then == "/lookup" else "/", status_code=303)
 
     @app.post("/cancel", dependencies=[posting])
     async def cancel() -> RedirectResponse:
         return await act(session.cancel)
+
+    @app.post("/back", dependencies=[posting])
+    async def go_back() -> RedirectResponse:
+        return await act(session.back)
+
+    @app.post("/touch", dependencies=[posting], status_code=204)
+    def touch() -> Response:
+        """The citizen is still there (typing, or "I am here" at the idle warning)."""
+        session.touch()
+        return Response(status_code=204)
+
+    @app.get("/photo/{which}", dependencies=[Depends(holder)])
+    def photo(which: Literal["capture", "chip", "candidate"]) -> Response:
+        """The citizen's capture or their chip's photo, for this enrolment's screen only
+        (never cached, gone with the session)."""
+        image = session.photos().get(which)
+        if image is None:
+            raise HTTPException(404, "no such photo in this enrolment")
+        return Response(image, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.post("/document/scan", dependencies=[posting])
+    async def scan_document() -> RedirectResponse:
+        return await act(session.scan_document)
 
     @app.post("/document/card", dependencies=[posting])
     async def read_card(
@@ -357,8 +431,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         given_names_latin: Annotated[str, Form()],
         date_of_birth: Annotated[str, Form()],
         sex: Annotated[str, Form()],
-        operator_id: Annotated[str, Form()],
-        pin: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
         note: Annotated[str, Form()] = "",
         nationality: Annotated[str, Form()] = "MAR",
         birth_certificate: Annotated[str, Form()] = "",
@@ -391,11 +465,24 @@ def create_app(kiosk: Kiosk) -> FastAPI:
 
     @app.post("/face/override", dependencies=[posting])
     async def face_override(
-        operator_id: Annotated[str, Form()],
-        pin: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
         note: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
         return await act(session.accept_face_mismatch, operator_id, pin, note or "confirmed")
+
+    @app.post("/face/supervisor", dependencies=[posting])
+    async def face_supervisor(
+        decision: Annotated[Literal["accept", "retry"], Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
+        note: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        """After the failed attempts: the supervisor accepts the best capture, or allows more
+        tries (each recorded in the packet)."""
+        if decision == "accept":
+            return await act(session.waive_face, operator_id, pin, note or "accepted")
+        return await act(session.allow_face_retry, operator_id, pin, note or "retry")
 
     @app.post("/fingers/capture", dependencies=[posting])
     async def capture_finger() -> RedirectResponse:
@@ -404,8 +491,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     @app.post("/fingers/exception", dependencies=[posting])
     async def finger_exception(
         reason: Annotated[str, Form()],
-        operator_id: Annotated[str, Form()],
-        pin: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
         return await act(session.finger_exception, reason, operator_id, pin)
 
@@ -421,12 +508,24 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         )
 
     @app.get("/receipt/{packet_id}", response_class=HTMLResponse)
-    def receipt(packet_id: uuid.UUID, sid: str = Depends(holder)) -> HTMLResponse:
-        """The printable receipt of a packet queued at this kiosk."""
+    def receipt(
+        packet_id: uuid.UUID,
+        paper: Literal["80mm", "a4"] = "80mm",
+        sid: str = Depends(holder),
+    ) -> HTMLResponse:
+        """The printable receipt (80 mm thermal roll or A4): the citizen's own while it is on
+        screen, any of this kiosk's for the agent on duty (a reprint)."""
         entry = kiosk.outbox.get(packet_id)
-        if entry is None:
-            raise HTTPException(404, "no such receipt at this kiosk")
-        return page("receipt.html", sid, receipt=_receipt_context(kiosk, entry), printable=True)
+        own = session.receipt is not None and session.receipt.packet_id == packet_id
+        if entry is None or not (own or session.on_duty is not None):
+            raise HTTPException(404, "no such receipt on this screen")
+        return page(
+            "receipt.html",
+            sid,
+            receipt=_receipt_context(kiosk, entry),
+            printable=True,
+            paper=paper,
+        )
 
     @app.get("/receipt/{packet_id}/status", dependencies=[Depends(holder)])
     def receipt_status(packet_id: uuid.UUID) -> JSONResponse:
@@ -440,6 +539,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             {
                 "state": entry.state,
                 "status": entry.status,
+                "status_key": ctx["status_key"],
+                "icon": ctx["icon"],
                 "message": t(f"receipt.status.{ctx['status_key']}"),
                 "idcs": entry.idcs,
                 "qr": ctx["qr"],
@@ -473,34 +574,70 @@ def create_app(kiosk: Kiosk) -> FastAPI:
 
     @app.get("/agent", response_class=HTMLResponse)
     def agent(sid: str = Depends(holder)) -> HTMLResponse:
-        """The agents' screen: the outbox, the registry's view of the kiosk clock, requeueing
-        refused packets and lifting PIN lockouts (a supervisor's PIN for each)."""
+        """The agent console (behind the shift sign-in): the outbox, sync and devices, today's
+        work per agent, the operators, requeueing refused packets, lifting lockouts,
+        showing a duplicate citizen their IDCS."""
+        notice = agent_notice[-1] if agent_notice else None
+        if session.on_duty is None:
+            del agent_notice[:]
+            return page("agent.html", sid, signin=True, notice=notice, printable=True)
         worker = kiosk.worker
         # a revealed IDCS is shown once: the next view of the agent screen no longer has it
         notice = agent_notice[-1] if agent_notice else None
         idcs = revealed.pop() if revealed else None
         if notice == "agent.revealed" and idcs is None:
             notice = None
+        listing = kiosk.outbox.listing(200)
         entries = [
             {
+                "packet_id": str(e.packet_id),
                 "receipt_number": e.receipt_number,
-                "created": e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+                "created": e.created_at.astimezone(LOCAL_TIME).strftime("%d/%m/%Y %H:%M"),
                 "state": e.state,
                 "status": e.status,
                 "problem": (e.last_error or "").split(":", 1)[0] or None,
             }
-            for e in kiosk.outbox.listing(100)
+            for e in listing
         ]
         return page(
             "agent.html",
             sid,
             entries=entries,
             counts=kiosk.outbox.counts(),
+            today=[
+                {
+                    "who": who,
+                    "enrolments": work.get("enrolment", 0),
+                    "exceptions": work.get("finger_exception", 0),
+                    "overrides": sum(
+                        n
+                        for action, n in work.items()
+                        if action not in ("enrolment", "finger_exception", "requeue")
+                    ),
+                }
+                for who, work in kiosk.outbox.today(LOCAL_TIME).items()
+            ],
+            operators=session.operators.listing(),
+            operators_version=session.operators.version,
+            last_contact=_local(worker.last_contact) if worker and worker.last_contact else None,
             clock_skew=worker.clock_skew if worker else None,
             notice=notice,
             idcs=idcs,
             printable=True,
         )
+
+    @app.post("/agent/signin", dependencies=[posting])
+    def agent_signin(
+        operator_id: Annotated[str, Form(max_length=40)], pin: Annotated[str, Form(max_length=12)]
+    ) -> RedirectResponse:
+        """An agent starts their shift (id + PIN; a badge later)."""
+        return agent_act(lambda: session.sign_in(operator_id, pin) and "agent.signed_in")
+
+    @app.post("/agent/signout", dependencies=[posting])
+    def agent_signout() -> RedirectResponse:
+        session.sign_out()
+        agent_notice[:] = ["agent.signed_out"]
+        return RedirectResponse("/agent", status_code=303)
 
     def agent_act(fn, *args: object) -> RedirectResponse:
         try:
@@ -513,8 +650,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     @app.post("/agent/reveal", dependencies=[posting])
     def agent_reveal(
         receipt: Annotated[str, Form(max_length=20)],
-        operator_id: Annotated[str, Form()],
-        pin: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
         """A citizen told "already registered" asks for their IDCS: their live face is sent,
         sealed, about the duplicate receipt; the registry shows it if the face matches."""
@@ -525,25 +662,19 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             )
             if entry is None:
                 raise StepError(Problem.REVEAL_NOT_DUPLICATE)
-            shot = kiosk.session.live_face(operator_id, pin)  # the agent's PIN, then the camera
+            operator, shot = session.live_face(operator_id, pin)  # the agent, then the camera
             if kiosk.worker is None:
-                raise StepError(Problem.REVEAL_UNAVAILABLE)
+                raise StepError(Problem.REGISTRY_UNAVAILABLE)
             request = RevealRequest(
                 kiosk_id=kiosk.session.settings.kiosk_id,
                 packet_id=entry.packet_id,
                 face_template=[float(v) for v in shot.template],
                 face_liveness=shot.liveness.passed,
                 face_quality=shot.quality_score,
-                operator_id=operator_id,
+                operator_id=operator,
             )
-            try:
+            with registry_errors(not_found=Problem.REVEAL_NOT_DUPLICATE):
                 answer = kiosk.worker.client.reveal(request)
-            except PacketRefused as exc:
-                if exc.status_code == 404:
-                    raise StepError(Problem.REVEAL_NOT_DUPLICATE) from exc
-                raise StepError(Problem.REVEAL_UNAVAILABLE, exc.code) from exc
-            except (AnswerNotAuthentic, httpx.HTTPError, OSError) as exc:
-                raise StepError(Problem.REVEAL_UNAVAILABLE, type(exc).__name__) from exc
             if answer.outcome == "mismatch":
                 raise StepError(Problem.REVEAL_MISMATCH)
             if answer.outcome == "refused":
@@ -556,11 +687,15 @@ def create_app(kiosk: Kiosk) -> FastAPI:
 
     @app.post("/agent/requeue", dependencies=[posting])
     def agent_requeue(
-        operator_id: Annotated[str, Form()], pin: Annotated[str, Form()]
+        reason: Annotated[str, Form(min_length=3, max_length=200)],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
+        """Refused packets go back to the queue (a supervisor, with a reason)."""
+
         def requeue() -> str:
-            kiosk.session.operators.authenticate(operator_id, pin, "supervisor")
-            kiosk.outbox.requeue()
+            who, _ = session.authority(operator_id, pin, "supervisor")
+            kiosk.outbox.requeue(by=who, reason=reason)
             if kiosk.worker is not None:
                 kiosk.worker.wake()
             return "agent.requeued"
@@ -570,14 +705,51 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     @app.post("/agent/unlock", dependencies=[posting])
     def agent_unlock(
         locked_id: Annotated[str, Form()],
-        operator_id: Annotated[str, Form()],
-        pin: Annotated[str, Form()],
+        operator_id: Annotated[str, Form()] = "",
+        pin: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
         def unlock() -> str:
-            kiosk.session.operators.unlock_by(operator_id, pin, locked_id)
+            if session.operators.role_of(locked_id) is None:
+                raise StepError(Problem.OPERATOR_UNKNOWN)
+            session.authority(operator_id, pin, "supervisor")
+            session.operators.unlock(locked_id)
             return "agent.unlocked"
 
         return agent_act(unlock)
+
+    @app.get("/lookup", response_class=HTMLResponse)
+    def lookup_page(sid: str = Depends(holder)) -> HTMLResponse:
+        """Check a receipt (queued, in adjudication...) by its number and the date of birth."""
+        return page(
+            "lookup.html",
+            sid,
+            answer=None,
+            problem=None,
+            icons=STATUS_ICONS,
+            lookup=True,
+            voice_key="step.lookup",
+        )
+
+    @app.post("/lookup", response_class=HTMLResponse, dependencies=[posting])
+    def lookup(
+        receipt: Annotated[str, Form(max_length=24)],
+        birth: Annotated[str, Form(max_length=12)],
+        sid: str = Depends(holder),
+    ) -> HTMLResponse:
+        """The registry's answer, shown on this page once (nothing is kept)."""
+        try:
+            answer, problem = session.check_receipt(receipt, birth), None
+        except StepError as exc:
+            answer, problem = None, str(exc.code)
+        return page(
+            "lookup.html",
+            sid,
+            answer=answer,
+            problem=problem,
+            icons=STATUS_ICONS,
+            lookup=True,
+            voice_key="step.lookup",
+        )
 
     @app.get("/health")
     def health() -> dict[str, object]:
@@ -610,7 +782,8 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
     return {
         "packet_id": str(entry.packet_id),
         "receipt_number": entry.receipt_number,
-        "date": entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _local(entry.created_at),
+        "icon": STATUS_ICONS.get(status_key, "🧾"),
         "centre": kiosk.session.settings.centre,
         "kiosk_id": kiosk.session.settings.kiosk_id,
         "state": entry.state,
@@ -619,6 +792,11 @@ def _receipt_context(kiosk: Kiosk, entry: Entry) -> dict[str, object]:
         "qr": qr.svg_inline(scale=4, title="QR"),
         "now": datetime.now(UTC).isoformat(),
     }
+
+
+def _local(at: datetime) -> str:
+    """A time as the citizen reads it: Moroccan local time, DD/MM/YYYY HH:MM."""
+    return at.astimezone(LOCAL_TIME).strftime("%d/%m/%Y %H:%M")
 
 
 def assemble(
@@ -641,7 +819,28 @@ def assemble(
     session = EnrolmentSession(
         settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()
     )
+    session.ask = client.ask
     return Kiosk(session, outbox, worker, devices)
+
+
+def browser_command(url: str = "http://127.0.0.1:8080", chromium: str = "chromium") -> list[str]:
+    """The kiosk screen's browser: Chromium full screen, printing straight to the default
+    printer (``--kiosk-printing``: no dialog, no preview tab), spoken guidance that plays
+    without a tap, and a fresh incognito profile each start, so nothing of one citizen's
+    session (history, cache, a printable tab) outlives the screen."""
+    return [
+        chromium,
+        "--kiosk",
+        "--kiosk-printing",
+        "--autoplay-policy=no-user-gesture-required",
+        "--incognito",
+        "--noerrdialogs",
+        "--disable-translate",
+        "--no-first-run",
+        "--disable-pinch",
+        "--overscroll-history-navigation=0",
+        url,
+    ]
 
 
 def serve_ui(kiosk: Kiosk, host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -17,8 +17,11 @@ fi
 # `devices serve` refuses to start beside it),
 # what building pyscard needs (it ships no Linux wheel), and Chromium with Arabic and Tifinagh
 # fonts for the kiosk UI (and its end-to-end tests, which drive it with Playwright)
-# and the ActiveMQ broker MOSIP talks to its ABIS through (tests start their own instance)
-pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji activemq"
+# and the ActiveMQ broker MOSIP talks to its ABIS through (tests start their own instance);
+# Tesseract and the OCR-B typeface for reading a document's MRZ from the document camera,
+# espeak-ng for rendering the kiosk's spoken guidance at build time, poppler-utils for the
+# receipt tests (pdftotext on the printed PDF)
+pkgs="pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium fonts-noto-core fonts-noto-color-emoji activemq tesseract-ocr fonts-ocr-b espeak-ng poppler-utils"
 if command -v dpkg >/dev/null 2>&1; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
   if [ -n "$missing" ]; then
@@ -32,9 +35,17 @@ if command -v dpkg >/dev/null 2>&1; then
   fi
 fi
 
+# the kiosk's spoken guidance, rendered from the message catalogues (only what changed)
+render_voice() {
+  if command -v espeak-ng >/dev/null 2>&1; then
+    .venv/bin/kiosk voice render >/dev/null || echo "bootstrap: spoken guidance not rendered" >&2
+  fi
+}
+
 stamp=.venv/.installed
 want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  render_voice
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -47,3 +58,4 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 .venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart, nbis, ray, stomp, defusedxml' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"
+render_voice

@@ -5,6 +5,7 @@ UI's host / origin / token / cookie checks, and private key files."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -260,6 +262,7 @@ def test_pin_lockouts_survive_a_restart_are_shown_and_a_supervisor_lifts_them(tm
     ops.add("op-01", "operator", "2468")
     ops.add("op-02", "operator", "1357")
     ops.add("sup-01", "supervisor", "135790")
+    ops.add("op-01", "operator", "2468")
     outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
     session = EnrolmentSession(
         KioskSettings("KIOSK-FES-01"), DeviceClient(tmp_path / "none", timeout=0.2), outbox, ops
@@ -305,6 +308,7 @@ def test_pin_lockouts_survive_a_restart_are_shown_and_a_supervisor_lifts_them(tm
 def ui(tmp_path: Path) -> Iterator[tuple[Kiosk, TestClient]]:
     ops = Operators(tmp_path / "operators.json", tmp_path)
     ops.add("sup-01", "supervisor", "135790")
+    ops.add("op-01", "operator", "2468")
     outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
     devices = DeviceClient(tmp_path / "none", timeout=0.2)
     kiosk = Kiosk(
@@ -367,7 +371,10 @@ def test_the_session_belongs_to_the_browser_that_started_it(ui):
     assert client.get("/state").status_code == 403  # and the first browser lost it
 
 
-def test_the_agent_screen_requeues_refused_packets_with_a_supervisor_pin(ui, template, photo):
+def test_the_agent_console_is_behind_a_shift_and_requeues_with_a_supervisor(ui, template, photo):
+    """The console shows nothing before an agent signs in (a wrong PIN says so); an agent
+    without the supervisor role needs a supervisor's PIN to requeue, with a reason, which the
+    work log keeps; a supervisor on duty needs none."""
     kiosk, client = ui
     packet = build_packet(
         "KIOSK-FES-01", demographics(), [template("biden__biden.jpg")], photo("biden__biden.jpg")
@@ -376,11 +383,30 @@ def test_the_agent_screen_requeues_refused_packets_with_a_supervisor_pin(ui, tem
     kiosk.outbox.refused(str(entry.packet_id), "capture_policy: capture_missing")
     token = _csrf(client.get("/").text)
     page = client.get("/agent")
-    assert page.status_code == 200 and entry.receipt_number in page.text
+    assert 'id="signin-form"' in page.text and entry.receipt_number not in page.text
+    page = client.post("/agent/signin", data={"csrf": token, "operator_id": "op-01", "pin": "1111"})
+    said = html.unescape(page.text)  # (the redirect was followed)
+    assert "Identifiant ou code PIN d'agent incorrect." in said
+    assert "L'agent ressaisit son code." in said and kiosk.session.on_duty is None
+    client.post("/agent/signin", data={"csrf": token, "operator_id": "op-01", "pin": "2468"})
+    assert kiosk.session.on_duty is not None and kiosk.session.on_duty.operator_id == "op-01"
+    page = client.get("/agent")
+    assert entry.receipt_number in page.text
     assert "capture evidence refused" in page.text.lower() or "preuves" in page.text
-    client.post("/agent/requeue", data={"csrf": token, "operator_id": "sup-01", "pin": "0000"})
+    why = {"csrf": token, "reason": "policy fixed at the registry"}
+    page = client.post("/agent/requeue", data=why)
+    assert "Un superviseur doit autoriser" in page.text  # the agent on duty is not one
+    client.post("/agent/requeue", data={**why, "operator_id": "sup-01", "pin": "0000"})
     assert kiosk.outbox.get(entry.packet_id).state == "refused"  # type: ignore[union-attr]
-    client.post("/agent/requeue", data={"csrf": token, "operator_id": "sup-01", "pin": "135790"})
+    client.post("/agent/requeue", data={**why, "operator_id": "sup-01", "pin": "135790"})
+    assert kiosk.outbox.get(entry.packet_id).state == "queued"  # type: ignore[union-attr]
+    today = kiosk.outbox.today(ZoneInfo("Africa/Casablanca"))
+    assert today["sup-01"] == {"requeue": 1} and today["-"] == {"enrolment": 1}
+    kiosk.outbox.refused(str(entry.packet_id), "capture_policy: capture_missing")
+    client.post("/agent/signout", data={"csrf": token})
+    assert 'id="signin-form"' in client.get("/agent").text
+    client.post("/agent/signin", data={"csrf": token, "operator_id": "sup-01", "pin": "135790"})
+    client.post("/agent/requeue", data=why)
     assert kiosk.outbox.get(entry.packet_id).state == "queued"  # type: ignore[union-attr]
 
 
@@ -393,6 +419,7 @@ def test_the_agent_screen_reveals_only_for_a_duplicate_receipt(ui, template, pho
     )
     entry = kiosk.outbox.put(packet)
     token = _csrf(client.get("/").text)
+    client.post("/agent/signin", data={"csrf": token, "operator_id": "op-01", "pin": "2468"})
     form = {
         "csrf": token,
         "receipt": entry.receipt_number,

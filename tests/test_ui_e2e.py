@@ -9,9 +9,11 @@ process that is stopped and restarted for the network test. Screenshots of every
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from kiosk.session import KioskSettings, Operators
 from kiosk.web import assemble, create_app
 
 pw = pytest.importorskip("playwright.sync_api")
+axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("RNP_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
@@ -74,6 +77,7 @@ def stack(pcscd, tmp_path_factory) -> Iterator[dict]:  # type: ignore[type-arg]
     (work / "trust" / "csca.pem").write_text(str(devices.call("simulate.csca").result["pem"]))
     operators = Operators(work / "operators.json", work / "kiosk")
     operators.add("op-01", "operator", "2468")
+    operators.add("sup-01", "supervisor", "135790")
     kiosk = assemble(
         KioskSettings(KIOSK_ID, centre="Arrondissement Agdal, Rabat", trust_dir=work / "trust"),
         work / "kiosk",
@@ -121,10 +125,39 @@ def present(stack: dict, faces: Path, photo: str, card_photo: str, number: str, 
             "photo": str(faces / photo),
             "finger_person": kw.get("finger_person", 31),
             "missing": kw.get("missing", []),
+            "follows_prompts": kw.get("follows_prompts", True),
             "card": {"mrz": mrz, "full_name": "BENALI AMINE", "photo": str(faces / card_photo)},
         },
         timeout=30,
     )
+
+
+AXE = axe_playwright.Axe() if axe_playwright else None
+AXE_STATES: list[str] = []
+
+
+def accessible(page, state: str) -> None:  # type: ignore[no-untyped-def]
+    """axe-core (WCAG 2 A/AA rules) finds no violation on the page as it is now."""
+    assert AXE is not None
+    result = AXE.run(page)
+    AXE_STATES.append(state)
+    problems = [
+        f"{v['id']}: {[n['target'] for n in v['nodes']][:3]}" for v in result.response["violations"]
+    ]
+    assert not problems, f"{state}: {problems}"
+
+
+def pdf_text(page, url: str, paper: str, out: Path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Print ``url`` to PDF as the kiosk's printer would (the page's own @page size), and
+    return the text pdftotext extracts and pdfinfo's page size."""
+    page.goto(f"{url}?paper={paper}")
+    page.emulate_media(media="print")
+    page.pdf(path=str(out), prefer_css_page_size=True, print_background=True)
+    page.emulate_media(media="screen")
+    text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True)
+    info = subprocess.run(["pdfinfo", str(out)], capture_output=True, text=True).stdout
+    size = next((line for line in info.splitlines() if line.startswith("Page size")), "")
+    return text.stdout, size
 
 
 class Citizen:
@@ -133,13 +166,20 @@ class Citizen:
     def __init__(self, stack: dict, name: str) -> None:  # type: ignore[type-arg]
         self.page = stack["context"].new_page()
         self.base, self.name, self.n = stack["base"], name, 0
+        self.started = time.monotonic()
         SHOTS.mkdir(parents=True, exist_ok=True)
 
     def shot(self, what: str) -> None:
+        """A screenshot of what the person sees now, and when (the step times' log:
+        ``step-times.json`` beside the screenshots; reported, never asserted)."""
         self.n += 1
         self.page.screenshot(
             path=str(SHOTS / f"{self.name}-{self.n:02d}-{what}.png"), full_page=True
         )
+        log = SHOTS.parent / "step-times.json"
+        times = json.loads(log.read_text()) if log.exists() else {}
+        times.setdefault(self.name, []).append([what, round(time.monotonic() - self.started, 2)])
+        log.write_text(json.dumps(times, indent=1))
 
     def step(self) -> str:
         return str(self.page.locator("body").get_attribute("data-step"))
@@ -162,8 +202,26 @@ class Citizen:
         self.page.click(f"#lang-{language}")
         self.wait_step("document")
 
+    def device(self, button: str, while_working=None) -> None:  # type: ignore[no-untyped-def]
+        """Touch a button that starts a device (sent in the background while the page shows
+        live feedback), and wait for the next page; ``while_working`` runs meanwhile."""
+        with self.page.expect_navigation(timeout=120_000):
+            self.page.click(button)
+            if while_working is not None:
+                while_working()
+
+    def scan_card(self) -> None:
+        """Show the card's back to the document camera: nothing typed."""
+        for _ in range(20):
+            self.device("#scan-card")
+            if self.error() != "card_no_card":
+                return
+            time.sleep(0.3)
+
     def read_card(self, number: str, birth: str = "1990-02-15", expiry: str = "2034-12-31") -> None:
         for _ in range(20):
+            if self.page.locator("#typed-entry[open]").count() == 0:
+                self.page.click("#typed-entry > summary")
             self.page.fill("#number", number)
             self.page.fill("#birth", birth)
             self.page.fill("#expiry", expiry)
@@ -174,15 +232,14 @@ class Citizen:
             time.sleep(0.3)
 
     def face_and_fingers(self, missing_ok: bool = False) -> None:
-        self.wait_step("face")
-        self.shot("face")
-        for _ in range(2):  # a person whose first try fails tries once more
-            self.page.click("#capture-face")
-            self.page.wait_for_load_state()
-            self.page.wait_for_selector("body:not([data-step=face]), #error", timeout=90_000)
-            if self.step() != "face":
-                break
-            self.shot("face-error")
+        if self.step() != "fingers":  # (unless a supervisor already accepted the face)
+            self.wait_step("face")
+            self.shot("face")
+            for _ in range(2):  # a person whose first try fails tries once more
+                self.device("#capture-face")
+                if self.step() != "face":
+                    break
+                self.shot("face-error")
         assert self.step() == "fingers", self.error()
         self.shot("fingers")
         while self.step() == "fingers":
@@ -195,7 +252,7 @@ class Citizen:
                 form.locator(".operator-pin").fill("2468")
                 form.locator("#exception-submit").click()
             else:
-                self.page.click("#capture-finger")
+                self.device("#capture-finger")
             self.page.wait_for_load_state()
         self.wait_step("review")
         self.shot("review")
@@ -218,24 +275,52 @@ class Citizen:
         return str(self.page.locator("#receipt-status").get_attribute("data-status"))
 
 
-def test_arabic_enrolment_right_to_left_through_to_the_receipt(stack, faces_dir):
+def test_arabic_enrolment_right_to_left_through_to_the_receipt(stack, faces_dir, tmp_path):
+    """The card's MRZ is read by the document camera (nothing typed), the steps are counted
+    and spoken, the review is in plain Arabic, and the 80 mm receipt prints the whole IDCS."""
     present(stack, faces_dir, "obama__obama.jpg", "obama__obama2.jpg", "AR1001")
     c = Citizen(stack, "ar")
+    c.page.goto(c.base)
+    accessible(c.page, "welcome")
     c.start("ar")
     html = c.page.locator("html")
     assert html.get_attribute("dir") == "rtl" and html.get_attribute("lang") == "ar"
     assert "بطاقة تعريفك" in c.page.inner_text("h1")
+    assert "2 / 6" in c.page.inner_text("#progress")
+    voice = c.page.get_attribute("body", "data-voice")
+    assert voice == "/static/voice/ar/step.document.wav"
+    assert c.page.request.get(c.base + voice).headers["content-type"] == "audio/x-wav"
     c.shot("document")
-    c.read_card("AR1001")
+    accessible(c.page, "ar-document")
+    c.scan_card()  # the OCR'd MRZ opens the chip: nothing was typed
+    assert c.step() == "face", c.error()
     c.face_and_fingers()
     assert "تحقق من معلوماتك" in c.page.inner_text("h1")
+    assert c.page.inner_text("#review-sex").strip() == "ذكر"
+    assert c.page.inner_text("#review-dob").strip() == "15/02/1990"
+    assert c.page.inner_text("#review-nationality").strip() == "مغربية"
+    assert "البطاقة الوطنية للتعريف الإلكترونية" in c.page.inner_text("#review-document")
+    assert c.page.locator("#review-photo").evaluate("img => img.naturalWidth") > 0
+    accessible(c.page, "ar-review")
     c.confirm()
     assert c.final_status() == "issued"
-    assert re.fullmatch(r"\d{10}", c.page.inner_text("#idcs").strip())
+    idcs = c.page.inner_text("#idcs").strip()
+    assert re.fullmatch(r"\d{10}", idcs)
     assert "تم منح معرفك" in c.page.inner_text("#receipt-status")
+    assert c.page.inner_text("#status-icon").strip() == "✅"
     assert c.page.locator("#qr svg").count() == 1
-    # the printable receipt: receipt number and QR, nothing biometric
-    c.page.goto(f"{c.base}/receipt/{c.page.get_attribute('#receipt', 'data-packet')}")
+    accessible(c.page, "ar-receipt")
+    number = c.page.inner_text("#receipt-number").strip()
+    # the printable receipt: receipt number and QR, nothing biometric; printed on an 80 mm
+    # roll and on A4, nothing clipped (the PDF's text holds the whole IDCS and number)
+    url = f"{c.base}/receipt/{c.page.get_attribute('#receipt', 'data-packet')}"
+    for paper, width in (("80mm", 80 / 25.4 * 72), ("a4", 210 / 25.4 * 72)):
+        text, size = pdf_text(c.page, url, paper, tmp_path / f"receipt-ar-{paper}.pdf")
+        shutil.copy(tmp_path / f"receipt-ar-{paper}.pdf", SHOTS / f"ar-receipt-{paper}.pdf")
+        assert idcs in text and number in text, (paper, text)
+        assert "السجل الوطني للسكان" in text or "للسكان" in text
+        assert abs(float(size.split()[2]) - width) < 1.0, size  # points (1/72 in)
+    c.page.goto(url)
     c.shot("printable")
     assert c.page.locator("img").count() == 0 and "RNP-" in c.page.inner_text("#receipt-number")
     c.page.close()
@@ -253,16 +338,47 @@ def test_french_card_failure_then_missing_finger(stack, faces_dir):
     )
     c = Citizen(stack, "fr")
     c.start("fr")
-    c.read_card("FR2003")  # mistyped number: the chip refuses it
+    accessible(c.page, "fr-document")
+    # typed by hand, as Moroccans write dates: a wrong one is named, what was typed stays
+    c.read_card("FR2002", birth="31/02/1990")
+    assert c.error() == "card_bad_birth"
+    assert c.page.get_attribute("#birth", "aria-invalid") == "true"
+    assert "15/02/1990" in c.page.inner_text("#birth-error")
+    assert c.page.input_value("#number") == "FR2002"
+    assert c.page.input_value("#birth") == "31/02/1990"
+    c.shot("card-bad-date")
+    accessible(c.page, "fr-card-bad-date")
+    c.read_card("FR2003", birth="15/02/1990", expiry="31.12.2034")  # mistyped number
     assert c.error() == "card_access_denied"
     assert "La carte a refusé ces informations." in c.page.inner_text("#error")
     assert "Vérifiez le numéro" in c.page.inner_text("#error")
     c.shot("card-refused")
-    c.read_card("FR2002")
+    c.read_card("FR2002", birth="15/02/1990", expiry="31/12/2034")
     c.face_and_fingers(missing_ok=True)
     assert "exceptions: 1" in c.page.inner_text("#review-fingers")
     c.confirm()
     assert c.final_status() == "issued"
+    idcs, number = c.page.inner_text("#idcs").strip(), c.page.inner_text("#receipt-number")
+    # later, at any kiosk: the receipt checked with the date of birth (a wrong date says
+    # only that nothing was found), from the welcome page
+    c.page.click("#finish")
+    c.page.click("#cancel")
+    c.page.click("#cancel-yes")
+    c.wait_step("welcome")
+    c.page.click("#check-receipt")
+    c.page.fill("#lookup-receipt", number.strip().lower().replace("rnp-", ""))
+    c.page.fill("#lookup-birth", "16/02/1990")
+    c.page.click("#lookup-check")
+    assert c.page.get_attribute("#lookup-answer", "data-outcome") == "not_found"
+    c.page.fill("#lookup-receipt", number.strip())
+    c.page.fill("#lookup-birth", "15.02.1990")
+    c.page.click("#lookup-check")
+    assert c.page.get_attribute("#lookup-answer", "data-outcome") == "found"
+    assert c.page.get_attribute("#lookup-answer", "data-status") == "issued"
+    assert idcs[-4:] in c.page.inner_text("#lookup-idcs") and idcs not in c.page.content()
+    c.shot("receipt-lookup")
+    accessible(c.page, "fr-receipt-lookup")
+    c.page.click("#lookup-back")
     c.page.close()
 
 
@@ -280,16 +396,27 @@ def test_a_returning_person_with_a_new_card_is_a_duplicate(stack, faces_dir):
     # checks their live face with the registry, which shows the IDCS (once, on this screen)
     receipt = c.page.inner_text("#receipt-number").strip()
     c.page.goto(f"{c.base}/agent")
+    # the agent starts a shift: a wrong PIN says so, with what to do next
+    c.page.fill("#signin-id", "op-01")
+    c.page.fill("#signin-pin", "1111")
+    c.page.click("#signin")
+    assert c.page.get_attribute("#agent-notice", "data-code") == "error.operator_denied"
+    assert "Wrong agent id or PIN." in c.page.inner_text("#agent-notice")
+    c.shot("agent-wrong-pin")
+    c.page.fill("#signin-id", "op-01")
+    c.page.fill("#signin-pin", "2468")
+    c.page.click("#signin")
+    assert "op-01" in c.page.inner_text("#shift")
+    accessible(c.page, "en-agent-console")
     form = c.page.locator("#reveal-form")
     form.locator("#reveal-receipt").fill(receipt)
-    form.locator("input[name=operator_id]").fill("op-01")
-    form.locator("input[name=pin]").fill("2468")
     form.locator("#reveal").click()
     c.page.wait_for_selector("#agent-notice", timeout=90_000)
     c.shot("agent-idcs-shown")
     assert re.fullmatch(r"\d{10}", c.page.inner_text("#revealed-idcs").strip())
     c.page.goto(f"{c.base}/agent")  # shown once
     assert c.page.locator("#revealed-idcs").count() == 0
+    c.page.click("#signout")
     c.page.close()
 
 
@@ -318,4 +445,117 @@ def test_network_down_then_back(stack, faces_dir):
     registry.start()  # the network is back: the receipt on screen follows by itself
     assert c.final_status() == "issued"
     assert re.fullmatch(r"\d{10}", c.page.inner_text("#idcs").strip())
+    c.page.close()
+
+
+@pytest.mark.parametrize("language", ["fr", "ar"])
+def test_the_journey_has_no_dead_ends(stack, faces_dir, language):
+    """Language switch on every page, Back, Cancel that asks first, the idle warning that
+    typing dismisses, witnesses' IDCS checked at once, and a neutral welcome afterwards."""
+    present(stack, faces_dir, "biden__biden.jpg", "biden__biden2.jpg", "JR5005")
+    kiosk = stack["kiosk"]
+    c = Citizen(stack, f"journey-{language}")
+    c.start(language)
+    other = "ar" if language == "fr" else "fr"
+    c.page.click(f"#switch-{other}")  # the switch keeps the step
+    assert c.step() == "document" and c.page.get_attribute("html", "lang") == other
+    c.page.click(f"#switch-{language}")
+    # the no-document path: a mistyped witness IDCS is caught before any capture
+    c.page.click("#no-document > summary")
+    c.page.select_option("#nodoc-kind", "witnesses")
+    c.page.fill("#witness1", "1234567890")
+    c.page.fill("#witness2", "1234567891")
+    c.page.fill("#nodoc-surname", "Idrissi")
+    c.page.fill("#nodoc-given", "Salma")
+    c.page.fill("#nodoc-dob", "15/02/1990")
+    c.page.select_option("#nodoc-sex", "F")
+    form = c.page.locator("#no-document")
+    form.locator(".operator-id").fill("sup-01")
+    form.locator(".operator-pin").fill("135790")
+    c.page.click("#nodoc-submit")
+    assert c.error() == "witnesses_invalid" and c.step() == "document"
+    c.shot("witness-refused")
+    # back one step, and forward again
+    c.page.click("#back")
+    c.wait_step("language")
+    assert "1 / 6" in c.page.inner_text("#progress")
+    c.page.click(f"#lang-{language}")
+    c.wait_step("document")
+    # "are you still there?" before the idle timeout; touching the screen dismisses it
+    kiosk.session.settings.idle_timeout = 9.0
+    try:
+        c.page.reload()
+        c.page.wait_for_selector("#idle-warning:not(.hidden)", timeout=15_000)
+        c.shot("idle-warning")
+        accessible(c.page, f"{language}-idle-warning")
+        c.page.click("#still-here")
+        assert c.page.locator("#idle-warning.hidden").count() == 1
+        assert c.step() == "document"
+    finally:
+        kiosk.session.settings.idle_timeout = 180.0
+    # Cancel asks first: "no" keeps everything, "yes" ends on a neutral welcome
+    c.page.click("#cancel")
+    accessible(c.page, f"{language}-cancel-question")
+    c.page.click("#cancel-no")
+    assert c.step() == "document"
+    c.page.click("#cancel")
+    c.page.click("#cancel-yes")
+    c.wait_step("welcome")
+    assert c.page.get_attribute("html", "lang") == "fr" and c.error() is None
+    assert c.page.locator(".welcome-texts li[lang=ar]").count() == 1
+    c.page.close()
+
+
+def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_dir):
+    """Someone who does not follow the blink-and-turn prompt fails liveness; after three tries
+    the kiosk stops asking and a supervisor accepts the best capture (recorded in the
+    packet), and the registry holds the enrolment for adjudication."""
+    present(
+        stack,
+        faces_dir,
+        "biden__biden.jpg",
+        "biden__biden2.jpg",
+        "SV6006",
+        finger_person=36,
+        follows_prompts=False,
+    )
+    c = Citizen(stack, "fr-face-supervisor")
+    c.start("fr")
+    c.read_card("SV6006", birth="15/02/1990", expiry="31/12/2034")
+    c.wait_step("face")
+    for attempt in range(1, 4):
+        # each try, the person steps in again (a new camera session of the same person)
+        stack["devices"].call("simulate.face", {"photo": str(faces_dir / "biden__biden.jpg")})
+
+        def mirror() -> None:  # the mirror shows the camera while it runs (never stored)
+            c.page.wait_for_selector("#preview:not(.hidden)", timeout=30_000)
+            c.page.wait_for_selector(
+                '#live[data-code]:not([data-code="feedback.step_into_frame"])', timeout=30_000
+            )
+            c.shot("face-preview")
+
+        c.device("#capture-face", mirror if attempt == 1 else None)
+        if attempt < 3:
+            assert c.error() == "face_liveness", c.error()
+            assert f"{attempt + 1} sur 3" in c.page.inner_text("#face-attempt")
+    assert c.error() == "face_supervisor"
+    assert c.page.locator("#capture-face").count() == 0  # no loop: a person decides
+    assert c.page.locator("#face-supervisor img").evaluate("img => img.naturalWidth") > 0
+    c.shot("face-supervisor")
+    accessible(c.page, "fr-face-supervisor")
+    box = c.page.locator("#face-supervisor")
+    box.locator(".operator-id").fill("op-01")
+    box.locator(".operator-pin").fill("2468")
+    box.locator("#face-accept").click()
+    assert c.error() == "supervisor_needed"  # an agent may not accept it
+    box = c.page.locator("#face-supervisor")
+    box.locator(".operator-id").fill("sup-01")
+    box.locator(".operator-pin").fill("135790")
+    box.locator(".operator-note").fill("elderly, cannot follow the prompt")
+    box.locator("#face-accept").click()
+    c.wait_step("fingers")
+    c.face_and_fingers()
+    c.confirm()
+    assert c.final_status() == "adjudication"
+    assert c.page.inner_text("#status-icon").strip() == "⚖️"
     c.page.close()
