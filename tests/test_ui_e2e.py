@@ -64,6 +64,7 @@ class Registry:
 @pytest.fixture(scope="module")
 def stack(pcscd, tmp_path_factory) -> Iterator[dict]:  # type: ignore[type-arg]
     work = tmp_path_factory.mktemp("e2e")
+    (SHOTS.parent / "step-times.json").unlink(missing_ok=True)  # this run's times only
     identity = KioskIdentity.generate(KIOSK_ID)
     registry = Registry(work, identity)
     registry.start()
