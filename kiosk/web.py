@@ -631,7 +631,12 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         operator_id: Annotated[str, Form(max_length=40)], pin: Annotated[str, Form(max_length=12)]
     ) -> RedirectResponse:
         """An agent starts their shift (id + PIN; a badge later)."""
-        return agent_act(lambda: session.sign_in(operator_id, pin) and "agent.signed_in")
+
+        def sign_in() -> str:
+            session.sign_in(operator_id, pin)
+            return "agent.signed_in"
+
+        return agent_act(sign_in)
 
     @app.post("/agent/signout", dependencies=[posting])
     def agent_signout() -> RedirectResponse:

@@ -28,7 +28,7 @@ from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
 from kiosk.client import KioskIdentity
 from kiosk.session import KioskSettings, Operators
-from kiosk.web import assemble, create_app
+from kiosk.web import assemble, catalogue, create_app
 
 pw = pytest.importorskip("playwright.sync_api")
 axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
@@ -327,7 +327,7 @@ def test_arabic_enrolment_right_to_left_through_to_the_receipt(stack, faces_dir,
     c.page.close()
 
 
-def test_french_card_failure_then_missing_finger(stack, faces_dir):
+def test_french_card_failure_then_missing_finger(stack, faces_dir, tmp_path):
     present(
         stack,
         faces_dir,
@@ -357,9 +357,19 @@ def test_french_card_failure_then_missing_finger(stack, faces_dir):
     c.read_card("FR2002", birth="15/02/1990", expiry="31/12/2034")
     c.face_and_fingers(missing_ok=True)
     assert "exceptions: 1" in c.page.inner_text("#review-fingers")
+    assert c.page.inner_text("#review-sex").strip() == "Homme"
+    assert c.page.inner_text("#review-dob").strip() == "15/02/1990"
+    assert c.page.inner_text("#review-nationality").strip() == "Marocaine"
+    assert "Carte nationale d'identité électronique" in c.page.inner_text("#review-document")
+    accessible(c.page, "fr-review")
     c.confirm()
     assert c.final_status() == "issued"
     idcs, number = c.page.inner_text("#idcs").strip(), c.page.inner_text("#receipt-number")
+    url = f"{c.base}/receipt/{c.page.get_attribute('#receipt', 'data-packet')}"
+    text, _ = pdf_text(c.page, url, "80mm", tmp_path / "receipt-fr-80mm.pdf")
+    shutil.copy(tmp_path / "receipt-fr-80mm.pdf", SHOTS / "fr-receipt-80mm.pdf")
+    assert idcs in text and number.strip() in text and "Royaume du Maroc" in text
+    c.page.goto(c.base)
     # later, at any kiosk: the receipt checked with the date of birth (a wrong date says
     # only that nothing was found), from the welcome page
     c.page.click("#finish")
@@ -461,6 +471,26 @@ def test_the_journey_has_no_dead_ends(stack, faces_dir, language):
     c.page.click(f"#switch-{other}")  # the switch keeps the step
     assert c.step() == "document" and c.page.get_attribute("html", "lang") == other
     c.page.click(f"#switch-{language}")
+    # the agent console, in the citizen's language: a wrong PIN says so and what to do
+    c.page.goto(f"{c.base}/agent")
+    c.page.fill("#signin-id", "op-01")
+    c.page.fill("#signin-pin", "0000")
+    c.page.click("#signin")
+    wrong = {
+        "fr": "Identifiant ou code PIN d'agent incorrect.",
+        "ar": catalogue("ar")["error.operator_denied"],
+    }
+    assert wrong[language] in c.page.inner_text("#agent-notice")
+    c.shot("agent-wrong-pin")
+    c.page.fill("#signin-id", "op-01")
+    c.page.fill("#signin-pin", "2468")
+    c.page.click("#signin")
+    assert c.page.locator("#today").count() == 1 and c.page.locator("#operators").count() == 1
+    c.shot("agent-console")
+    accessible(c.page, f"{language}-agent-console")
+    c.page.click("#signout")
+    c.page.goto(c.base)
+    assert c.step() == "document"
     # the no-document path: a mistyped witness IDCS is caught before any capture
     c.page.click("#no-document > summary")
     c.page.select_option("#nodoc-kind", "witnesses")
@@ -507,7 +537,8 @@ def test_the_journey_has_no_dead_ends(stack, faces_dir, language):
     c.page.close()
 
 
-def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_dir):
+@pytest.mark.parametrize("language", ["fr", "ar"])
+def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_dir, language):
     """Someone who does not follow the blink-and-turn prompt fails liveness; after three tries
     the kiosk stops asking and a supervisor accepts the best capture (recorded in the
     packet), and the registry holds the enrolment for adjudication."""
@@ -516,13 +547,13 @@ def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_di
         faces_dir,
         "biden__biden.jpg",
         "biden__biden2.jpg",
-        "SV6006",
+        f"SV600{len(language)}",
         finger_person=36,
         follows_prompts=False,
     )
-    c = Citizen(stack, "fr-face-supervisor")
-    c.start("fr")
-    c.read_card("SV6006", birth="15/02/1990", expiry="31/12/2034")
+    c = Citizen(stack, f"{language}-face-supervisor")
+    c.start(language)
+    c.read_card(f"SV600{len(language)}", birth="15/02/1990", expiry="31/12/2034")
     c.wait_step("face")
     for attempt in range(1, 4):
         # each try, the person steps in again (a new camera session of the same person)
@@ -538,12 +569,12 @@ def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_di
         c.device("#capture-face", mirror if attempt == 1 else None)
         if attempt < 3:
             assert c.error() == "face_liveness", c.error()
-            assert f"{attempt + 1} sur 3" in c.page.inner_text("#face-attempt")
+            assert re.search(rf"{attempt + 1}\D+3", c.page.inner_text("#face-attempt"))
     assert c.error() == "face_supervisor"
     assert c.page.locator("#capture-face").count() == 0  # no loop: a person decides
     assert c.page.locator("#face-supervisor img").evaluate("img => img.naturalWidth") > 0
     c.shot("face-supervisor")
-    accessible(c.page, "fr-face-supervisor")
+    accessible(c.page, f"{language}-face-supervisor")
     box = c.page.locator("#face-supervisor")
     box.locator(".operator-id").fill("op-01")
     box.locator(".operator-pin").fill("2468")
@@ -559,4 +590,34 @@ def test_a_face_that_keeps_failing_reaches_a_supervisor_decision(stack, faces_di
     c.confirm()
     assert c.final_status() == "adjudication"
     assert c.page.inner_text("#status-icon").strip() == "⚖️"
+    c.page.close()
+
+
+def test_a_face_unlike_the_chip_photo_is_shown_beside_it_to_the_supervisor(stack, faces_dir):
+    """At a 1:1 mismatch the supervisor sees the chip's photo beside the capture before
+    confirming; a supervisor on duty (signed in at the agent console) confirms with no PIN on
+    the citizen's screen."""
+    present(stack, faces_dir, "tom_cruise__img1.jpg", "biden__biden2.jpg", "MM7007")
+    c = Citizen(stack, "ar-face-mismatch")
+    c.page.goto(f"{c.base}/agent")
+    c.page.fill("#signin-id", "sup-01")
+    c.page.fill("#signin-pin", "135790")
+    c.page.click("#signin")
+    assert "sup-01" in c.page.inner_text("#shift")
+    c.start("ar")
+    c.scan_card()
+    c.device("#capture-face")
+    assert c.error() == "face_document_mismatch", c.error()
+    for photo in ("#chip-photo", "#capture-photo"):
+        assert c.page.locator(photo).evaluate("img => img.naturalWidth") > 0
+    assert "sup-01" in c.page.inner_text("#face-override .on-duty")
+    c.shot("face-mismatch")
+    accessible(c.page, "ar-face-mismatch")
+    c.page.click("#face-override-submit")  # no PIN: the supervisor on duty
+    c.wait_step("fingers")
+    c.page.click("#cancel")
+    c.page.click("#cancel-yes")
+    c.wait_step("welcome")
+    c.page.goto(f"{c.base}/agent")
+    c.page.click("#signout")
     c.page.close()
