@@ -194,6 +194,10 @@ class Citizen:
 
     def start(self, language: str) -> None:
         self.page.goto(self.base)
+        if self.step() not in ("welcome", "receipt"):  # someone left half-way: start afresh
+            self.page.click("#cancel")
+            self.page.click("#cancel-yes")
+            self.wait_step("welcome")
         if self.step() == "receipt":  # the previous citizen's receipt is still up
             self.page.click("#finish")
         else:

@@ -66,8 +66,11 @@
 
   // A form that starts a capture: sent in the background, so the page stays alive with its
   // live preview and instructions while the device works; then the next page is shown.
+  let leaving = false;  // a device is working: only its answer moves the page on
   document.querySelectorAll("form.busy-form").forEach((f) => f.addEventListener("submit", (e) => {
     e.preventDefault();
+    if (leaving) return;
+    leaving = true;
     const b = f.querySelector("button"); b.disabled = true;
     if (live) live.textContent = s("live.working", "…");
     fetch(f.action, { method: "POST", body: new FormData(f), redirect: "manual" })
@@ -98,9 +101,11 @@
 
   // Step / session changes made elsewhere (timeout, another tab) and device health.
   async function poll() {
+    if (leaving) return;
     try {
       const r = await fetch("/state", { cache: "no-store" });
       const st = await r.json();
+      if (leaving) return;
       if (st.step !== step || st.session_id !== session) { location.href = "/"; return; }
       const bad = !st.daemon_alive || st.devices_lost.length > 0;
       banner.classList.toggle("hidden", !bad);
