@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 
 from devices import card
-from devices.icao import emulator, lds
+from devices.icao import lds
+from devices.simulation import emrtd
 
 TD1 = (
     "I<UTOD231458907<<<<<<<<<<<<<<<\n7408122F1204159UTO<<<<<<<<<<<6\nERIKSSON<<ANNA<MARIA<<<<<<<<<<"
@@ -35,7 +36,7 @@ FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
 def _pcscd() -> subprocess.Popen[bytes] | None:
     with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", emulator.VPCD_PORT)) == 0:
+        if s.connect_ex(("127.0.0.1", emrtd.VPCD_PORT)) == 0:
             return None
     proc = subprocess.Popen(
         [shutil.which("pcscd") or "/usr/sbin/pcscd", "--foreground", "--error"],
@@ -44,7 +45,7 @@ def _pcscd() -> subprocess.Popen[bytes] | None:
     )
     for _ in range(150):
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", emulator.VPCD_PORT)) == 0:
+            if s.connect_ex(("127.0.0.1", emrtd.VPCD_PORT)) == 0:
                 return proc
         time.sleep(0.1)
     raise SystemExit("pcscd did not start")
@@ -53,13 +54,13 @@ def _pcscd() -> subprocess.Popen[bytes] | None:
 def main(reads: int = 50) -> None:
     photo = cv2.resize(cv2.imread(str(sorted(FACES.glob("*.jpg"))[0])), (360, 480))
     jpeg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    pki = emulator.DocumentPKI.create()
-    doc = emulator.issue_document(TD1, jpeg, (360, 480), pki, full_name="ERIKSSON<<ANNA MARIA")
+    pki = emrtd.DocumentPKI.create()
+    doc = emrtd.issue_document(TD1, jpeg, (360, 480), pki, full_name="ERIKSSON<<ANNA MARIA")
     trust = lds.TrustStore([pki.csca])
     proc = _pcscd()
     try:
-        chip = emulator.EmulatedChip(doc)
-        with emulator.VirtualCard(chip):
+        chip = emrtd.EmulatedChip(doc)
+        with emrtd.VirtualCard(chip):
             reader = card.wait_for_card("Virtual PCD 00 00", timeout=10)
             print(f"DG2 {len(doc.files[0x0102])} bytes, EF.SOD {len(doc.files[0x011D])} bytes")
             medians = {}

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from biometrics import face
-from devices.camera import SimulatedCamera, feedback
+from devices.camera import feedback
+from devices.simulation.camera import SimulatedCamera
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("RNP_FACES_DIR", ROOT.parent / "shared/data/faces"))

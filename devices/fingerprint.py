@@ -1,17 +1,17 @@
-"""Fingerprint readers: the ``FingerprintReader`` interface and a simulated ten-print reader.
+"""Fingerprint readers: the ``FingerprintReader`` driver interface.
 
-Vendor or SBI (MOSIP Secure Biometric Interface) drivers implement the same interface.
+Drivers: MOSIP SBI devices (:mod:`devices.sbi`), libfprint readers (:mod:`devices.libfprint`)
+and the simulated reader (:mod:`devices.simulation.fingerprint`, tests and demo only).
 """
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import Future
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from biometrics import synthetic
 from devices.exceptions import DeviceError
 
 POSITIONS = {
@@ -28,83 +28,61 @@ POSITIONS = {
 }
 
 
+# ISO/IEC 19794-4 slaps: what a four-four-two reader captures at once
+SLAPS: dict[str, tuple[int, ...]] = {"right": (2, 3, 4, 5), "left": (7, 8, 9, 10), "thumbs": (1, 6)}
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a driver reports about the device it drives (``devices status``, the kiosk's
+    technician page, the enrolment packet's device id)."""
+
+    kind: str  # "camera", "fingerprint", "card_reader", "document_camera"
+    driver: str  # the driver spec that opened it, e.g. "sbi:4501", "libfprint:virtual_image"
+    vendor: str
+    model: str
+    serial: str
+    firmware: str
+
+
 class FingerprintReaderError(DeviceError):
-    """The reader failed (disconnected, timed out, finger not detected)."""
+    """The reader failed (disconnected, timed out, finger not detected); ``code`` says which:
+    ``no_finger``, ``busy``, ``device_lost``, ``timeout``, ``untrusted_device``."""
+
+    code = "no_finger"
 
 
 class FingerprintReader(ABC):
-    """Captures one finger at a time as a grey-scale image (dark ridges on light)."""
+    """Captures fingers as grey-scale images (dark ridges on light), ``dpi`` pixels per inch.
+
+    A single-finger reader captures one position at a time; a slap reader (4-4-2) captures a
+    slap and segments it: :meth:`capture_slap`."""
 
     dpi: int = 500
+
+    @abstractmethod
+    def info(self) -> DeviceInfo:
+        """Vendor, model, serial and firmware of the device."""
+
+    def check(self) -> None:  # noqa: B027 - drivers that can tell override it
+        """FingerprintReaderError (``device_lost``) when the device has gone away (the
+        daemon's hot-plug probe asks every few seconds while the reader is idle)."""
 
     @abstractmethod
     def capture(self, position: int) -> np.ndarray:
         """Capture the finger at ISO position 1-10; raises FingerprintReaderError."""
 
+    def capture_blank(self) -> np.ndarray:
+        """An image of the empty platen (calibration: uniformity, dirt). Few readers give one
+        (they wait for a finger): FingerprintReaderError ``unsupported`` by default."""
+        raise FingerprintReaderError(
+            f"{type(self).__name__} cannot capture its empty platen", "unsupported"
+        )
+
+    def capture_slap(self, positions: Sequence[int]) -> dict[int, np.ndarray]:
+        """Capture several fingers of one slap (see ``SLAPS``), segmented: position -> image.
+        Single-finger readers capture them one after the other."""
+        return {p: self.capture(p) for p in positions}
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release the device."""
-
-
-class SimulatedFingerprintReader(FingerprintReader):
-    """Serves synthetic prints of one simulated person: each position is a different finger
-    (a master fingerprint), and each capture a new impression of it.
-
-    With ``prefetch`` the person's fingers are made in a background thread from the start (a
-    second of CPU each), while the person is busy with the card and the camera, as a real
-    person's fingers are there before the reader is."""
-
-    def __init__(
-        self,
-        person: int,
-        difficulty: float = 1.0,
-        missing: set[int] | None = None,
-        first_impression: int = 0,
-        prefetch: bool = False,
-    ):
-        self.person, self.difficulty = person, difficulty
-        self.missing = set(missing or ())  # amputated or bandaged fingers
-        self.first_impression = first_impression  # another visit: impressions not seen before
-        self._attempts: dict[int, int] = {}
-        # by master-fingerprint seed: a capture asks for the finger its position's seed names
-        self._masters: dict[int, Future[synthetic.MasterFingerprint]] = {}
-        self._maker: threading.Thread | None = None
-        if prefetch:
-            positions = sorted(set(POSITIONS) - self.missing)
-            self._masters = {self.finger_seed(p): Future() for p in positions}
-            # not a daemon thread: one stopped inside OpenCV at exit aborts the process
-            self._maker = threading.Thread(target=self._make_masters, name="finger-sim")
-            self._maker.start()
-
-    def _make_masters(self) -> None:
-        for seed, made in self._masters.items():
-            if not made.set_running_or_notify_cancel():  # closed: the person has gone
-                continue
-            try:
-                made.set_result(synthetic.master_fingerprint(seed))
-            except Exception as exc:  # handed to the capture that waits for this finger
-                made.set_exception(exc)
-
-    def finger_seed(self, position: int) -> int:
-        """The master-fingerprint seed of this person's finger."""
-        return 1_000_003 * self.person + position
-
-    def capture(self, position: int) -> np.ndarray:
-        """A new 500-dpi impression of the finger at ``position``."""
-        if position not in POSITIONS:
-            raise ValueError(f"finger position must be 1-10, not {position}")
-        if position in self.missing:
-            raise FingerprintReaderError(f"no finger detected ({POSITIONS[position]})")
-        attempt = self._attempts.get(position, self.first_impression)
-        self._attempts[position] = attempt + 1
-        seed = self.finger_seed(position)
-        made = self._masters.get(seed)
-        master = made.result() if made else synthetic.master_fingerprint(seed)
-        return synthetic.fingerprint_impression(master, attempt, difficulty=self.difficulty)
-
-    def close(self) -> None:
-        """The person has gone: fingers not made yet are not made (waits for the one being
-        made, a second at most)."""
-        for made in self._masters.values():
-            made.cancel()
-        if self._maker is not None:
-            self._maker.join()

@@ -121,11 +121,11 @@ def registry(registry_factory: Callable[..., Registry]) -> Registry:
 def pcscd() -> Iterator[None]:
     """The real PC/SC daemon with vsmartcard's vpcd driver, in the foreground (no systemd).
     Reuses one that already runs with the vpcd driver loaded."""
-    from devices.icao import emulator
+    from devices.simulation import emrtd
 
     try:
-        proc = emulator.start_pcscd()
-    except emulator.PcscdUnavailable as exc:
+        proc = emrtd.start_pcscd()
+    except emrtd.PcscdUnavailable as exc:
         pytest.fail(f"{exc}; run `make test` (installs them)")
     yield
     if proc is not None:

@@ -15,12 +15,11 @@ from devices.camera import (
     CameraError,
     Frame,
     OpenCVCamera,
-    Shot,
-    SimulatedCamera,
     auto_capture,
     feedback,
 )
 from devices.firmware import CameraConfig, by_model
+from devices.simulation.camera import Shot, SimulatedCamera
 from kiosk.face_capture import FaceCaptureFailed, capture_face
 
 SIM = by_model("simulated-camera")

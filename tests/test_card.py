@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from devices import card
 from devices import cli as devices_cli
-from devices.icao import emulator, lds, mrz, secure, tlv
+from devices.icao import lds, mrz, secure, tlv
+from devices.simulation import emrtd
 
 READER = "Virtual PCD 00 00"  # vpcd's first slot: TCP 35963
 # ICAO 9303 Part 5 / Part 4 specimen MRZs
@@ -169,16 +170,16 @@ def face_jpeg(faces_dir: Path) -> tuple[bytes, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def pki() -> emulator.DocumentPKI:
-    return emulator.DocumentPKI.create()
+def pki() -> emrtd.DocumentPKI:
+    return emrtd.DocumentPKI.create()
 
 
 @pytest.fixture(scope="module")
-def document(face_jpeg, pki) -> emulator.Document:
-    return emulator.issue_document(TD1, *face_jpeg, pki, full_name="ERIKSSON<<ANNA MARIA")
+def document(face_jpeg, pki) -> emrtd.Document:
+    return emrtd.issue_document(TD1, *face_jpeg, pki, full_name="ERIKSSON<<ANNA MARIA")
 
 
-def _groups(doc: emulator.Document) -> dict[int, bytes]:
+def _groups(doc: emrtd.Document) -> dict[int, bytes]:
     by_fid = {fid: name for name, (fid, _) in lds.FILES.items()}
     return {
         int(by_fid[fid][2:]): raw for fid, raw in doc.files.items() if by_fid[fid].startswith("DG")
@@ -190,24 +191,24 @@ def test_passive_authentication_states(document, face_jpeg, pki, tmp_path):
     sod = lds.parse_sod(document.files[0x011D])
     assert lds.passive_authentication(sod, _groups(document), trust).status == "valid"
     # a data group changed after signing
-    forged = emulator.issue_document(TD1, *face_jpeg, pki, tamper_dg=2)
+    forged = emrtd.issue_document(TD1, *face_jpeg, pki, tamper_dg=2)
     result = lds.passive_authentication(lds.parse_sod(forged.files[0x011D]), _groups(forged), trust)
     assert result.status == "invalid" and "DG2" in result.reason
     # a signer from another country's CSCA
-    other = emulator.DocumentPKI.create(country="UT")
+    other = emrtd.DocumentPKI.create(country="UT")
     assert lds.passive_authentication(
         sod, _groups(document), lds.TrustStore([other.csca])
     ).status == ("unknown_csca")
     # an expired document signer
-    old = emulator.DocumentPKI.create(ds_valid_days=(-400, -10))
-    stale = emulator.issue_document(TD1, *face_jpeg, old)
+    old = emrtd.DocumentPKI.create(ds_valid_days=(-400, -10))
+    stale = emrtd.issue_document(TD1, *face_jpeg, old)
     result = lds.passive_authentication(
         lds.parse_sod(stale.files[0x011D]), _groups(stale), lds.TrustStore([old.csca])
     )
     assert result.status == "invalid" and "validity" in result.reason
     # a signature made by a key that is not the certificate's
-    impostor = emulator.DocumentPKI(pki.csca_key, pki.csca, other.ds_key, pki.ds)
-    bad = emulator.issue_document(TD1, *face_jpeg, impostor)
+    impostor = emrtd.DocumentPKI(pki.csca_key, pki.csca, other.ds_key, pki.ds)
+    bad = emrtd.issue_document(TD1, *face_jpeg, impostor)
     result = lds.passive_authentication(lds.parse_sod(bad.files[0x011D]), _groups(bad), trust)
     assert result.status == "invalid" and "signature" in result.reason
     # trust lists load from a folder of PEM / DER certificates
@@ -229,9 +230,9 @@ def test_lds_files_parse(document, face_jpeg):
 
 # ----------------------------------------------------------------------- PC/SC stack
 @pytest.fixture
-def inserted(pcscd, document) -> Iterator[emulator.EmulatedChip]:
-    chip = emulator.EmulatedChip(document)
-    vc = emulator.VirtualCard(chip)
+def inserted(pcscd, document) -> Iterator[emrtd.EmulatedChip]:
+    chip = emrtd.EmulatedChip(document)
+    vc = emrtd.VirtualCard(chip)
     vc.insert()
     card.wait_for_card(READER, timeout=10)
     yield chip
@@ -271,11 +272,12 @@ def test_two_processes_never_read_each_others_card(pcscd, document, pki, face_jp
     child = (
         "import sys, time\n"
         "from devices import card\n"
-        "from devices.icao import emulator, lds, mrz\n"
-        "pki = emulator.DocumentPKI.create()\n"
-        f"doc = emulator.issue_document({other_mrz!r}, open(sys.argv[1], 'rb').read(), "
+        "from devices.icao import lds, mrz\n"
+        "from devices.simulation import emrtd\n"
+        "pki = emrtd.DocumentPKI.create()\n"
+        f"doc = emrtd.issue_document({other_mrz!r}, open(sys.argv[1], 'rb').read(), "
         "(360, 480), pki)\n"
-        "vc = emulator.VirtualCard(emulator.EmulatedChip(doc))\n"
+        "vc = emrtd.VirtualCard(emrtd.EmulatedChip(doc))\n"
         "vc.insert()\n"
         "card.wait_for_card(None, timeout=10)\n"
         "print('IN', flush=True)\n"
@@ -295,7 +297,7 @@ def test_two_processes_never_read_each_others_card(pcscd, document, pki, face_jp
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "IN"
-    vc = emulator.VirtualCard(emulator.EmulatedChip(document))
+    vc = emrtd.VirtualCard(emrtd.EmulatedChip(document))
     vc.insert()  # waits until the other process's card is gone
     try:
         for _ in range(40):
@@ -316,9 +318,9 @@ def test_files_past_32_kb_are_read_with_odd_read_binary(pcscd, faces_dir, pki):
     img = cv2.resize(cv2.imread(str(sorted(faces_dir.glob("*.jpg"))[1])), (720, 960))
     jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     assert len(jpeg) > 0x8000
-    doc = emulator.issue_document(TD1, jpeg, (720, 960), pki)
-    chip = emulator.EmulatedChip(doc)
-    with emulator.VirtualCard(chip):
+    doc = emrtd.issue_document(TD1, jpeg, (720, 960), pki)
+    chip = emrtd.EmulatedChip(doc)
+    with emrtd.VirtualCard(chip):
         card.wait_for_card(READER, timeout=10)
         for chunk in (0xDF, 4000):
             read = card.read_document(READER, doc.key, lds.TrustStore([pki.csca]), chunk=chunk)
@@ -328,8 +330,8 @@ def test_files_past_32_kb_are_read_with_odd_read_binary(pcscd, faces_dir, pki):
 
 
 def test_extended_reads_fall_back_to_short_ones_on_older_chips(pcscd, document, pki):
-    chip = emulator.EmulatedChip(document, extended_length=False)
-    with emulator.VirtualCard(chip):
+    chip = emrtd.EmulatedChip(document, extended_length=False)
+    with emrtd.VirtualCard(chip):
         card.wait_for_card(READER, timeout=10)
         read = card.read_document(READER, document.key, lds.TrustStore([pki.csca]), chunk=4000)
         assert read.passive_authentication.valid and sorted(read.data_groups) == [1, 2, 11]
@@ -347,14 +349,14 @@ def test_wrong_mrz_is_access_denied_once_without_retries(inserted, pki):
 
 
 def test_card_removed_mid_read_is_a_clear_error(pcscd, document, pki):
-    class Pulled(emulator.EmulatedChip):
+    class Pulled(emrtd.EmulatedChip):
         def process(self, apdu: bytes) -> bytes:
             if self.commands.count(b"\xb0") >= 6:  # well into the data groups
                 threading_remove()
             return super().process(apdu)
 
     chip = Pulled(document)
-    vc = emulator.VirtualCard(chip)
+    vc = emrtd.VirtualCard(chip)
 
     def threading_remove() -> None:
         sock = vc._sock
@@ -376,7 +378,7 @@ def test_card_events_are_reported(pcscd, document):
     before = set(threading.enumerate())
     stop = card.watch(lambda r: seen.append(("in", r)), lambda r: seen.append(("out", r)))
     try:
-        with emulator.VirtualCard(emulator.EmulatedChip(document)):
+        with emrtd.VirtualCard(emrtd.EmulatedChip(document)):
             card.wait_for_card(READER, timeout=10)
             time.sleep(1.5)
         card.wait_for_removal(READER, timeout=10)
@@ -509,7 +511,7 @@ def test_secure_messaging_and_apdu_parsing_survive_random_bytes(data):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(min_size=0, max_size=60))
 def test_emulated_chip_answers_malformed_apdus_with_a_status_word(document, data):
-    chip = emulator.EmulatedChip(document)
+    chip = emrtd.EmulatedChip(document)
     chip.process(bytes.fromhex("00A4040C07A0000002471001"))
     response = chip.process(data)
     assert len(response) >= 2

@@ -8,7 +8,7 @@ import pytest
 
 from biometrics import face, synthetic
 from biometrics.synthetic import Pose
-from devices.camera import SimulatedCamera
+from devices.simulation.camera import SimulatedCamera
 
 
 def test_template_is_unit_length_and_deterministic(template, photo):

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from biometrics import fingerprint as fp
 from biometrics import synthetic
-from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintReader
+from devices.fingerprint import FingerprintReaderError
+from devices.simulation.fingerprint import SimulatedFingerprintReader
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from helpers import PACKET_PUB, SIGNING_PUB, demographics, evidence
 from central_api.enrolment.schemas import EnrolmentStatus, ErrorCode
 from devices.bus import DaemonUnavailable, DeviceClient, DeviceError, SocketDirError
 from devices.daemon import DaemonConfig, DaemonConfigError, DeviceDaemon
-from devices.icao import emulator
+from devices.simulation import emrtd
 from kiosk.client import CentralClient, ConfigError, KioskIdentity, build_packet
 from kiosk.outbox import LocalProblem, Outbox, SyncWorker
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Problem, Step, StepError
@@ -84,7 +84,7 @@ def test_a_real_daemon_has_no_simulation_commands(real_daemon: DeviceClient):
 def test_the_daemon_never_writes_the_trust_folder_nor_leaves_temp_folders(tmp_path: Path, pcscd):
     trust = tmp_path / "trust"
     trust.mkdir()
-    (trust / "csca.pem").write_bytes(emulator.DocumentPKI.create("FR").csca_pem())
+    (trust / "csca.pem").write_bytes(emrtd.DocumentPKI.create("FR").csca_pem())
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in trust.iterdir()}
     temps = set(os.listdir(tempfile.gettempdir()))
     sockets = tmp_path / "sockets"
