@@ -42,9 +42,14 @@ render_voice() {
   fi
 }
 
+# libfprint's single-finger readers through PyGObject (built against Debian 12's glib; says
+# why and goes on when it cannot)
+libfprint() { bash scripts/install-libfprint.sh .venv; }
+
 stamp=.venv/.installed
 want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  libfprint
   render_voice
   exit 0
 fi
@@ -57,5 +62,6 @@ echo "bootstrap: installing pinned dependencies into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock --no-deps face_recognition
 .venv/bin/python -c 'import face_recognition, faiss, cv2, fastapi, sqlalchemy, smartcard, asn1crypto, zmq, jinja2, segno, multipart, nbis, ray, stomp, defusedxml' 2>/dev/null \
   || { echo "bootstrap: dependency import check failed" >&2; exit 1; }
+libfprint
 echo "$want" > "$stamp"
 render_voice
