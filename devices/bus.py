@@ -50,6 +50,17 @@ def default_socket_dir() -> Path:
     return Path(runtime) / "rnp-kiosk" if runtime else Path(f"/tmp/rnp-kiosk-{os.geteuid()}")  # noqa: S108
 
 
+def default_state_dir() -> Path:
+    """Where the daemon keeps its device history and firmware configurations:
+    ``$RNP_DEVICES_STATE``, else ``/var/lib/rnp-kiosk/devices`` for root,
+    ``~/.local/state/rnp-kiosk/devices`` for other users."""
+    if os.environ.get("RNP_DEVICES_STATE"):
+        return Path(os.environ["RNP_DEVICES_STATE"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/rnp-kiosk/devices")
+    return Path.home() / ".local/state/rnp-kiosk/devices"
+
+
 def endpoints(socket_dir: Path) -> tuple[str, str]:
     """The command (ROUTER) and event (PUB) endpoints in ``socket_dir``."""
     return f"ipc://{socket_dir / 'commands'}", f"ipc://{socket_dir / 'events'}"
@@ -187,6 +198,22 @@ class DeviceClient:
         # not typed precisely here: a JSON number from the daemon: int() refuses a wrong one
         dpi = int(r.result["dpi"])  # type: ignore[call-overload]
         return FingerImage(r.arrays()[0], dpi, str(r.result["model"]))
+
+    def capture_slap(
+        self, slap: str, missing: list[int] | None = None, timeout: float = 45.0
+    ) -> dict[int, FingerImage]:
+        """The fingers of one slap (``right``, ``left``, ``thumbs``: ``devices.fingerprint.
+        SLAPS``) captured at once and segmented, by ISO position; ``missing``: positions of that
+        slap the person cannot give. A single-finger reader takes them one after the other."""
+        r = self.call("finger.slap", {"slap": slap, "missing": missing or []}, timeout=timeout)
+        # not typed precisely here: JSON values from the daemon: int() refuses a wrong one
+        dpi = int(r.result["dpi"])  # type: ignore[call-overload]
+        positions = [int(p) for p in r.result["positions"]]  # type: ignore[attr-defined]
+        model = str(r.result["model"])
+        return {
+            p: FingerImage(image, dpi, model)
+            for p, image in zip(positions, r.arrays(), strict=True)
+        }
 
     def capture_document(self, timeout: float = 15.0) -> np.ndarray:
         """One image (BGR, uint8) of the document under the document camera, to read its MRZ

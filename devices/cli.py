@@ -9,6 +9,7 @@ from pathlib import Path
 
 from devices import bus
 from devices.firmware import FirmwareConfigError, load, shipped
+from devices.technician_cli import add_technician_commands
 
 
 def _list(_: argparse.Namespace) -> int:
@@ -73,13 +74,13 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from devices import card, daemon
-    from devices.icao import emulator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.simulate and (args.camera or args.document_camera):
         print(
-            "error: --simulate simulates every device; it cannot be mixed with --camera or "
-            "--document-camera",
+            "error: --simulate simulates the camera and the card; it cannot be mixed with "
+            "--camera or --document-camera (only --fingerprint sbi:PORT, an SBI simulated "
+            "device)",
             file=sys.stderr,
         )
         return 2
@@ -102,7 +103,9 @@ def _serve(args: argparse.Namespace) -> int:
             socket_dir=Path(args.socket_dir) if args.socket_dir else bus.default_socket_dir(),
             simulated=args.simulate,
             camera=args.camera or "opencv:0",
+            fingerprint=args.fingerprint,
             document_camera=args.document_camera,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
             card_reader=args.reader,
             trust_dir=Path(args.trust) if args.trust else None,
             socket_group=args.group,
@@ -112,9 +115,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     pcscd = None
     if args.start_pcscd:
+        from devices.simulation import emrtd
+
         try:
-            pcscd = emulator.start_pcscd()
-        except emulator.PcscdUnavailable as exc:
+            pcscd = emrtd.start_pcscd()
+        except emrtd.PcscdUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
@@ -127,6 +132,61 @@ def _serve(args: argparse.Namespace) -> int:
             pcscd.terminate()
             pcscd.wait(timeout=10)
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    socket_dir = Path(args.socket_dir) if args.socket_dir else bus.default_socket_dir()
+    try:
+        status = bus.DeviceClient(socket_dir, timeout=args.timeout).status(timeout=args.timeout)
+    except bus.DaemonUnavailable as exc:
+        print(f"error: the device daemon does not answer in {socket_dir}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+        return 0
+    devices = status.get("devices") or []
+    assert isinstance(devices, list)
+    for d in devices:
+        up = d.get("uptime_seconds")
+        print(
+            f"{d['kind']:12s} {d['state']:5s} {d.get('driver', ''):22s} "
+            f"{d.get('vendor') or '-'} {d['model']} serial {d.get('serial') or '-'} "
+            f"firmware {d.get('firmware') or '-'}"
+        )
+        print(
+            f"{'':12s} config {d.get('config') or '-'}; up "
+            f"{_duration(up) if isinstance(up, int | float) else '-'}; last error "
+            f"{d.get('last_error') or 'none'}"
+        )
+    print(f"card present: {'yes' if status.get('card_present') else 'no'}")
+    lost = [d for d in devices if d.get("state") != "ok" and d.get("driver") != "none"]
+    return 1 if lost else 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from devices import drivers
+
+    options = drivers.DriverOptions(trust_dir=Path(args.trust) if args.trust else None)
+    found, problems = drivers.discover(options)
+    for d in found:
+        print(
+            f"{d.kind:12s} {d.driver:24s} {d.vendor or '-'} {d.model} serial {d.serial or '-'} "
+            f"firmware {d.firmware or '-'}"
+        )
+    for p in problems:
+        print(f"not searched: {p}", file=sys.stderr)
+    if not found:
+        print("no device found", file=sys.stderr)
+    for kind in ("camera", "fingerprint"):
+        names = ", ".join(drivers.drivers(kind))
+        print(f"{kind} drivers: {names}")
+    return 0 if found else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="simulated camera, fingerprint reader and emulated cards: tests and demo only",
     )
-    sp.add_argument("--camera", help="opencv:INDEX|FILE|URL (default opencv:0)")
+    sp.add_argument("--camera", help="opencv:INDEX|FILE|URL or sbi:PORT (default opencv:0)")
+    sp.add_argument(
+        "--fingerprint",
+        help="sbi:PORT (a MOSIP SBI 2.0 slap reader), libfprint[:DRIVER], or none (default: "
+        "none; with --simulate: the simulated reader, or sbi:PORT for the SBI simulated device)",
+    )
+    sp.add_argument(
+        "--state-dir",
+        help="where the device history and firmware configurations live (default: "
+        "$RNP_DEVICES_STATE, /var/lib/rnp-kiosk/devices for root)",
+    )
     sp.add_argument(
         "--document-camera",
         help="opencv:INDEX|FILE|URL of the camera over the document tray (the MRZ is read "
@@ -189,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --simulate: start pcscd (with vsmartcard's virtual reader) if none runs",
     )
     sp.set_defaults(func=_serve)
+
+    sp = sub.add_parser(
+        "status", help="every device the daemon drives: driver, model, health, last error"
+    )
+    sp.add_argument("--socket-dir", help="the daemon's socket directory (as for serve)")
+    sp.add_argument("--timeout", type=float, default=3.0)
+    sp.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
+    sp.set_defaults(func=_status)
+    sp = sub.add_parser(
+        "discover",
+        help="the devices this machine offers (V4L2 cameras, SBI services on 4501-4600, "
+        "libfprint readers, PC/SC readers) and the drivers installed",
+    )
+    sp.add_argument("--trust", help="folder with the SBI device providers' CA certificates")
+    sp.set_defaults(func=_discover)
+    add_technician_commands(sub)
     return p
 
 

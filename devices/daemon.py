@@ -4,21 +4,29 @@ It answers commands on a ZeroMQ ROUTER socket and publishes events on a PUB sock
 sockets in a directory only the kiosk's user may enter (the protocol and the directory are
 described in :mod:`devices.bus`). It runs in one of two modes, never a mix:
 
-- **real** (the default): camera ``opencv:<index|file|url>``; document camera: the same
-  camera unless ``document_camera`` names another ``opencv:`` source; fingerprint reader
-  ``none`` until a vendor / SBI driver is configured; card reader: a PC/SC reader through
-  pcscd (any reader, or the one named). It refuses to start when vsmartcard's virtual reader
-  is present.
+- **real** (the default): each device opened by its driver spec (:mod:`devices.drivers`):
+  camera ``opencv:<index|file|url>`` or ``sbi:<port>``; document camera: the same camera
+  unless ``document_camera`` names another ``opencv:`` source; fingerprint reader
+  ``sbi:<port>`` (a MOSIP SBI 2.0 slap reader), ``libfprint[:<driver>]`` or ``none``; card
+  reader: a PC/SC reader through pcscd (any reader, or the one named). It refuses to start
+  when vsmartcard's virtual reader is present.
 - **simulated** (``simulated=True``, ``devices serve --simulate``; tests and the demo only):
-  simulated camera (a person rendered from a real photo, see :mod:`devices.camera`) and
-  fingerprint reader, and the daemon *is* the citizen's card: it issues an emulated eMRTD,
+  simulated camera (a person rendered from a real photo, :mod:`devices.simulation.camera`) and
+  fingerprint reader (or an SBI simulated device, ``fingerprint="sbi:<port>"``: the real
+  protocol), and the daemon *is* the citizen's card: it issues an emulated eMRTD,
   signed by its own test CSCA (kept in memory, never written anywhere), and inserts it into
   vsmartcard's virtual reader, so the card is still read through pcscd like any card; the
   document camera shows that card's back, its MRZ printed in OCR-B
   (:func:`devices.document.render_card_back`). A ``simulate.*`` command family (citizen,
-  card, face, unplug, csca) exists in this mode only.
+  card, face, unplug, csca) exists in this mode only. Nothing of :mod:`devices.simulation` is
+  imported in real mode.
 
-Commands: ``status``, ``face.capture``, ``finger.capture``, ``card.read`` (with the MRZ, the
+Devices are found at start and watched (hot-plug): a reader that goes away is ``lost``, one
+that comes back is opened again; each change is published (``device.connected`` /
+``device.lost``, with driver, model, serial and firmware).
+
+Commands: ``status``, ``face.capture``, ``finger.capture``, ``finger.slap`` (the fingers of
+one slap at once, segmented), ``card.read`` (with the MRZ, the
 document number and dates, or the CAN) and ``document.capture`` (one image of the document
 under the document camera, BGR, for :func:`devices.document.read_mrz`: the kiosk reads the
 MRZ from it, then opens the chip with it).
@@ -32,6 +40,7 @@ list (:mod:`kiosk.session`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -43,31 +52,53 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import zmq
 
 from devices import card as card_mod
-from devices.bus import PROTOCOL, encode, endpoints, pack_arrays, secure_socket_dir
+from devices import drivers
+from devices import firmware as firmware_mod
+from devices.bus import (
+    PROTOCOL,
+    default_state_dir,
+    encode,
+    endpoints,
+    pack_arrays,
+    secure_socket_dir,
+)
 from devices.camera import (
     CHALLENGE_SECONDS,
     Camera,
-    CameraError,
-    OpenCVCamera,
-    SimulatedCamera,
     auto_capture,
     record,
 )
 from devices.document import render_card_back
 from devices.exceptions import DeviceError
-from devices.fingerprint import FingerprintReaderError, SimulatedFingerprintReader
-from devices.firmware import CameraConfig, FingerprintConfig, by_model
-from devices.icao import emulator, lds
+from devices.fingerprint import POSITIONS, SLAPS, DeviceInfo, FingerprintReader
+from devices.firmware import (
+    FIRMWARE_FOLDER,
+    CameraConfig,
+    CardReaderConfig,
+    FingerprintConfig,
+    FirmwareConfigError,
+    FirmwareStore,
+    load_signers,
+)
+from devices.history import HISTORY_FILE, DeviceHistory
+from devices.icao import lds
 from devices.icao import mrz as mrz_mod
+
+if TYPE_CHECKING:
+    from devices.calibration import CalibrationResult
+    from devices.simulation import emrtd
 
 log = logging.getLogger("devices.daemon")
 _REPLIES = "inproc://devices-daemon-replies"
+PROBE_SECONDS = 2.0  # how often the daemon looks for devices plugged in or gone
 PREVIEW_WIDTH, PREVIEW_INTERVAL = 320, 0.2  # the face preview the kiosk screen mirrors
 DOCUMENT_RESOLUTION = (1920, 1080)  # asked of a real document camera: the MRZ needs pixels
 DOCUMENT_WARMUP_FRAMES = 5  # frames read before the one kept (auto exposure settles)
@@ -88,36 +119,76 @@ class DaemonConfigError(DeviceError, ValueError):
 class DaemonConfig:
     """Which devices the daemon drives, and where it listens.
 
-    ``simulated`` is all or nothing: with it, camera and fingerprint reader are simulated
-    (``camera`` is then ignored); without it, ``camera`` must be an ``opencv:`` source, and
-    there is no fingerprint reader (no real driver yet: issue 18). ``document_camera`` (an
-    ``opencv:`` source too) is the camera over the document tray; None: the face camera."""
+    Devices are driver specs (:mod:`devices.drivers`). ``simulated``: the camera and the card
+    are simulated, the fingerprint reader too unless ``fingerprint`` names an SBI device
+    (the SBI simulated device, its own process); ``camera`` is then ignored. Without it,
+    ``camera`` is a real driver (``opencv:``, ``sbi:`` or a plug-in) and ``fingerprint`` one
+    too, or ``none``. ``document_camera`` (``opencv:``) is the camera over the document tray;
+    None: the face camera. ``state_dir`` holds the device history and firmware configurations
+    (None: :func:`default_state_dir`, or a folder beside the sockets when simulated)."""
 
     socket_dir: Path
     simulated: bool = False
     camera: str = "opencv:0"
+    fingerprint: str | None = None  # None: "simulated" when simulated, else "none"
     card_reader: str | None = None  # PC/SC reader name; None: the first one
-    trust_dir: Path | None = None  # CSCA certificates / master lists (read only)
+    trust_dir: Path | None = None  # CSCA certificates / master lists; SBI device CAs (read only)
     socket_group: str | None = None  # a group shared with the kiosk's user, if it differs
     heartbeat_seconds: float = 1.0
     document_camera: str | None = None  # opencv:<index|file|url>; None: the face camera
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.simulated:
             self.camera = "simulated"
             self.document_camera = None
-            return
-        for name, spec in (("camera", self.camera), ("document_camera", self.document_camera)):
-            if spec is not None and not spec.startswith("opencv:"):
+            self.fingerprint = self.fingerprint or drivers.SIMULATED
+            if self.fingerprint != drivers.SIMULATED and not self.fingerprint.startswith("sbi:"):
                 raise DaemonConfigError(
-                    f"{name} {spec!r}: a real kiosk needs opencv:<index|file|url> "
-                    "(simulation only with --simulate, for every device at once)"
+                    f"fingerprint {self.fingerprint!r}: a simulated kiosk takes the simulated "
+                    "reader or an SBI (simulated) device, sbi:<port>"
                 )
+            self.state_dir = self.state_dir or self.socket_dir.parent / (
+                self.socket_dir.name + "-state"
+            )
+        else:
+            self.fingerprint = self.fingerprint or drivers.NONE
+            self.state_dir = self.state_dir or default_state_dir()
+        specs = [
+            ("camera", "camera", self.camera),
+            ("fingerprint", "fingerprint", self.fingerprint),
+        ]
+        if self.document_camera is not None:
+            specs.append(("document_camera", "camera", self.document_camera))
+        for name, kind, spec in specs:
+            try:
+                parsed = drivers.check(kind, spec)  # type: ignore[arg-type]
+            except drivers.DriverError as exc:
+                raise DaemonConfigError(f"{name}: {exc}") from exc
+            if not self.simulated and parsed.driver == drivers.SIMULATED:
+                raise DaemonConfigError(
+                    f"{name} {spec!r}: a real kiosk needs a real driver, e.g. "
+                    "opencv:<index|file|url> (simulation only with --simulate, for the camera "
+                    "and the card at once)"
+                )
+            if name == "document_camera" and parsed.driver != "opencv":
+                raise DaemonConfigError(
+                    f"document_camera {spec!r}: the document camera is opencv:<index|file|url>"
+                )
+            if name == "camera" and parsed.driver == drivers.NONE:
+                raise DaemonConfigError("camera: a kiosk needs a camera, e.g. opencv:0")
 
-    @property
-    def camera_model(self) -> str:
-        """Firmware-configuration model name of the camera."""
-        return "simulated-camera" if self.simulated else "uvc-webcam"
+
+@dataclass
+class _Slot:
+    """One device the daemon drives: its spec, what its driver reported, its health."""
+
+    kind: str
+    spec: str
+    info: DeviceInfo | None = None
+    state: str = "lost"
+    since: float | None = None  # time.monotonic() when it was last connected
+    last_error: str | None = None
 
 
 @dataclass
@@ -143,11 +214,25 @@ class DeviceDaemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.commands, self.events = endpoints(config.socket_dir)
-        camera, finger = by_model(config.camera_model), by_model("simulated-fingerprint")
-        if not isinstance(camera, CameraConfig) or not isinstance(finger, FingerprintConfig):
-            raise DaemonConfigError("the shipped firmware configurations are of the wrong kind")
-        self.camera_config, self.finger_config = camera, finger
         self.serial = os.environ.get("KIOSK_DEVICE_SERIAL", "SIM-0001")
+        assert config.fingerprint is not None and config.state_dir is not None
+        self._slots = {
+            "camera": _Slot("camera", config.camera),
+            "fingerprint": _Slot("fingerprint", config.fingerprint),
+            "card_reader": _Slot("card_reader", config.card_reader or "pcsc"),
+        }
+        if config.simulated:  # simulated devices are there from the start
+            self._connected("camera", _simulated_info("camera", self.serial), publish=False)
+            if config.fingerprint == drivers.SIMULATED:
+                info = _simulated_info("fingerprint", self.serial)
+                self._connected("fingerprint", info, publish=False)
+        elif drivers.Spec.parse(config.camera).driver == "opencv":
+            self._connected("camera", _opencv_info(config.camera), publish=False)
+        self._finger_lock = threading.Lock()  # one user of the reader at a time: capture, probe
+        signers = load_signers(config.trust_dir) if config.trust_dir else []
+        self.firmware = FirmwareStore(config.state_dir / FIRMWARE_FOLDER, signers)
+        self.history = DeviceHistory(config.state_dir / HISTORY_FILE)
+        self._target: tuple[str, dict[str, object]] | None = None  # simulated: what is shown
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -158,22 +243,33 @@ class DeviceDaemon:
         self._card_state: tuple[bool, bool] | None = None  # (reader present, card present)
         self.citizen: Citizen | None = None
         self._camera: Camera | None = None
-        self._fingers: SimulatedFingerprintReader | None = None
-        self._vcard: emulator.VirtualCard | None = None
-        self._document: emulator.Document | None = None
-        self.pki: emulator.DocumentPKI | None = None
+        self._reader: FingerprintReader | None = None  # open driver (simulated: per citizen)
+        self._vcard: emrtd.VirtualCard | None = None
+        self._document: emrtd.Document | None = None
+        self.pki: emrtd.DocumentPKI | None = None
         self.trust = (
             lds.TrustStore.from_folder(config.trust_dir) if config.trust_dir else lds.TrustStore()
         )
         if config.simulated:  # its test CSCA lives in memory only, beside the trust list
-            self.pki = emulator.DocumentPKI.create("MA")
+            from devices.simulation import emrtd
+
+            self.pki = emrtd.DocumentPKI.create("MA")
             self.trust = lds.TrustStore([*self.trust.certificates, self.pki.csca])
         self._handlers: dict[str, Callable[[dict[str, object]], tuple[dict, list[bytes]]]] = {
             "status": self._status,
             "face.capture": self._face_capture,
             "finger.capture": self._finger_capture,
+            "finger.slap": self._finger_slap,
             "card.read": self._card_read,
             "document.capture": self._document_capture,
+            "face.test": self._face_test,
+            "calibrate": self._calibrate,
+            "history": self._history,
+            "firmware.list": self._firmware_list,
+            "firmware.active": self._firmware_active,
+            "firmware.diff": self._firmware_diff,
+            "firmware.set": self._firmware_set,
+            "firmware.rollback": self._firmware_rollback,
         }
         if config.simulated:
             self._handlers.update(
@@ -183,6 +279,7 @@ class DeviceDaemon:
                     "simulate.face": self._sim_face,
                     "simulate.unplug": self._sim_unplug,
                     "simulate.csca": self._sim_csca,
+                    "simulate.target": self._sim_target,
                 }
             )
         self.ready = threading.Event()
@@ -223,8 +320,8 @@ class DeviceDaemon:
                     (router if kind == b"reply" else pub).send_multipart(frames)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
-            if self._fingers is not None:
-                self._fingers.close()
+            if self._reader is not None:
+                self._reader.close()
             if self._vcard is not None:
                 self._vcard.remove()
             for s in (router, pub, replies):
@@ -298,41 +395,117 @@ class DeviceDaemon:
         self._reply(ident, header, blobs)
 
     # ------------------------------------------------------------------------ health
+    @property
+    def camera_config(self) -> CameraConfig:
+        """The face camera's firmware configuration in force."""
+        cfg = self._firmware("camera")
+        assert isinstance(cfg, CameraConfig)
+        return cfg
+
+    @property
+    def finger_config(self) -> FingerprintConfig:
+        """The fingerprint reader's firmware configuration in force."""
+        cfg = self._firmware("fingerprint")
+        assert isinstance(cfg, FingerprintConfig)
+        return cfg
+
+    def _config_model(self, kind: str) -> str:
+        """The model whose firmware configuration a device follows: its own when this kiosk
+        has one for it, else its driver's generic one."""
+        slot = self._slots[kind]
+        if kind == "card_reader":
+            return CARD_READER_CONFIG
+        driver = drivers.Spec.parse(slot.spec).driver
+        if slot.info is not None and driver != drivers.SIMULATED:
+            try:
+                self.firmware.active_version(slot.info.model)
+                return slot.info.model
+            except FirmwareConfigError:
+                pass
+        generic = GENERIC_CONFIG.get((kind, driver))
+        if generic is None:
+            raise FirmwareConfigError(f"no firmware configuration for the {kind} {slot.spec!r}")
+        return generic
+
+    def _firmware(self, kind: str) -> CameraConfig | FingerprintConfig | CardReaderConfig:
+        """The configuration in force (the firmware store's active version) of a device."""
+        return self.firmware.active(self._config_model(kind))
+
+    def _connected(self, kind: str, info: DeviceInfo | None, publish: bool = True) -> None:
+        slot = self._slots[kind]
+        was = slot.state
+        slot.info, slot.state, slot.since = info or slot.info, "ok", time.monotonic()
+        if publish and was != "ok":
+            self.publish("device.connected", {"kind": kind, **_described(slot)})
+            self._record(kind, "connected", f"{kind} connected ({slot.spec})", _described(slot))
+
+    def _lost(self, kind: str, error: str | None) -> None:
+        slot = self._slots[kind]
+        was = slot.state
+        slot.state, slot.since = "lost", None
+        slot.last_error = error or slot.last_error
+        if was != "lost":
+            self.publish("device.lost", {"kind": kind, "error": error, **_described(slot)})
+            self._record(kind, "lost", f"{kind} lost: {error or 'gone'}", _described(slot))
+
+    def _failed(self, kind: str, error: DeviceError) -> None:
+        """A command's device error: lost devices are marked lost, other errors remembered."""
+        if error.code in ("device_lost", "no_reader"):
+            self._lost(kind, str(error))
+        elif error.code not in ("no_finger", "no_face", "busy", "bad_request"):
+            self._slots[kind].last_error = f"{error.code}: {error}"
+            self._record(kind, "error", f"{error.code}: {error}", {"code": error.code})
+
+    def device_id(self, kind: str) -> str:
+        """The device's id as the history and the enrolment packet name it."""
+        info = self._slots[kind].info
+        if info is None:
+            return f"{kind}:{self._slots[kind].spec}"
+        return f"{info.model}:{info.serial}" if info.serial else info.model
+
+    def _record(self, kind: str, event: str, what: str, detail: dict[str, object]) -> None:
+        """Keep a device event in the history; a history that cannot be written is logged,
+        never the reason a capture fails."""
+        try:
+            self.history.event(self.device_id(kind), event, what[:200], detail)
+        except DeviceError:
+            log.exception("device history: cannot record a %s event", event)
+
     def _devices(self) -> list[dict[str, object]]:
-        reader_ok = self._card_state[0] if self._card_state else False
-        cam, fp = self.camera_config, self.finger_config
-        return [
-            {
-                "kind": "camera",
-                "model": cam.model,
-                "device_id": f"{cam.model}:{self.serial}",
-                "firmware": cam.firmware,
-                "state": "lost" if "camera" in self._unplugged else "ok",
-            },
-            {
-                "kind": "fingerprint",
-                "model": fp.model,
-                "device_id": f"{fp.model}:{self.serial}",
-                "firmware": fp.firmware,
-                "state": "ok"
-                if self.config.simulated and "fingerprint" not in self._unplugged
-                else "lost",
-            },
-            {
-                "kind": "card_reader",
-                "model": "pcsc",
-                "device_id": self.config.card_reader or "pcsc:first",
-                "firmware": "pcsc-lite",
-                "state": "ok" if reader_ok else "lost",
-            },
-        ]
+        out = []
+        for kind, slot in self._slots.items():
+            state = "lost" if kind in self._unplugged else slot.state
+            info = slot.info
+            model = info.model if info else kind
+            entry: dict[str, object] = {
+                "kind": kind,
+                "model": model,
+                "device_id": self.device_id(kind),
+                "firmware": info.firmware if info else "",
+                "state": state,
+                **_described(slot),
+                "last_error": slot.last_error,
+                "uptime_seconds": round(time.monotonic() - slot.since, 1)
+                if slot.since is not None and state == "ok"
+                else None,
+            }
+            if slot.spec != drivers.NONE:
+                try:
+                    model = self._config_model(kind)
+                    cfg = self.firmware.active(model)
+                    version = self.firmware.active_version(model)
+                    entry["config"] = f"{cfg.model} {cfg.firmware} v{version}"
+                except FirmwareConfigError as exc:
+                    entry["config"], entry["last_error"] = None, str(exc)
+            out.append(entry)
+        return out
 
     def _status(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
         present = self._card_state[1] if self._card_state else False
         return {"devices": self._devices(), "card_present": present}, []
 
     def _monitor(self) -> None:
-        last_beat = 0.0
+        last_beat = last_probe = 0.0
         while not self._stop.is_set():
             try:
                 names = card_mod.readers()
@@ -345,19 +518,74 @@ class DeviceDaemon:
             state = (present, inserted)
             old = self._card_state
             self._card_state = state
-            if old is not None and old[0] != present:
-                self.publish(
-                    "device.connected" if present else "device.lost", {"kind": "card_reader"}
-                )
+            if present:
+                info = DeviceInfo("card_reader", "pcsc", "", str(reader), "", "pcsc-lite")
+                self._connected("card_reader", info, publish=old is not None)
+            elif old is not None:
+                self._lost("card_reader", "the card reader is disconnected")
             if (old is None and inserted) or (old is not None and old[1] != inserted):
                 self.publish("card.inserted" if inserted else "card.removed", {})
             now = time.monotonic()
+            if now - last_probe >= PROBE_SECONDS:
+                last_probe = now
+                self._probe_camera()
+                self._probe_fingerprint()
             if now - last_beat >= self.config.heartbeat_seconds:
                 last_beat = now
                 self.publish(
                     "daemon.heartbeat", {"devices": self._devices(), "card_present": inserted}
                 )
             self._stop.wait(0.25)
+
+    def _probe_camera(self) -> None:
+        """A USB camera is there when its ``/dev/video<i>`` node is (hot-plug)."""
+        spec = drivers.Spec.parse(self.config.camera)
+        if spec.driver == "opencv" and spec.argument.isdigit():
+            if Path(f"/dev/video{spec.argument}").exists():
+                self._connected("camera", _opencv_info(self.config.camera))
+            else:
+                self._lost("camera", f"/dev/video{spec.argument} is gone")
+
+    def _probe_fingerprint(self) -> None:
+        """Open the fingerprint reader if it is not open (at start, and when plugged in
+        again); ask an open one who it is (it went away: lost). Skipped while it captures."""
+        spec = self.config.fingerprint
+        if spec in (drivers.SIMULATED, drivers.NONE) or not self._finger_lock.acquire(False):
+            return
+        try:
+            self._check_reader()
+        finally:
+            self._finger_lock.release()
+
+    def _check_reader(self) -> None:
+        """(With ``_finger_lock`` held.) Open the reader, or ask the open one who it is."""
+        assert self.config.fingerprint is not None
+        try:
+            if self._reader is None:
+                options = self._driver_options()
+                reader = drivers.open_fingerprint_reader(self.config.fingerprint, options)
+                try:
+                    info = reader.info()
+                except DeviceError:
+                    reader.close()
+                    raise
+                self._reader = reader
+                self._connected("fingerprint", info)
+            else:
+                self._reader.check()
+                self._connected("fingerprint", self._reader.info())
+        except DeviceError as exc:
+            self._drop_reader()
+            self._lost("fingerprint", str(exc))
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None and self.config.fingerprint != drivers.SIMULATED:
+            with contextlib.suppress(DeviceError):
+                self._reader.close()
+            self._reader = None
+
+    def _driver_options(self) -> drivers.DriverOptions:
+        return drivers.DriverOptions(trust_dir=self.config.trust_dir)
 
     def _check_plugged(self, kind: str) -> None:
         if kind in self._unplugged:
@@ -371,7 +599,15 @@ class DeviceDaemon:
                 raise CommandError("no_face", "nobody is in front of the camera")
             return self._camera
         c = self.camera_config.capture
-        return _opencv(cfg.camera, c.width, c.height, c.fps)
+        options = drivers.DriverOptions(self.config.trust_dir, c.width, c.height, c.fps)
+        try:
+            cam = drivers.open_camera(cfg.camera, options)
+        except DeviceError as exc:
+            self._failed("camera", exc)
+            raise CommandError(exc.code, str(exc)) from exc
+        if drivers.Spec.parse(cfg.camera).driver != "opencv":
+            self._connected("camera", getattr(cam, "info", lambda: None)())
+        return cam
 
     def _face_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         self._check_plugged("camera")
@@ -429,6 +665,48 @@ class DeviceDaemon:
             "timestamps": [f.timestamp for f in frames],  # camera clock: liveness is timed
         }, blobs
 
+    def _face_test(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """A technician's test capture: one frame and its face quality read-out (sharpness,
+        exposure, uniformity, pose) against the camera's firmware configuration."""
+        from biometrics import face
+
+        frame = self._grab("camera")
+        quality = face.assess(frame, self.camera_config.quality.thresholds())
+        specs, blobs = pack_arrays([frame])
+        return {
+            "passed": quality.passed,
+            "score": quality.score,
+            "reasons": quality.reasons,
+            "metrics": {k: round(float(v), 3) for k, v in quality.metrics.items()},
+            "model": self.camera_config.model,
+            "arrays": specs,
+        }, blobs
+
+    def _grab(self, device: str) -> np.ndarray:
+        """One settled RGB frame of the face camera (a technician's test or calibration)."""
+        self._check_plugged(device)
+        if self._target is not None and self._target[0] == "camera":
+            from devices.simulation import targets
+
+            return targets.render(self._target[1])
+        cam = self._open_camera()
+        frame = None
+        try:
+            for _ in range(DOCUMENT_WARMUP_FRAMES):  # (a person steps in, exposure settles)
+                got = cam.read()
+                if got is None:
+                    break
+                frame = got
+        except DeviceError as exc:
+            self._failed("camera", exc)
+            raise CommandError(exc.code, str(exc)) from exc
+        finally:
+            if not self.config.simulated:
+                cam.close()
+        if frame is None:
+            raise CommandError("device_lost", "the camera gave no image")
+        return frame.image
+
     # ------------------------------------------------------------------------ document camera
     def _document_capture(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
         """One image (BGR) of the document on the tray, for the kiosk to read its MRZ."""
@@ -446,7 +724,13 @@ class DeviceDaemon:
 
     def _grab_document(self) -> np.ndarray:
         spec = self.config.document_camera or self.config.camera
-        cam = _opencv(spec, *DOCUMENT_RESOLUTION, self.camera_config.capture.fps)
+        options = drivers.DriverOptions(
+            self.config.trust_dir, *DOCUMENT_RESOLUTION, self.camera_config.capture.fps
+        )
+        try:
+            cam = drivers.open_camera(spec, options)
+        except DeviceError as exc:
+            raise CommandError(exc.code, str(exc)) from exc
         try:
             frame = None
             for _ in range(DOCUMENT_WARMUP_FRAMES):
@@ -461,35 +745,261 @@ class DeviceDaemon:
         return cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
 
     # ------------------------------------------------------------------------ fingerprints
-    def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+    def _reader_for_capture(self) -> FingerprintReader:
         self._check_plugged("fingerprint")
+        if self.config.fingerprint == drivers.NONE:
+            raise CommandError("device_lost", "no fingerprint reader driver is configured")
+        if self._target is not None and self._target[0] == "fingerprint":
+            from devices.simulation import targets
+
+            return targets.TargetOnPlaten(self._target[1])
+        if self._reader is None and self.config.fingerprint == drivers.SIMULATED:
+            raise CommandError("no_finger", "no finger on the reader")
+        if self._reader is None:  # not found yet, or lost: try it now rather than at the probe
+            self._check_reader()
+        if self._reader is None:
+            error = self._slots["fingerprint"].last_error or "not found"
+            raise CommandError("device_lost", f"the fingerprint reader is not there: {error}")
+        return self._reader
+
+    def _finger_answer(
+        self, reader: FingerprintReader, images: dict[int, np.ndarray]
+    ) -> tuple[dict, list[bytes]]:
+        info = self._slots["fingerprint"].info
+        specs, blobs = pack_arrays(list(images.values()))
+        return {
+            "positions": list(images),
+            "dpi": reader.dpi,
+            "model": self.finger_config.model,  # its firmware configuration (quality threshold)
+            "device_model": info.model if info else None,
+            "arrays": specs,
+        }, blobs
+
+    def _capture_fingers(
+        self, positions: list[int], capture: Callable[[FingerprintReader], dict[int, np.ndarray]]
+    ) -> tuple[dict, list[bytes]]:
+        """Run one capture on the reader (exclusively), with progress events per finger."""
+        with self._finger_lock:
+            reader = self._reader_for_capture()
+            for p in positions:
+                self.publish("finger.progress", {"position": p, "state": "scanning"})
+            try:
+                images = capture(reader)
+            except DeviceError as exc:
+                state = "no_finger" if exc.code == "no_finger" else "failed"
+                for p in positions:
+                    self.publish("finger.progress", {"position": p, "state": state})
+                self._failed("fingerprint", exc)
+                if exc.code == "device_lost":
+                    self._drop_reader()
+                raise CommandError(exc.code, str(exc)) from exc
+        for p in images:
+            self.publish("finger.progress", {"position": p, "state": "captured"})
+        return self._finger_answer(reader, images)
+
+    def _finger_capture(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         try:
             # not typed precisely here: a JSON value from the kiosk: int() refuses a wrong one
             # (bad_request)
             position = int(args.get("position", 0))  # type: ignore[call-overload]
         except (TypeError, ValueError):
             position = 0
-        if not 1 <= position <= 10:
+        if position not in POSITIONS:
             raise CommandError("bad_request", "finger position must be 1-10")
-        if not self.config.simulated:  # real drivers (MOSIP SBI, libfprint) are future work
-            raise CommandError("device_lost", "no fingerprint reader driver is configured")
-        if self._fingers is None:
-            raise CommandError("no_finger", "no finger on the reader")
-        self.publish("finger.progress", {"position": position, "state": "scanning"})
+        result, blobs = self._capture_fingers(
+            [position], lambda reader: {position: reader.capture(position)}
+        )
+        result["position"] = position
+        return result, blobs
+
+    def _finger_slap(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The fingers of one slap (``right``, ``left``, ``thumbs``) at once, segmented;
+        ``missing``: positions of that slap the person cannot give (amputated, bandaged)."""
+        slap = str(args.get("slap"))
+        if slap not in SLAPS:
+            raise CommandError("bad_request", f"slap must be one of {', '.join(SLAPS)}")
+        missing = args.get("missing") or []
+        if not isinstance(missing, list) or not all(m in SLAPS[slap] for m in missing):
+            raise CommandError("bad_request", "missing: positions of that slap")
+        wanted = [p for p in SLAPS[slap] if p not in missing]
+        if not wanted:
+            raise CommandError("bad_request", "every finger of the slap is missing")
+        return self._capture_fingers(wanted, lambda reader: reader.capture_slap(wanted))
+
+    # ------------------------------------------------------------------------ technicians
+    def _calibrate(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """Run a calibration procedure on a device against its firmware configuration's
+        targets, and keep the result in the history with the technician's id."""
+        from devices import calibration
+
+        device, procedure = str(args.get("device")), str(args.get("procedure"))
+        technician = str(args.get("technician") or "").strip()
+        if not technician:
+            raise CommandError("bad_request", "a calibration is recorded with the technician's id")
+        if procedure not in CALIBRATIONS.get(device, ()):
+            raise CommandError("bad_request", f"no calibration {procedure!r} for a {device!r}")
         try:
-            image = self._fingers.capture(position)
-        except FingerprintReaderError as exc:
-            self.publish("finger.progress", {"position": position, "state": "no_finger"})
-            raise CommandError("no_finger", str(exc)) from exc
-        self.publish("finger.progress", {"position": position, "state": "captured"})
-        specs, blobs = pack_arrays([image])
-        fp = self.finger_config
-        return {
-            "position": position,
-            "dpi": fp.capture.dpi,
-            "model": fp.model,
-            "arrays": specs,
-        }, blobs
+            result = self._run_calibration(calibration, device, procedure)
+            self.history.record_calibration(self.device_id(device), result, technician)
+        except DeviceError as exc:
+            if isinstance(exc, CommandError):
+                raise
+            raise CommandError(exc.code, str(exc)) from exc
+        self.publish(
+            "device.calibrated", {"kind": device, "procedure": procedure, "passed": result.passed}
+        )
+        return result.to_dict(), []
+
+    def _run_calibration(
+        self, calibration: ModuleType, device: str, procedure: str
+    ) -> CalibrationResult:
+        if device == "camera":
+            camera = self.camera_config
+            return getattr(calibration, procedure)(self._grab("camera"), camera)
+        if device == "card_reader":
+            cfg = self._firmware("card_reader")
+            assert isinstance(cfg, CardReaderConfig)
+            samples = calibration.measure_apdu_round_trip(
+                self.config.card_reader, cfg.calibration.apdu_samples
+            )
+            return calibration.apdu_round_trip(samples, cfg)
+        finger = self.finger_config
+        with self._finger_lock:
+            reader = self._reader_for_capture()
+            try:
+                image = (
+                    reader.capture_blank()
+                    if procedure == "platen"
+                    else reader.capture(REFERENCE_POSITION)
+                )
+            except DeviceError as exc:
+                self._failed("fingerprint", exc)
+                raise
+        if procedure == "platen":
+            return calibration.platen(image, finger)
+        if procedure == "resolution":
+            return calibration.resolution(image, finger)
+        previous = self.history.reference_scores(self.device_id("fingerprint"))
+        return calibration.reference_finger(image, finger, previous)
+
+    def _history(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The latest device events and calibrations (``device``: one device's id)."""
+        device = str(args["device"]) if args.get("device") else None
+        try:
+            # not typed precisely here: a JSON number from the kiosk: int() refuses a wrong one
+            limit = max(1, min(500, int(args.get("limit", 50))))  # type: ignore[call-overload]
+        except (TypeError, ValueError) as exc:
+            raise CommandError("bad_request", "limit must be a number") from exc
+        events = [
+            {
+                "at": e.at.isoformat(timespec="seconds"),
+                "device_id": e.device_id,
+                "kind": e.kind,
+                "what": e.what,
+            }
+            for e in self.history.events(device, limit)
+        ]
+        calibrations = [
+            {
+                "at": c.at.isoformat(timespec="seconds"),
+                "device_id": c.device_id,
+                "procedure": c.procedure,
+                "technician": c.technician,
+                "passed": c.passed,
+                "message": c.message,
+                "measured": c.measured,
+            }
+            for c in self.history.calibrations(device, limit=limit)
+        ]
+        return {"events": events, "calibrations": calibrations}, []
+
+    def _firmware_list(self, _: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The configuration in force of every device, with its last changes."""
+        configs: list[dict[str, object]] = []
+        for kind in self._slots:
+            if self._slots[kind].spec == drivers.NONE:
+                continue
+            try:
+                model = self._config_model(kind)
+                history = self.firmware.history(model)
+                version = self.firmware.active_version(model)
+            except FirmwareConfigError as exc:
+                configs.append({"kind": kind, "model": None, "error": str(exc)})
+                continue
+            configs.append(
+                {
+                    "kind": kind,
+                    "model": model,
+                    "version": version,
+                    "history": [h.to_dict() for h in history[-10:]],
+                }
+            )
+        return {"configs": configs}, []
+
+    def _firmware_active(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """The configuration in force for a model (YAML): the kiosk checks captures against
+        the same thresholds the daemon captured with."""
+        model = str(args.get("model"))
+        try:
+            return {
+                "text": self.firmware.show(model),
+                "version": self.firmware.active_version(model),
+            }, []
+        except FirmwareConfigError as exc:
+            raise CommandError(exc.code, str(exc)) from exc
+
+    def _firmware_diff(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        try:
+            return {"diff": self.firmware.diff(str(args.get("model")))}, []
+        except FirmwareConfigError as exc:
+            raise CommandError(exc.code, str(exc)) from exc
+
+    def _firmware_set(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """A new configuration: signed by the registry, or made in technician mode (the
+        kiosk's technician page, behind a technician's sign-in)."""
+        signature = None
+        if args.get("signature"):
+            try:
+                signature = base64.b64decode(str(args["signature"]), validate=True)
+            except ValueError as exc:
+                raise CommandError("firmware_bad_signature", "the signature is not base64") from exc
+        try:
+            version = self.firmware.set(
+                str(args.get("text", "")),
+                who=str(args.get("who", "")),
+                why=str(args.get("why", "")),
+                signature=signature,
+                technician_mode=bool(args.get("technician_mode", False)),
+            )
+        except FirmwareConfigError as exc:
+            raise CommandError(exc.code, str(exc)) from exc
+        model = firmware_mod.parse(str(args.get("text", ""))).model
+        self._firmware_changed(model, version, str(args.get("who")), str(args.get("why")))
+        return {"version": version}, []
+
+    def _firmware_changed(self, model: str, version: int, who: str, why: str) -> None:
+        self.publish("firmware.changed", {"model": model, "version": version})
+        try:
+            detail = {"version": version, "who": who}
+            self.history.event(model, "firmware", f"version {version}: {why}"[:200], detail)
+        except DeviceError:
+            log.exception("device history: cannot record a firmware change")
+
+    def _firmware_rollback(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        try:
+            # not typed precisely here: JSON values from the kiosk: int() refuses a wrong one
+            to = int(args["to"]) if args.get("to") is not None else None  # type: ignore[call-overload]
+            version = self.firmware.rollback(
+                str(args.get("model")), str(args.get("who", "")), str(args.get("why", "")), to
+            )
+        except (TypeError, ValueError) as exc:
+            raise CommandError("bad_request", "to: a version number") from exc
+        except FirmwareConfigError as exc:
+            raise CommandError(exc.code, str(exc)) from exc
+        self._firmware_changed(
+            str(args.get("model")), version, str(args.get("who")), str(args.get("why"))
+        )
+        return {"version": version}, []
 
     # ------------------------------------------------------------------------ card
     def _card_read(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
@@ -529,11 +1039,17 @@ class DeviceDaemon:
     # ------------------------------------------------------------------------ simulation
     def _sim_citizen(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         """Put a simulated person at the kiosk (or nobody, with ``{}``)."""
+        from devices.simulation.camera import SimulatedCamera
+        from devices.simulation.fingerprint import SimulatedFingerprintReader
+
         self._remove_card()
-        if self._fingers is not None:
-            self._fingers.close()
+        simulated_reader = self.config.fingerprint == drivers.SIMULATED
+        if simulated_reader and self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if not args:
-            self.citizen, self._camera, self._fingers = None, None, None
+            self.citizen, self._camera = None, None
+            self._sbi_citizen(None)
             return {}, []
         c = Citizen(
             photo=str(args["photo"]),
@@ -558,9 +1074,15 @@ class DeviceDaemon:
             )
         except (OSError, ValueError) as exc:
             raise CommandError("bad_request", f"cannot simulate a person from {c.photo}") from exc
-        self._fingers = SimulatedFingerprintReader(
-            c.finger_person, c.difficulty, c.missing, first_impression=8 * c.visit, prefetch=True
-        )
+        if simulated_reader:
+            self._reader = SimulatedFingerprintReader(
+                c.finger_person,
+                c.difficulty,
+                c.missing,
+                first_impression=8 * c.visit,
+                prefetch=True,
+            )
+        self._sbi_citizen(c)
         self.citizen = c
         card = args.get("card")
         if isinstance(card, dict):
@@ -570,7 +1092,31 @@ class DeviceDaemon:
             self._insert_card()
         return {"card": self._document is not None}, []
 
-    def _issue(self, card: dict[str, object], citizen: Citizen) -> emulator.Document:
+    def _sbi_citizen(self, citizen: Citizen | None) -> None:
+        """With an SBI simulated device as the reader: the same person stands at it."""
+        spec = drivers.Spec.parse(self.config.fingerprint or drivers.NONE)
+        if spec.driver != "sbi":
+            return
+        from devices.simulation import sbi_device
+
+        try:
+            if citizen is None:
+                sbi_device.place(int(spec.argument), None)
+            else:
+                sbi_device.place(
+                    int(spec.argument),
+                    citizen.finger_person,
+                    visit=citizen.visit,
+                    missing=sorted(citizen.missing),
+                )
+        except OSError as exc:
+            raise CommandError(
+                "device_lost", f"the SBI simulated device is not there: {exc}"
+            ) from exc
+
+    def _issue(self, card: dict[str, object], citizen: Citizen) -> emrtd.Document:
+        from devices.simulation import emrtd
+
         assert self.pki is not None
         text = str(card["mrz"])
         photo = str(card.get("photo") or citizen.photo)
@@ -584,14 +1130,16 @@ class DeviceDaemon:
         assert ok
         h, w = img.shape[:2]
         full_name = card.get("full_name")
-        return emulator.issue_document(
+        return emrtd.issue_document(
             text, buf.tobytes(), (w, h), self.pki, str(full_name) if full_name else None
         )
 
     def _insert_card(self) -> None:
         if self._document is None or self._vcard is not None:
             return
-        vcard = emulator.VirtualCard(emulator.EmulatedChip(self._document))
+        from devices.simulation import emrtd
+
+        vcard = emrtd.VirtualCard(emrtd.EmulatedChip(self._document))
         try:
             vcard.insert()
         except OSError as exc:
@@ -605,6 +1153,8 @@ class DeviceDaemon:
 
     def _sim_face(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         """The same citizen steps in again (shown by another photo): a new camera session."""
+        from devices.simulation.camera import SimulatedCamera
+
         if self.citizen is None:
             raise CommandError("bad_request", "no simulated citizen")
         self.citizen.photo = str(args["photo"])
@@ -637,16 +1187,34 @@ class DeviceDaemon:
         assert self.pki is not None
         return {"pem": self.pki.csca_pem().decode()}, []
 
+    def _sim_target(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
+        """What a technician puts in front of a simulated device for a calibration:
+        ``{"device": "camera", "target": "grey_card", "params": {"dim": 0.5}}`` (see
+        :mod:`devices.simulation.targets`; faults through the params), or ``{}``: nothing."""
+        from devices.simulation import targets
+
+        if not args:
+            self._target = None
+            return {}, []
+        device, params = str(args.get("device")), args.get("params") or {}
+        spec = {"target": str(args.get("target")), **(params if isinstance(params, dict) else {})}
+        try:
+            targets.check(device, spec)
+        except ValueError as exc:
+            raise CommandError("bad_request", str(exc)) from exc
+        self._target = (device, spec)
+        return {}, []
+
     def _sim_unplug(self, args: dict[str, object]) -> tuple[dict, list[bytes]]:
         kind = str(args.get("device"))
         if kind not in ("camera", "fingerprint"):
             raise CommandError("bad_request", "device must be camera or fingerprint")
         if args.get("plugged", False):
             self._unplugged.discard(kind)
-            self.publish("device.connected", {"kind": kind})
+            self._connected(kind, None)
         else:
             self._unplugged.add(kind)
-            self.publish("device.lost", {"kind": kind})
+            self._lost(kind, "unplugged")
         return {}, []
 
 
@@ -657,14 +1225,44 @@ def _seed(args: dict[str, object], photo: str) -> int:
     return int(args.get("seed", zlib.crc32(Path(photo).name.encode())))  # type: ignore[call-overload]
 
 
-def _opencv(spec: str, width: int, height: int, fps: float) -> OpenCVCamera:
-    """An ``opencv:<index|file|url>`` camera; CommandError ``device_lost`` when it won't open."""
-    source: int | str = spec.partition(":")[2]
-    source = int(source) if str(source).isdigit() else source
-    try:
-        return OpenCVCamera(source, width, height, fps)
-    except CameraError as exc:
-        raise CommandError("device_lost", str(exc)) from exc
+# The firmware configuration of a device whose model has none here: its driver's generic one
+GENERIC_CONFIG = {
+    ("camera", "simulated"): "simulated-camera",
+    ("camera", "opencv"): "uvc-webcam",
+    ("camera", "sbi"): "sbi-face-camera",
+    ("fingerprint", "simulated"): "simulated-fingerprint",
+    ("fingerprint", "sbi"): "sbi-slap-reader",
+    ("fingerprint", "libfprint"): "libfprint-reader",
+}
+CARD_READER_CONFIG = "pcsc-reader"
+CALIBRATIONS = {
+    "camera": ("exposure_white_balance", "focus", "uniformity", "geometry"),
+    "fingerprint": ("platen", "resolution", "reference_finger"),
+    "card_reader": ("apdu_round_trip",),
+}
+REFERENCE_POSITION = 2  # the reference finger and the targets go where a right index goes
+
+
+def _simulated_info(kind: str, serial: str) -> DeviceInfo:
+    model = "simulated-camera" if kind == "camera" else "simulated-fingerprint"
+    return DeviceInfo(kind, drivers.SIMULATED, "RNP", model, serial, "1.0")
+
+
+def _opencv_info(spec: str) -> DeviceInfo:
+    """A V4L2 camera as the kernel names it (discovery), or a file or stream by its spec."""
+    for info in drivers.video_devices():
+        if info.driver == spec:
+            return info
+    return DeviceInfo("camera", spec, "", "uvc-webcam", "", "")
+
+
+def _described(slot: _Slot) -> dict[str, object]:
+    info = slot.info
+    return {
+        "driver": slot.spec,
+        "vendor": info.vendor if info else "",
+        "serial": info.serial if info else "",
+    }
 
 
 def _document_image(value: object) -> dict[str, float] | str | None:

@@ -22,7 +22,7 @@ def test_console_scripts_have_help(cmd: str):
 
 
 def test_shipped_firmware_configs_are_valid_and_bad_ones_are_explained(tmp_path: Path):
-    assert {load(p).kind for p in shipped()} == {"camera", "fingerprint"}
+    assert {load(p).kind for p in shipped()} == {"camera", "fingerprint", "card_reader"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "device:\n  kind: camera\n  vendor: X\n  model: Y\n  firmware: '1'\n"

@@ -33,6 +33,7 @@ from helpers import (
 from devices.bus import DeviceClient, DeviceError
 from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
+from devices.simulation.fingerprint import SimulatedFingerprintReader
 from kiosk.client import KioskIdentity, build_packet
 from kiosk.outbox import Outbox, OutboxError, SyncWorker
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
@@ -189,7 +190,8 @@ def test_wrong_card_key_missing_finger_and_the_same_finger_twice(kiosk, devices,
     read_card(s)
     s.capture_face()
     # position 3 answers with the finger already captured at position 2
-    reader = daemon._fingers
+    reader = daemon._reader
+    assert isinstance(reader, SimulatedFingerprintReader)
     original = reader.finger_seed
     reader.finger_seed = lambda p: original(2 if p == 3 else p)  # type: ignore[method-assign]
     assert s.capture_finger() == "accepted"  # 2: right index
@@ -451,9 +453,9 @@ def test_the_kiosk_verifies_the_chip_against_its_own_trust_folder(
     _, client = devices
     elsewhere = tmp_path / "trust"
     elsewhere.mkdir()
-    from devices.icao import emulator
+    from devices.simulation import emrtd
 
-    (elsewhere / "other.pem").write_bytes(emulator.DocumentPKI.create("FR").csca_pem())
+    (elsewhere / "other.pem").write_bytes(emrtd.DocumentPKI.create("FR").csca_pem())
     outbox = Outbox(tmp_path / "o.db", Outbox.load_key(tmp_path / "o.key"))
     for trust in (None, elsewhere):
         s = EnrolmentSession(
