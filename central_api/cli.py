@@ -531,11 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_operator_link)
     sp = sub.add_parser(
         "kiosk-operator-set",
-        help="add a kiosk agent or supervisor, or give one a new PIN (printed once)",
+        help="add a kiosk agent, supervisor or technician, or give one a new PIN (printed once)",
     )
     db_arg(sp)
     sp.add_argument("operator_id")
-    sp.add_argument("--role", required=True, choices=["operator", "supervisor"])
+    sp.add_argument("--role", required=True, choices=["operator", "supervisor", "technician"])
     sp.add_argument("--kiosks", default="*", help="kiosk ids, comma-separated (default: all)")
     sp.set_defaults(func=_kiosk_operator_set)
     sp = sub.add_parser("kiosk-operator-disable", help="take a kiosk agent off every kiosk")

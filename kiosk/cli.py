@@ -11,7 +11,7 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from kiosk.demo import main as demo
 
-    return demo(Path(args.workdir), ui=args.ui)
+    return demo(Path(args.workdir), ui=args.ui, sbi=args.sbi)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--ui", action="store_true", help="then leave the kiosk UI open on http://127.0.0.1:8080"
     )
+    sp.add_argument(
+        "--sbi",
+        action="store_true",
+        help="the fingerprint reader is an SBI simulated device (its own process, the MOSIP "
+        "SBI 2.0 protocol) instead of the in-process simulated reader",
+    )
     sp.set_defaults(func=_demo)
     sp = sub.add_parser(
         "keygen",
@@ -251,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("operator-add", help="add an operator or supervisor with a PIN")
     sp.add_argument("operator_id")
-    sp.add_argument("--role", choices=["operator", "supervisor"], default="operator")
+    sp.add_argument("--role", choices=["operator", "supervisor", "technician"], default="operator")
     sp.add_argument("--pin", help="(prompted when not given)")
     sp.add_argument("--operators", default="var/kiosk/operators.json")
     sp.set_defaults(func=_operator_add)

@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central_api.enrolment.schemas import Demographics, Document, DocumentType, Sex
 from devices.bus import DeviceClient, DeviceError
-from devices.icao import emulator
 from devices.icao.mrz import td1
+from devices.simulation import emrtd
 from kiosk.client import KioskIdentity
 from kiosk.outbox import Entry, Outbox, OutboxState
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
@@ -48,7 +48,7 @@ from kiosk.web import assemble, browser_command, serve_ui
 KIOSK_ID = "KIOSK-DEMO-01"
 CENTRAL_PORT = 8081  # the registry (and its operators' console) with --ui
 FRAUD_INDEX = 5  # the demo person who comes back under another identity
-OPERATOR_PIN, SUPERVISOR_PIN = "2468", "135790"
+OPERATOR_PIN, SUPERVISOR_PIN, TECHNICIAN_PIN = "2468", "135790", "975310"
 _SURNAMES = [
     "El Amrani",
     "Benali",
@@ -289,18 +289,36 @@ def console_operators(env: dict[str, str]) -> list[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def device_daemon(workdir: Path) -> Iterator[DeviceClient]:
+def device_daemon(workdir: Path, sbi: bool = False) -> Iterator[DeviceClient]:
     """pcscd (if none runs) and ``devices serve --simulate``, in their own processes; yields
     a client once the daemon answers. The simulated documents' CSCA is put in the kiosk's
-    trust folder ``workdir/trust`` (the daemon never writes it anywhere)."""
-    pcscd = emulator.start_pcscd()
+    trust folder ``workdir/trust`` (the daemon never writes it anywhere). With ``sbi``, the
+    fingerprint reader is an SBI simulated device in its own process, driven through the
+    MOSIP SBI protocol (its provider's CA in ``workdir/trust/sbi-ca``)."""
+    from devices.simulation import sbi_device
+
+    pcscd = emrtd.start_pcscd()
+    sockets = workdir / "devices"
+    trust = workdir / "trust"
+    trust.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "devices.cli", "serve", "--simulate"]
+    cmd += ["--socket-dir", str(sockets), "--trust", str(trust)]
+    cmd += ["--state-dir", str(workdir / "devices-state")]
+    with contextlib.ExitStack() as stack:
+        if sbi:
+            log = workdir / "sbi-device.log"
+            port = stack.enter_context(sbi_device.running(workdir / "sbi", trust, log=log))
+            cmd += ["--fingerprint", f"sbi:{port}"]
+        yield stack.enter_context(_daemon(cmd, workdir, pcscd))
+
+
+@contextlib.contextmanager
+def _daemon(
+    cmd: list[str], workdir: Path, pcscd: subprocess.Popen[bytes] | None
+) -> Iterator[DeviceClient]:
     sockets = workdir / "devices"
     with (workdir / "devices.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devices.cli", "serve", "--simulate", "--socket-dir", sockets],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         client = DeviceClient(sockets)
         try:
             deadline = time.monotonic() + 60
@@ -313,10 +331,8 @@ def device_daemon(workdir: Path) -> Iterator[DeviceClient]:
                 except DeviceError:
                     if time.monotonic() > deadline:
                         raise RuntimeError("device daemon did not start in 60 s") from None
-            trust = workdir / "trust"
-            trust.mkdir(exist_ok=True)
             pem = str(client.call("simulate.csca").result["pem"])
-            (trust / "simulated-csca.pem").write_text(pem)
+            (workdir / "trust" / "simulated-csca.pem").write_text(pem)
             yield client
         finally:
             proc.terminate()
@@ -436,6 +452,8 @@ def ui_instructions(guest: Citizen) -> str:
             f"date of birth, {born}).",
             f"  agents: open http://127.0.0.1:8080/agent and start a shift: op-01 PIN "
             f"{OPERATOR_PIN} (agent), sup-01 PIN {SUPERVISOR_PIN} (supervisor)",
+            "  technicians: http://127.0.0.1:8080/technician (devices, test captures, "
+            f"calibration, firmware): tech-01 PIN {TECHNICIAN_PIN}",
         ]
     )
 
@@ -476,7 +494,7 @@ def print_console(url: str, operators: list[dict[str, str]], workdir: Path, ui: 
     print("\n".join(lines), flush=True)
 
 
-def run(workdir: Path, ui: bool = False) -> dict[str, object]:
+def run(workdir: Path, ui: bool = False, sbi: bool = False) -> dict[str, object]:
     """Run the demo in ``workdir`` (recreated); returns the summary."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -494,6 +512,7 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
     operators = Operators(workdir / "operators.json")
     operators.add("op-01", "operator", OPERATOR_PIN)
     operators.add("sup-01", "supervisor", SUPERVISOR_PIN)
+    operators.add("tech-01", "technician", TECHNICIAN_PIN)
     counts: Counter[str] = Counter()
     timings: list[float] = []
     with (
@@ -502,7 +521,7 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
             registry_keys,
             central_env,
         ),
-        device_daemon(workdir) as devices,
+        device_daemon(workdir, sbi) as devices,
     ):
         console = console_operators(central_env)
         kiosk = assemble(
@@ -608,12 +627,12 @@ def run(workdir: Path, ui: bool = False) -> dict[str, object]:
     }
 
 
-def main(workdir: Path | None = None, ui: bool = False) -> int:
+def main(workdir: Path | None = None, ui: bool = False, sbi: bool = False) -> int:
     """Entry point of ``kiosk demo``: prints the summary JSON as the last stdout line."""
     started = time.perf_counter()
     try:
-        summary = run(workdir or Path("var/demo"), ui=ui)
-    except (RuntimeError, emulator.PcscdUnavailable) as exc:
+        summary = run(workdir or Path("var/demo"), ui=ui, sbi=sbi)
+    except (RuntimeError, emrtd.PcscdUnavailable) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     print(f"demo finished in {time.perf_counter() - started:.1f} s", file=sys.stderr)

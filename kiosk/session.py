@@ -58,6 +58,7 @@ from central_api.enrolment.schemas import (
     pin_hash,
 )
 from devices import document as document_camera
+from devices import firmware
 from devices.bus import CardRead, DaemonUnavailable, DeviceClient, DeviceError
 from devices.firmware import CameraConfig, FingerprintConfig, by_model
 from devices.icao import lds
@@ -79,6 +80,7 @@ FINGER_ORDER = (2, 3, 4, 5, 7, 8, 9, 10, 1, 6)
 MAX_RECAPTURES = 3  # after the first attempt
 FACE_ATTEMPTS = 3  # failed face captures before a supervisor decides (no endless loop)
 SHIFT_HOURS = 10.0  # an agent's shift ends by itself after this long
+TECHNICIAN_IDLE_MINUTES = 15.0  # the technician page signs its technician out when left
 SAME_FINGER_BITS = 14.0  # a new print matching an earlier one this well is the same finger
 LANGUAGES = ("ar", "fr", "zgh", "en")
 _T = TypeVar("_T")
@@ -115,6 +117,8 @@ class Problem(StrEnum):
     OPERATOR_DENIED = "operator_denied"
     OPERATOR_UNKNOWN = "operator_unknown"
     SUPERVISOR_NEEDED = "supervisor_needed"
+    TECHNICIAN_NEEDED = "technician_needed"
+    AGENT_NEEDED = "agent_needed"
     OVERRIDE_INVALID = "override_invalid"
     NOTHING_TO_OVERRIDE = "nothing_to_override"
     BAD_REASON = "bad_reason"
@@ -214,7 +218,8 @@ def registry_errors(not_found: Problem | None = None) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- operators
 Role = KioskRole
-_ROLE_RANK = {"operator": 1, "supervisor": 2}
+# a technician's PIN opens the technician page only: no authority over an enrolment
+_ROLE_RANK = {"technician": 0, "operator": 1, "supervisor": 2}
 
 
 class Operators:
@@ -326,8 +331,12 @@ class Operators:
         # not typed precisely here: operators.json is written by add() with a Role; a hand-edited
         # wrong one fails at the check below
         role: Role = op["role"]  # type: ignore[assignment]
+        if needs == "technician" and role != "technician":
+            raise StepError(Problem.TECHNICIAN_NEEDED)
         if _ROLE_RANK[role] < _ROLE_RANK[needs]:
-            raise StepError(Problem.SUPERVISOR_NEEDED)
+            raise StepError(
+                Problem.SUPERVISOR_NEEDED if role != "technician" else Problem.AGENT_NEEDED
+            )
         return role
 
     def role_of(self, operator_id: str) -> Role | None:
@@ -478,9 +487,9 @@ class EnrolmentSession:
         self.last_error: Problem | None = None
         self.session_id = uuid.uuid4().hex
         self.shift: Shift | None = None
+        self._technician: Shift | None = None
         self._touched = clock()
         self._lock = threading.RLock()
-        self._configs: dict[str, CameraConfig | FingerprintConfig] = {}
         self.trust = (
             lds.TrustStore.from_folder(settings.trust_dir)
             if settings.trust_dir
@@ -489,10 +498,14 @@ class EnrolmentSession:
 
     # ------------------------------------------------------------------------ plumbing
     def _config(self, model: str, kind: type[_C]) -> _C:
-        """The firmware configuration of the device model the daemon reports (read once)."""
-        if model not in self._configs:
-            self._configs[model] = by_model(model)
-        config = self._configs[model]
+        """The firmware configuration in force for the device model the daemon reports (the
+        daemon's firmware store: a technician may have changed it); the shipped one when the
+        daemon cannot say."""
+        try:
+            answer = self.devices.call("firmware.active", {"model": model}, timeout=5.0)
+            config: object = firmware.parse(str(answer.result["text"]), f"{model} in force")
+        except (DeviceError, KeyError):
+            config = by_model(model)
         if not isinstance(config, kind):
             raise self._fail(Problem.DEVICE_ERROR, f"{model} is not a {kind.__name__}")
         return config
@@ -547,6 +560,8 @@ class EnrolmentSession:
     def _override(
         self, operator_id: str, role: Role, action: str, subject: str | None, reason: str
     ) -> Override:
+        if role == "technician":  # (authority() refuses them already: their rank is below)
+            raise self._fail(Problem.AGENT_NEEDED)
         try:
             return Override(
                 operator_id=operator_id,
@@ -604,6 +619,32 @@ class EnrolmentSession:
         role = self.operators.authenticate(operator_id.strip(), pin, "operator")
         self.shift = Shift(operator_id.strip(), role, time.time())
         return self.shift
+
+    @property
+    def technician(self) -> Shift | None:
+        """The technician signed in on the technician page, until they sign out or leave it
+        idle for ``TECHNICIAN_IDLE_MINUTES``."""
+        visit = self._technician
+        if visit is None:
+            return None
+        if time.time() - visit.started > TECHNICIAN_IDLE_MINUTES * 60 or (
+            self.operators.role_of(visit.operator_id) != "technician"
+        ):
+            self._technician = None
+            return None
+        self._technician = Shift(visit.operator_id, visit.role, time.time())  # still active
+        return self._technician
+
+    def technician_sign_in(self, operator_id: str, pin: str) -> Shift:
+        """A technician opens the technician page (StepError ``technician_needed`` for an agent;
+        ``operator_denied`` / ``operator_locked`` as for any PIN)."""
+        role = self.operators.authenticate(operator_id.strip(), pin, "technician")
+        self._technician = Shift(operator_id.strip(), role, time.time())
+        return self._technician
+
+    def technician_sign_out(self) -> None:
+        """The technician leaves the technician page."""
+        self._technician = None
 
     def sign_out(self) -> None:
         """The agent ends their shift."""

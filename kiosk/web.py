@@ -52,7 +52,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from biometrics.fingerprint import FingerPosition
 from central_api.enrolment.schemas import RevealRequest
 from devices.bus import DeviceClient
-from kiosk import voice
+from kiosk import technician, voice
 from kiosk.client import CentralClient, KioskIdentity
 from kiosk.outbox import Entry, Outbox, OutboxState, SyncWorker
 from kiosk.session import (
@@ -755,6 +755,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
             lookup=True,
             voice_key="step.lookup",
         )
+
+    technician.add_routes(app, session, page, holder, posting)
 
     @app.get("/health")
     def health() -> dict[str, object]:

@@ -523,6 +523,19 @@ def test_kiosk_operators_are_managed_centrally_and_synced_signed(
     assert not operators.install(first, SIGNING_PUB)  # no rollback
     with pytest.raises(StepError):
         operators.authenticate("agent.fes", pin, "operator")
+    # a technician's PIN opens the technician page, and authorises nothing of an enrolment
+    r = admin.post(
+        "/console/kiosk-operators",
+        data={"csrf": csrf, "operator_id": "tech.fes", "role": "technician", "kiosks": kiosk_id},
+    )
+    tech_pin = re.search(r'id="new-pin">([0-9]{6})<', r.text).group(1)  # type: ignore[union-attr]
+    third = fetch()
+    assert [(o.id, o.role) for o in third.operators] == [("tech.fes", "technician")]
+    assert operators.install(third, SIGNING_PUB)
+    assert operators.authenticate("tech.fes", tech_pin, "technician") == "technician"
+    with pytest.raises(StepError) as err:
+        operators.authenticate("tech.fes", tech_pin, "operator")
+    assert err.value.code == "agent_needed"
     # only a registered, active kiosk reads a list
     stranger = KioskIdentity.generate("K-STRANGER")
     assert console.reg.read("/v1/kiosk/operators", signer=stranger).status_code == 401

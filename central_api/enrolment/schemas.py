@@ -550,7 +550,8 @@ def check_registry_signature(registry_public: bytes, signature: str, message: by
 # if the signature verifies, it names this kiosk, and its version is not older than the one it
 # has (no rollback to a list with an operator since disabled).
 
-KioskRole = Literal["operator", "supervisor"]
+# a technician installs and calibrates the kiosk's devices: no authority over enrolments
+KioskRole = Literal["operator", "supervisor", "technician"]
 
 
 def pin_hash(pin: str, salt: bytes) -> str:
@@ -559,7 +560,8 @@ def pin_hash(pin: str, salt: bytes) -> str:
 
 
 class OperatorEntry(BaseModel):
-    """One agent or supervisor as a kiosk stores them: id, role, PIN salt and hash (hex)."""
+    """One agent, supervisor or technician as a kiosk stores them: id, role, PIN salt and
+    hash (hex)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

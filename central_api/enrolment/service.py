@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -54,6 +55,7 @@ from central_api.enrolment.schemas import (
     EnrolmentState,
     EnrolmentStatus,
     FingerprintRecord,
+    KioskRole,
     OperatorEntry,
     OperatorList,
     QueryAnswer,
@@ -243,8 +245,8 @@ def set_kiosk_operator(
     PIN, role and kiosks (and enable them); returns the row and the PIN (shown once)."""
     if not _KIOSK_OPERATOR_ID.match(operator_id):
         raise InvalidRequest("an operator id is 2-40 letters, digits, '.', '_' or '-'")
-    if role not in ("operator", "supervisor"):
-        raise InvalidRequest("a kiosk operator's role is operator or supervisor")
+    if role not in get_args(KioskRole):
+        raise InvalidRequest("a kiosk operator's role is operator, supervisor or technician")
     pin = "".join(secrets.choice("0123456789") for _ in range(6))
     salt = secrets.token_bytes(16)
     version = _next_version(session)
