@@ -129,6 +129,31 @@ def _signing_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _firmware_sign(args: argparse.Namespace) -> int:
+    """Sign a kiosk device's firmware configuration with the registry's signing key: the
+    base64 Ed25519 signature of the file's exact bytes goes to FILE.sig, which a kiosk's
+    device daemon verifies (``devices firmware set FILE``) against the registry's public key
+    in its trust folder (``firmware-signers/registry.pem``, written by ``--public-pem``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = _settings(args).signing_private_key()
+        data = Path(args.file).read_bytes()
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sig = Path(f"{args.file}.sig")
+    sig.write_text(base64.b64encode(key.sign(data)).decode() + "\n", encoding="ascii")
+    print(f"signed {args.file}: {sig}")
+    if args.public_pem:
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        Path(args.public_pem).write_bytes(pem)
+        print(f"the registry's public key (for kiosks' firmware-signers/): {args.public_pem}")
+    return 0
+
+
 @contextmanager
 def _database(args: argparse.Namespace) -> Iterator[sessionmaker[Session]]:
     """A session factory on the migrated registry database (audited like the server's)."""
@@ -475,6 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--out", required=True, help="file for the base64 private key")
     sp.set_defaults(func=_signing_keygen)
+    sp = sub.add_parser(
+        "firmware-sign",
+        help="sign a kiosk device's firmware configuration (YAML) with the registry's signing "
+        "key: FILE.sig, which kiosks accept outside technician mode",
+    )
+    sp.add_argument("file")
+    sp.add_argument("--public-pem", help="also write the registry's public key (PEM) here")
+    sp.set_defaults(func=_firmware_sign)
 
     for name, func, text in (
         ("kiosk-add", _kiosk_add, "register a kiosk and its Ed25519 public key"),

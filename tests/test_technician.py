@@ -245,3 +245,32 @@ def test_the_technician_page_is_a_technicians_and_tests_calibrates_and_changes_f
     assert active["version"] == 2 and "min_quality: 30" in str(active["text"])
     client.post("/technician/signout", data={"csrf": token})
     assert 'id="tech-signin-form"' in client.get("/technician").text
+
+
+def test_the_registry_signs_a_configuration_a_kiosk_then_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``central-api firmware-sign FILE`` (the registry's signing key) writes FILE.sig and
+    the public key kiosks trust; ``devices firmware set FILE`` accepts it outside technician
+    mode, and refuses the file once altered."""
+    from central_api import cli as central_cli
+    from devices import cli as devices_cli
+
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("CENTRAL_SIGNING_KEY", base64.b64encode(key.private_bytes_raw()).decode())
+    config = tmp_path / "simulated-fingerprint.yaml"
+    config.write_text(_with_min_quality(40), encoding="utf-8")
+    signers = tmp_path / "trust" / firmware.SIGNERS_FOLDER
+    signers.mkdir(parents=True)
+    public = signers / "registry.pem"
+    assert central_cli.main(["firmware-sign", str(config), "--public-pem", str(public)]) == 0
+    state = ["--state-dir", str(tmp_path / "state"), "--trust", str(tmp_path / "trust")]
+    why = ["--who", TECH, "--why", "the registry's new threshold"]
+    assert devices_cli.main(["firmware", "set", str(config), *why, *state]) == 0
+    store = firmware.FirmwareStore(tmp_path / "state" / firmware.FIRMWARE_FOLDER)
+    assert store.active("simulated-fingerprint").capture.min_quality == 40  # type: ignore[union-attr]
+    assert store.history("simulated-fingerprint")[-1].signed_by is not None
+    config.write_text(_with_min_quality(20), encoding="utf-8")  # altered after signing
+    capsys.readouterr()
+    assert devices_cli.main(["firmware", "set", str(config), *why, *state]) != 0
+    assert "firmware_bad_signature" in capsys.readouterr().err
