@@ -76,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     from devices import card, daemon
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # an SBI probe every 2 s: not news
     if args.simulate and (args.camera or args.document_camera):
         print(
             "error: --simulate simulates the camera and the card; it cannot be mixed with "

@@ -1043,6 +1043,7 @@ class DeviceDaemon:
         from devices.simulation.fingerprint import SimulatedFingerprintReader
 
         self._remove_card()
+        self._target = None  # the technician took their targets away
         simulated_reader = self.config.fingerprint == drivers.SIMULATED
         if simulated_reader and self._reader is not None:
             self._reader.close()
