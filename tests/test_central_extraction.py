@@ -91,6 +91,9 @@ def _evidence(reg: Registry, packet_id) -> dict:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
+# on the production database only: extraction does not depend on it, and each run makes
+# dozens of templates (a minute or more here); the SQLite path is the demo's, which runs it
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_registry_decides_on_its_own_templates_made_from_the_images(
     registry_factory, db_url, template, photo
 ):
@@ -126,6 +129,9 @@ def _deduplicator(reg: Registry) -> Deduplicator:
 
 
 @pytest.mark.slow
+# on the production database only: extraction does not depend on it, and each run makes
+# dozens of templates (a minute or more here); the SQLite path is the demo's, which runs it
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_retemplating_is_resumable_and_never_mixes_versions(
     registry_factory, monkeypatch, template, photo
 ):

@@ -6,6 +6,7 @@ technician's PIN (an agent's PIN does not open it, a technician's does not start
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +275,21 @@ def test_the_registry_signs_a_configuration_a_kiosk_then_accepts(
     capsys.readouterr()
     assert devices_cli.main(["firmware", "set", str(config), *why, *state]) != 0
     assert "firmware_bad_signature" in capsys.readouterr().err
+
+
+def test_devices_status_lists_every_device_for_a_technician(
+    station, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devices import cli as devices_cli
+
+    daemon, _ = station
+    socket_dir = str(daemon.config.socket_dir)
+    assert devices_cli.main(["status", "--socket-dir", socket_dir]) in (0, 1)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line and line[0] != " "}
+    assert {"camera", "fingerprint", "card_reader"} <= set(lines)
+    assert "simulated" in lines["fingerprint"] and "serial SIM-0001" in lines["fingerprint"]
+    assert "config simulated-fingerprint 1.0 v0" in out
+    assert devices_cli.main(["status", "--socket-dir", socket_dir, "--json"]) in (0, 1)
+    answer = json.loads(capsys.readouterr().out)
+    assert {d["kind"] for d in answer["devices"]} == {"camera", "fingerprint", "card_reader"}
