@@ -1266,6 +1266,24 @@ def _open_device(client: SBIClient, bio_type: str) -> SBIDevice:
     return device
 
 
+def _connect(
+    port: int,
+    host: str,
+    trust_dir: str | Path | None,
+    timeout: float,
+    bio_type: str,
+    error: type[DeviceError],
+) -> tuple[SBIClient, SBIDevice]:
+    """A client of the service on ``port`` and its verified ``bio_type`` device; the
+    driver's own ``error`` (with the SBI code) when there is none, and no client left open."""
+    client = SBIClient(port, host, trust_dir, timeout)
+    try:
+        return client, _open_device(client, bio_type)
+    except SBIError as exc:
+        client.close()
+        raise error(str(exc), exc.code) from exc
+
+
 class SBIFingerprintReader(FingerprintReader):
     """A MOSIP SBI fingerprint reader (``sbi:<port>``): a 4-4-2 slap reader captures a slap
     at once (one RCAPTURE with the slap's deviceSubId), the device segments it and signs one
@@ -1288,13 +1306,10 @@ class SBIFingerprintReader(FingerprintReader):
         host: str = "127.0.0.1",
         requested_score: int = 40,
     ) -> None:
-        self._client = SBIClient(port, host, trust_dir, timeout)
         self.requested_score = requested_score
-        try:
-            self._device = _open_device(self._client, "Finger")
-        except SBIError as exc:
-            self._client.close()
-            raise FingerprintReaderError(str(exc), exc.code) from exc
+        self._client, self._device = _connect(
+            port, host, trust_dir, timeout, "Finger", FingerprintReaderError
+        )
 
     def info(self) -> DeviceInfo:
         """Vendor (make), model, serial and firmware from the device's signed info."""
@@ -1371,13 +1386,8 @@ class SBICamera(Camera):
         host: str = "127.0.0.1",
         requested_score: int = 40,
     ) -> None:
-        self._client = SBIClient(port, host, trust_dir, timeout)
         self.requested_score = requested_score
-        try:
-            self._device = _open_device(self._client, "Face")
-        except SBIError as exc:
-            self._client.close()
-            raise CameraError(str(exc), exc.code) from exc
+        self._client, self._device = _connect(port, host, trust_dir, timeout, "Face", CameraError)
         self._frames: Iterator[np.ndarray] | None = None
         self._index = 0
         self._start = 0.0

@@ -44,6 +44,12 @@ class _Shown:
     diff: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
+    def take(self) -> _Shown:
+        """What there is to show, now; the page shows it once, so it is cleared."""
+        taken = _Shown(self.notice, self.test, self.calibration, self.diff, self.extra)
+        self.notice, self.test, self.calibration, self.diff, self.extra = None, None, None, None, {}
+        return taken
+
 
 def add_routes(
     app: FastAPI,
@@ -86,14 +92,14 @@ def add_routes(
     @app.get("/technician", response_class=HTMLResponse)
     def technician_page(sid: str = Depends(holder)) -> HTMLResponse:
         """Devices, their health and history; test captures; calibration; firmware."""
+        once = shown.take()
         notice, test, calibration, diff, extra = (
-            shown.notice,
-            shown.test,
-            shown.calibration,
-            shown.diff,
-            shown.extra,
+            once.notice,
+            once.test,
+            once.calibration,
+            once.diff,
+            once.extra,
         )
-        shown.__init__()  # type: ignore[misc]  # shown once
         who = session.technician
         if who is None:
             return page(
