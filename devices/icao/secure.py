@@ -1,9 +1,11 @@
-"""ICAO 9303 Part 11 cryptography: BAC key derivation and mutual authentication, and 3DES
-secure messaging (ISO/IEC 7816-4 SM with send sequence counter), both sides of the channel.
+"""ICAO 9303 Part 11 cryptography: BAC key derivation and mutual authentication, and secure
+messaging (ISO/IEC 7816-4 SM with send sequence counter) with 3DES (BAC, PACE/CA with 3DES) or
+AES (PACE and Chip Authentication with AES, Part 11 9.8.6.2), both sides of the channel.
 
 The terminal side is what the kiosk uses; the card side serves the emulated eMRTD of the
-tests and the demo. ``tests/test_icao.py`` reproduces the worked examples of Part 11,
-Appendix D byte for byte.
+tests and the demo. ``tests/test_card.py`` reproduces the worked examples of Part 11,
+Appendix D byte for byte; ``tests/test_pace.py`` checks AES secure messaging against
+recorded sessions. PACE and Chip Authentication themselves live in ``devices.icao.pace``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 from devices.exceptions import AccessDenied, CardError
 from devices.icao import tlv
@@ -86,30 +89,102 @@ def mac(key: bytes, data: bytes) -> bytes:
     return e2.update(step) + e2.finalize()
 
 
+def _aes_key(key: bytes) -> algorithms.AES:
+    if len(key) not in (16, 24, 32):
+        raise SecureMessagingError(f"an AES key has 16, 24 or 32 bytes, not {len(key)}")
+    return algorithms.AES(key)
+
+
+def _aes(key: bytes, mode: modes.Mode) -> Cipher:
+    return Cipher(_aes_key(key), mode)
+
+
+def aes_encrypt(key: bytes, data: bytes, iv: bytes = b"\x00" * 16) -> bytes:
+    """AES-CBC (zero IV unless given); ``data`` a multiple of 16 bytes."""
+    if len(data) % 16:
+        raise SecureMessagingError("data to encrypt is not a whole number of AES blocks")
+    e = _aes(key, modes.CBC(iv)).encryptor()
+    return e.update(data) + e.finalize()
+
+
+def aes_decrypt(key: bytes, data: bytes, iv: bytes = b"\x00" * 16) -> bytes:
+    """AES-CBC decryption (zero IV unless given)."""
+    if len(data) % 16:
+        raise SecureMessagingError("encrypted data is not a whole number of AES blocks")
+    d = _aes(key, modes.CBC(iv)).decryptor()
+    return d.update(data) + d.finalize()
+
+
+def aes_block(key: bytes, block: bytes) -> bytes:
+    """One block of AES-ECB encryption (the IV of AES secure messaging is E(KSenc, SSC))."""
+    e = _aes(key, modes.ECB()).encryptor()  # noqa: S305 - one block, as specified
+    return e.update(block) + e.finalize()
+
+
+def aes_cmac(key: bytes, data: bytes) -> bytes:
+    """AES-CMAC (NIST SP 800-38B), all 16 bytes; callers truncate to 8 as Part 11 says."""
+    c = CMAC(_aes_key(key))
+    c.update(data)
+    return c.finalize()
+
+
+CIPHERS = ("3DES", "AES")
+
 Transmit = Callable[[bytes], tuple[bytes, int]]  # command APDU -> (data, status word)
 
 
 @dataclass
 class SecureChannel:
-    """Session keys and send sequence counter of one secure-messaging session."""
+    """Session keys and send sequence counter of one secure-messaging session.
+
+    ``cipher`` "3DES": 8-byte blocks and SSC, 3DES-CBC with a zero IV, retail MAC (BAC, and
+    PACE / Chip Authentication with 3DES). "AES": 16-byte blocks and SSC, AES-CBC with
+    IV = AES(KSenc, SSC), AES-CMAC truncated to 8 bytes (Part 11, 9.8.6.2)."""
 
     ks_enc: bytes
     ks_mac: bytes
     ssc: int
+    cipher: str = "3DES"
+
+    def __post_init__(self) -> None:
+        if self.cipher not in CIPHERS:
+            raise ValueError(f"cipher must be one of {CIPHERS}, not {self.cipher!r}")
+
+    @property
+    def block(self) -> int:
+        """Block size in bytes: 8 (3DES) or 16 (AES); the SSC is this long too."""
+        return 16 if self.cipher == "AES" else 8
 
     def _next(self) -> bytes:
-        self.ssc = (self.ssc + 1) % (1 << 64)
-        return self.ssc.to_bytes(8, "big")
+        bits = 8 * self.block
+        self.ssc = (self.ssc + 1) % (1 << bits)
+        return self.ssc.to_bytes(self.block, "big")
 
-    def _plain_data(self, by_tag: dict[int, tlv.TLV]) -> bytes:
+    def _encrypt(self, ssc: bytes, data: bytes) -> bytes:
+        if self.cipher == "AES":
+            return aes_encrypt(self.ks_enc, pad(data, 16), aes_block(self.ks_enc, ssc))
+        return encrypt(self.ks_enc, pad(data))
+
+    def _decrypt(self, ssc: bytes, data: bytes) -> bytes:
+        if self.cipher == "AES":
+            return unpad(aes_decrypt(self.ks_enc, data, aes_block(self.ks_enc, ssc)))
+        return unpad(decrypt(self.ks_enc, data))
+
+    def _mac(self, data: bytes) -> bytes:
+        """The 8-byte checksum of DO8E over ``data`` (SSC first), padded here."""
+        if self.cipher == "AES":
+            return aes_cmac(self.ks_mac, pad(data, 16))[:8]
+        return mac(self.ks_mac, pad(data))
+
+    def _plain_data(self, ssc: bytes, by_tag: dict[int, tlv.TLV]) -> bytes:
         """The decrypted data of DO87 (padding indicator 01) or DO85 (odd INS), if any."""
         if 0x87 in by_tag:
             enc = by_tag[0x87].value
             if not enc or enc[0] != 0x01:
                 raise SecureMessagingError("unknown padding indicator in DO87")
-            return unpad(decrypt(self.ks_enc, enc[1:]))
+            return self._decrypt(ssc, enc[1:])
         if 0x85 in by_tag:
-            return unpad(decrypt(self.ks_enc, by_tag[0x85].value))
+            return self._decrypt(ssc, by_tag[0x85].value)
         return b""
 
     # ---------------------------------------------------------------- terminal side
@@ -117,13 +192,14 @@ class SecureChannel:
         """Protect a plain command APDU (short or extended) for the card."""
         cla, ins, p1, p2, data, le = split_command(apdu)
         header = bytes([cla | 0x0C, ins, p1, p2])
+        ssc = self._next()
         body = b""
         if data:  # odd INS (BER-TLV data): DO85 without the padding-indicator byte
-            enc = encrypt(self.ks_enc, pad(data))
+            enc = self._encrypt(ssc, data)
             body += tlv.encode(0x85, enc) if ins & 1 else tlv.encode(0x87, b"\x01" + enc)
         if le is not None:
             body += tlv.encode(0x97, le_bytes(le))
-        cc = mac(self.ks_mac, pad(self._next() + pad(header) + body))
+        cc = self._mac(ssc + pad(header, self.block) + body)
         body += tlv.encode(0x8E, cc)
         extended = len(body) > 255 or (le or 0) > 256
         return (
@@ -131,7 +207,8 @@ class SecureChannel:
         )
 
     def unwrap_response(self, response: bytes) -> tuple[bytes, int]:
-        """Check and decrypt a protected response: (plain data, status word)."""
+        """Check and decrypt a protected response: (plain data, status word). The status word
+        is DO99's; a response without DO99 (Part 11 allows it) takes the trailer's."""
         if len(response) < 2:
             raise SecureMessagingError("response shorter than a status word")
         body, outer = response[:-2], int.from_bytes(response[-2:], "big")
@@ -144,18 +221,20 @@ class SecureChannel:
         except tlv.TLVError as exc:
             raise SecureMessagingError(f"malformed protected response: {exc}") from exc
         by_tag = {o.tag: o for o in objects}
-        if 0x8E not in by_tag or 0x99 not in by_tag:
+        if 0x8E not in by_tag:
             raise SecureMessagingError("protected response lacks its status or checksum")
         covered = b"".join(
             tlv.encode(o.tag, o.value) for o in objects if o.tag in (0x85, 0x87, 0x99)
         )
-        expected = mac(self.ks_mac, pad(self._next() + covered))
-        if not hmac.compare_digest(expected, by_tag[0x8E].value):
+        ssc = self._next()
+        if not hmac.compare_digest(self._mac(ssc + covered), by_tag[0x8E].value):
             raise SecureMessagingError("checksum of the card's response does not verify")
+        if 0x99 not in by_tag:
+            return self._plain_data(ssc, by_tag), outer
         sw_do = by_tag[0x99].value
         if len(sw_do) != 2:
             raise SecureMessagingError("status data object is not 2 bytes")
-        return self._plain_data(by_tag), int.from_bytes(sw_do, "big")
+        return self._plain_data(ssc, by_tag), int.from_bytes(sw_do, "big")
 
     # -------------------------------------------------------------------- card side
     def unwrap_command(self, apdu: bytes) -> bytes:
@@ -174,10 +253,11 @@ class SecureChannel:
         covered = b"".join(
             tlv.encode(o.tag, o.value) for o in objects if o.tag in (0x85, 0x87, 0x97)
         )
-        expected = mac(self.ks_mac, pad(self._next() + pad(header) + covered))
+        ssc = self._next()
+        expected = self._mac(ssc + pad(header, self.block) + covered)
         if not hmac.compare_digest(expected, by_tag[0x8E].value):
             raise SecureMessagingError("checksum of the command does not verify")
-        data = self._plain_data(by_tag)
+        data = self._plain_data(ssc, by_tag)
         le = None
         if 0x97 in by_tag:
             raw = by_tag[0x97].value
@@ -186,12 +266,13 @@ class SecureChannel:
 
     def wrap_response(self, data: bytes, sw: int, odd_ins: bool = False) -> bytes:
         """Card side: protect a response."""
+        ssc = self._next()
         body = b""
         if data:
-            enc = encrypt(self.ks_enc, pad(data))
+            enc = self._encrypt(ssc, data)
             body += tlv.encode(0x85, enc) if odd_ins else tlv.encode(0x87, b"\x01" + enc)
         body += tlv.encode(0x99, sw.to_bytes(2, "big"))
-        body += tlv.encode(0x8E, mac(self.ks_mac, pad(self._next() + body)))
+        body += tlv.encode(0x8E, self._mac(ssc + body))
         return body + b"\x90\x00"
 
 
@@ -275,7 +356,9 @@ def bac(
     e_ifd = encrypt(k_enc, rnd_ifd + rnd_ic + k_ifd)
     m_ifd = mac(k_mac, pad(e_ifd))
     resp, sw = transmit(build_command(0x00, 0x82, 0x00, 0x00, e_ifd + m_ifd, 40))
-    if sw in (0x6300, 0x6982) or (sw & 0xFFF0) == 0x63C0:
+    # 6300 on most chips; some answer a wrong key with 6988 (its cryptogram, being wrong,
+    # reads to them as bad secure-messaging data): either way the key is what is wrong
+    if sw in (0x6300, 0x6982, 0x6988) or (sw & 0xFFF0) == 0x63C0:
         raise AccessDenied("the card did not accept the access key (check the MRZ)")
     if sw != 0x9000 or len(resp) != 40:
         raise SecureMessagingError(f"EXTERNAL AUTHENTICATE failed ({sw:04X})")
