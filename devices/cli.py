@@ -70,6 +70,53 @@ def _card_read(args: argparse.Namespace) -> int:
     return 0 if doc.passive_authentication.valid else 1
 
 
+def _trust_check(args: argparse.Namespace) -> int:
+    from devices.icao import lds
+
+    try:
+        store = lds.TrustStore.from_folder(args.folder)
+    except OSError as exc:
+        print(f"error: cannot read the trust folder: {exc}", file=sys.stderr)
+        return 2
+    report = store.report
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return 0 if report.certificates else 1
+    print(
+        f"{report.certificates} distinct CSCA certificates loaded from {report.folder} "
+        f"({len(report.files)} files, {len(report.skipped)} items skipped)"
+    )
+    print("per file:")
+    for f in report.files:
+        line = f"  {f.name:32s} {f.kind:12s} {f.certificates:5d} loaded"
+        if f.skipped:
+            line += f", {f.skipped} skipped"
+        print(line)
+    if report.countries:
+        print("per country:")
+        codes = [f"{code} {n}" for code, n in report.countries.items()]
+        for i in range(0, len(codes), 10):
+            print("  " + ", ".join(codes[i : i + 10]))
+    if report.master_lists:
+        print("master lists:")
+        for f in report.master_lists:
+            print(
+                f"  {f.name}: {f.signature}"
+                + (f" ({f.signature_reason})" if f.signature_reason else "")
+            )
+            if f.signer:
+                print(f"    signer: {f.signer}")
+    if report.skipped:
+        print("skipped:")
+        for item in report.skipped:
+            where = item.file if item.index is None else f"{item.file} #{item.index}"
+            subject = f" [{item.subject}]" if item.subject else ""
+            print(f"  {where}{subject}: {item.reason}")
+    if not report.certificates:
+        print("no certificate loaded", file=sys.stderr)
+    return 0 if report.certificates else 1
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -219,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
     sp.add_argument("--show", action="store_true", help="print the personal data too")
     sp.set_defaults(func=_card_read)
+
+    tp = sub.add_parser("trust", help="the CSCA trust folder of passive authentication")
+    tsub = tp.add_subparsers(dest="trust_command", required=True)
+    sp = tsub.add_parser(
+        "check",
+        help="load a folder of CSCA certificates / ICAO master lists and report what loaded, "
+        "what was skipped and why, and each master list's signature",
+    )
+    sp.add_argument("folder", help="the trust folder (as given to serve --trust)")
+    sp.add_argument("--json", action="store_true", help="the report as JSON")
+    sp.set_defaults(func=_trust_check)
 
     sp = sub.add_parser(
         "serve", help="run the device daemon: commands on a ZeroMQ ROUTER, events on PUB"

@@ -1,5 +1,6 @@
-"""Machine-readable zone (ICAO 9303 Parts 3, 4, 5): check digits, TD1 card and TD3 passport
-parsing, and the access keys the chip asks for (MRZ for BAC, CAN for PACE).
+"""Machine-readable zone (ICAO 9303 Parts 3-7): check digits, TD1 card, TD2 card and TD3
+passport parsing (and the visas of the TD2 / TD3 sizes), and the access keys the chip asks
+for (MRZ for BAC, CAN for PACE).
 """
 
 from __future__ import annotations
@@ -91,15 +92,20 @@ def _names(field: str) -> tuple[str, str]:
 
 
 def parse(text: str) -> MRZ:
-    """Parse a TD1 (3 x 30) or TD3 (2 x 44) MRZ; every check digit is verified."""
+    """Parse a TD1 (3 x 30), TD2 (2 x 36) or TD3 (2 x 44) MRZ; every check digit is verified."""
     lines = tuple(line.strip().upper() for line in text.strip().splitlines() if line.strip())
     if not all(_CHARS.match(line) for line in lines):
         raise MRZError("MRZ lines use only A-Z, 0-9 and <")
     if len(lines) == 3 and all(len(line) == 30 for line in lines):
         return _td1(lines)
+    if len(lines) == 2 and all(len(line) == 36 for line in lines):
+        return _td2(lines)
     if len(lines) == 2 and all(len(line) == 44 for line in lines):
         return _td3(lines)
-    raise MRZError("an MRZ has 3 lines of 30 characters (card) or 2 lines of 44 (passport)")
+    raise MRZError(
+        "an MRZ has 3 lines of 30 characters (TD1 card), 2 lines of 36 (TD2) "
+        "or 2 lines of 44 (passport)"
+    )
 
 
 def _td1(lines: tuple[str, ...]) -> MRZ:
@@ -128,6 +134,44 @@ def _td1(lines: tuple[str, ...]) -> MRZ:
     )
 
 
+def _td2(lines: tuple[str, ...]) -> MRZ:
+    """TD2 (Part 6, 4.2.2): line 1 code, state, name; line 2 number, nationality, dates,
+    optional data, composite check digit. A machine-readable visa of the same size (MRV-B,
+    Part 7: code "V") has optional data in place of the composite check digit."""
+    l1, l2 = lines
+    number, digit, optional = l2[0:9], l2[9], l2[28:35]
+    visa = l1[0] == "V"
+    if visa:
+        optional = l2[28:36]
+    elif digit == "<" and optional[0] != "<":  # long document number (Part 6, note j)
+        rest, _, tail = optional.partition("<")
+        number, digit, optional = number + rest[:-1], rest[-1], tail
+    _verify("document number", number, digit)
+    _verify("date of birth", l2[13:19], l2[19])
+    _verify("date of expiry", l2[21:27], l2[27])
+    if not visa:
+        _verify("MRZ (composite)", l2[0:10] + l2[13:20] + l2[21:35], l2[35])
+    primary, secondary = _names(l1[5:36])
+    return MRZ(
+        l1[0:2].rstrip("<"),
+        l1[2:5],
+        number.rstrip("<"),
+        primary,
+        secondary,
+        l2[10:13],
+        l2[13:19],
+        l2[20],
+        l2[21:27],
+        optional.strip("<"),
+        lines,
+    )
+
+
+def _field(text: str, n: int) -> str:
+    clean = re.sub(r"[^A-Z0-9<]", "<", text.upper().replace(" ", "<").replace("-", "<"))
+    return (clean + "<" * n)[:n]
+
+
 def td1(
     document_number: str,
     surname: str,
@@ -142,10 +186,7 @@ def td1(
     """Compose a TD1 MRZ (3 x 30, with every check digit) from its fields; dates YYMMDD.
     Used to issue emulated cards; :func:`parse` reads the result back."""
 
-    def field(text: str, n: int) -> str:
-        clean = re.sub(r"[^A-Z0-9<]", "<", text.upper().replace(" ", "<").replace("-", "<"))
-        return (clean + "<" * n)[:n]
-
+    field = _field
     if len(document_number) > 9:
         raise MRZError("documents numbers longer than 9 characters are not composed here")
     number = field(document_number, 9)
@@ -158,6 +199,35 @@ def td1(
     lines = (l1, l2, field(names, 30))
     parse("\n".join(lines))  # every composed MRZ must read back
     return "\n".join(lines)
+
+
+def td2(
+    document_number: str,
+    surname: str,
+    given_names: str,
+    date_of_birth: str,
+    sex: str,
+    date_of_expiry: str,
+    nationality: str = "MAR",
+    issuing_state: str = "MAR",
+    document_code: str = "I",
+    optional_data: str = "",
+) -> str:
+    """Compose a TD2 MRZ (2 x 36, with every check digit) from its fields; dates YYMMDD.
+    :func:`parse` reads the result back."""
+    if len(document_number) > 9:
+        raise MRZError("documents numbers longer than 9 characters are not composed here")
+    if len(optional_data) > 7:
+        raise MRZError("TD2 optional data holds at most 7 characters")
+    number = _field(document_number, 9)
+    names = _field(surname, 31).rstrip("<") + "<<" + _field(given_names, 31).rstrip("<")
+    l1 = _field(document_code, 2) + _field(issuing_state, 3) + _field(names, 31)
+    l2 = number + check_digit(number) + _field(nationality, 3)
+    l2 += date_of_birth + check_digit(date_of_birth) + (sex if sex in "MF" else "<")
+    l2 += date_of_expiry + check_digit(date_of_expiry) + _field(optional_data, 7)
+    l2 += check_digit(l2[0:10] + l2[13:20] + l2[21:35])
+    parse(l1 + "\n" + l2)  # every composed MRZ must read back
+    return l1 + "\n" + l2
 
 
 def _td3(lines: tuple[str, ...]) -> MRZ:
