@@ -55,3 +55,17 @@ class ChipError(CardError):
     def __init__(self, message: str, sw: int | None = None) -> None:
         super().__init__(message)
         self.sw = sw  # the status word, when the chip refused a command
+
+
+class CardTooSlow(CardError):
+    """The card stopped answering, or answers so slowly that the read would not finish in
+    time (a per-command timeout or the whole read's deadline passed)."""
+
+    code = "card_too_slow"
+
+
+class ChipNotGenuine(ChipError):
+    """Chip Authentication failed: the chip does not hold the private key its signed DG14
+    names, as a copied (cloned) chip would not."""
+
+    code = "not_authentic"

@@ -1,12 +1,16 @@
-"""An emulated eMRTD chip (BAC, 3DES secure messaging) and the documents it carries.
+"""An emulated eMRTD chip (PACE and/or BAC, 3DES or AES secure messaging, Chip and Active
+Authentication) and the documents it carries.
 
 The card plugs into the real PC/SC stack through vsmartcard's ``vpcd`` reader driver: it
 connects to pcscd's vpcd socket (TCP 35963 by default) and answers the driver's power,
 reset, ATR and APDU messages, so the kiosk reads it through pcscd and pyscard exactly as it
 reads a card on a hardware reader. Used by the tests and by the simulated kiosk.
 
-``issue_document`` builds a complete LDS (EF.COM, DG1, DG2, optional DG11, EF.SOD) signed by
-a ``DocumentPKI`` (a test CSCA and Document Signer) -- never a real country's keys.
+``issue_document`` builds a complete LDS (EF.COM, DG1, DG2, optional DG11, DG14 and DG15,
+EF.SOD) signed by a ``DocumentPKI`` (a test CSCA and Document Signer) -- never a real
+country's keys -- and, for a PACE chip, EF.CardAccess in the master file. ``CNIE`` is the
+profile of the Moroccan CNIE 2020 as the kiosk meets it: PACE (CAN or MRZ) only, Chip and
+Active Authentication.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import struct
@@ -36,8 +41,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from devices.exceptions import DeviceError
-from devices.icao import lds, secure, tlv
+from devices.icao import active, lds, secure, tlv
+from devices.icao import ec as ec_mod
 from devices.icao import mrz as mrz_mod
+from devices.icao import pace as pace_mod
 from devices.icao.lds import EMRTD_AID
 
 log = logging.getLogger(__name__)
@@ -224,15 +231,40 @@ def sod(groups: dict[int, bytes], pki: DocumentPKI) -> bytes:
 
 @dataclass
 class Document:
-    """The files of an emulated document and the key that opens it."""
+    """The files of an emulated document, the keys that open it and the chip's own keys."""
 
     mrz: mrz_mod.MRZ
-    files: dict[int, bytes]  # file identifier -> content
+    files: dict[int, bytes]  # file identifier -> content, inside the eMRTD application
+    can: str | None = None  # card access number (PACE-CAN)
+    card_access: bytes | None = None  # EF.CardAccess in the master file (PACE chips)
+    pace: list[pace_mod.PACEInfo] = field(default_factory=list)
+    bac: bool = True  # answers BAC (False: a PACE-only chip, like the CNIE 2020)
+    chip_key: tuple[int, ec_mod.Curve] | None = None  # Chip Authentication (DG14)
+    aa_key: active.PrivateKey | None = None  # Active Authentication (DG15)
+    aa_algorithm: str | None = None  # the signature algorithm DG14 names for an EC AA key
 
     @property
     def key(self) -> mrz_mod.MRZKey:
-        """The BAC key printed on the document."""
+        """The MRZ key printed on the document (BAC, or PACE with the MRZ)."""
         return self.mrz.access_key()
+
+    @property
+    def can_key(self) -> mrz_mod.CANKey:
+        """The CAN printed on the card's front (PACE-CAN)."""
+        if self.can is None:
+            raise ValueError("this document has no CAN")
+        return mrz_mod.CANKey(self.can)
+
+
+# PACE-ECDH-GM-AES-128 on brainpoolP256r1 (standardized domain parameters 13): what current
+# European eID cards and passports offer first
+PACE_ECDH_GM_AES128 = "0.4.0.127.0.7.2.2.4.2.2"
+CNIE: dict[str, object] = {
+    "pace": [(PACE_ECDH_GM_AES128, 13)],
+    "bac": False,
+    "chip_authentication": "brainpoolP256r1",
+    "active_authentication": "ec",
+}
 
 
 def issue_document(
@@ -242,13 +274,41 @@ def issue_document(
     pki: DocumentPKI,
     full_name: str | None = None,
     tamper_dg: int | None = None,
+    *,
+    can: str | None = None,
+    pace: list[tuple[str, int | None]] | None = None,
+    bac: bool = True,
+    chip_authentication: str | None = None,
+    active_authentication: str | None = None,
 ) -> Document:
     """A complete LDS for ``mrz_text`` and a JPEG face. ``tamper_dg`` alters that data
-    group after signing (a forged document for tests)."""
+    group after signing (a forged document for tests).
+
+    ``pace``: the (protocol OID, standardized domain parameter id) variants the chip offers
+    in EF.CardAccess; ``bac`` whether it also answers BAC; ``chip_authentication`` a curve
+    name for a DG14 Chip Authentication key (ECDH, AES-128); ``active_authentication``
+    ``"rsa"`` or ``"ec"`` for a DG15 key."""
     parsed = mrz_mod.parse(mrz_text)
     groups = {1: dg1(mrz_text), 2: dg2(face_jpeg, *face_size)}
     if full_name:
         groups[11] = dg11(full_name)
+    chip_key = aa_key = aa_algorithm = None
+    if chip_authentication is not None or active_authentication == "ec":
+        ca_info: list[tuple[int, ec_mod.Curve]] = []
+        if chip_authentication is not None:
+            curve = ec_mod.CURVES[chip_authentication]
+            chip_key = (secrets.randbelow(curve.n - 1) + 1, curve)
+            ca_info.append(chip_key)
+        if active_authentication == "ec":
+            aa_algorithm = active.ECDSA_PLAIN_SHA256
+        groups[14] = pace_mod.dg14(ca_info, aa_algorithm)
+    if active_authentication is not None:
+        aa_key = (
+            active.generate_key("ec")
+            if active_authentication == "ec"
+            else active.generate_key("rsa")
+        )
+        groups[15] = active.dg15(aa_key)
     security = sod(groups, pki)
     if tamper_dg is not None:
         raw = bytearray(groups[tamper_dg])
@@ -258,7 +318,18 @@ def issue_document(
     files = {fid[n]: raw for n, raw in groups.items()}
     files[lds.FILES["COM"][0]] = com(sorted(groups))
     files[lds.FILES["SOD"][0]] = security
-    return Document(parsed, files)
+    infos = [pace_mod.PACEInfo(oid, 2, parameter) for oid, parameter in pace or []]
+    return Document(
+        parsed,
+        files,
+        can=can,
+        card_access=pace_mod.card_access(infos) if infos else None,
+        pace=infos,
+        bac=bac,
+        chip_key=chip_key,
+        aa_key=aa_key,
+        aa_algorithm=aa_algorithm,
+    )
 
 
 # ---------------------------------------------------------------------------- chip
@@ -267,30 +338,40 @@ SW_WRONG_LENGTH, SW_SECURITY, SW_BLOCKED = 0x6700, 0x6982, 0x6983
 SW_SM_MISSING, SW_SM_WRONG = 0x6987, 0x6988
 SW_NOT_FOUND, SW_WRONG_P1P2, SW_OFFSET = 0x6A82, 0x6A86, 0x6B00
 SW_INS, SW_CLA, SW_AUTH_FAILED = 0x6D00, 0x6E00, 0x6300
+SW_CONDITIONS = 0x6985
+_CARD_ACCESS = 0x011C
 
 
 @dataclass
 class EmulatedChip:
-    """ISO 7816-4 / ICAO 9303 card logic: SELECT, GET CHALLENGE, EXTERNAL AUTHENTICATE
-    (BAC), READ BINARY (B0 and B1, short and extended Le) under secure messaging.
+    """ISO 7816-4 / ICAO 9303 card logic: SELECT (EF.CardAccess in the master file, the eMRTD
+    application, its files), PACE (MSE:Set AT and chained GENERAL AUTHENTICATE), BAC (GET
+    CHALLENGE, EXTERNAL AUTHENTICATE), READ BINARY (B0 and B1, short and extended Le) under
+    secure messaging, Chip Authentication (restarting secure messaging with new keys) and
+    Active Authentication (INTERNAL AUTHENTICATE).
 
     Failed authentications are counted: after ``max_failures`` in a row the chip answers
-    "authentication method blocked" until it is reset (powered off and on)."""
+    "authentication method blocked" until it is reset (powered off and on). ``wrong_key_sw``
+    is the status word a wrong BAC key gets (6300 on most chips, 6988 on some)."""
 
     document: Document
     max_failures: int = 5
     max_response: int = 4096
     extended_length: bool = True  # False: refuse Lc > 255 / Le > 256 like older chips
+    wrong_key_sw: int = 0x6300
     failures: int = 0
     _app: bool = False
     _challenge: bytes | None = None
     _sm: secure.SecureChannel | None = None
     _file: int | None = None
+    _pace: pace_mod.PACEChip | None = None
+    _ca: pace_mod.CAChip | None = None
     commands: list[bytes] = field(default_factory=list)  # INS bytes seen (for tests)
 
     def reset(self) -> None:
         """Power cycle: the session and selection are gone (the failure count stays)."""
         self._app, self._challenge, self._sm, self._file = False, None, None, None
+        self._pace = self._ca = None
         if self.failures >= self.max_failures:
             self.failures = 0
 
@@ -309,44 +390,102 @@ class EmulatedChip:
             except secure.SecureMessagingError:
                 self._sm = None  # a broken channel ends the session
                 return SW_SM_WRONG.to_bytes(2, "big")
-            data, sw = self._dispatch(plain, secured=True)
-            return self._sm.wrap_response(data, sw, odd_ins=bool(ins & 1))
-        if cla not in (0x00, 0x80):
+            data, sw, after = self._dispatch_secured(plain)
+            response = self._sm.wrap_response(data, sw, odd_ins=bool(ins & 1))
+            if after is not None:  # Chip Authentication: new keys from the next command on
+                self._sm = after
+            return response
+        if cla & ~0x10 not in (0x00, 0x80):
             return SW_CLA.to_bytes(2, "big")
         if self._sm is not None and ins not in (0xA4, 0x84):
             self._sm = None  # plain command during SM: session aborted
         data, sw = self._dispatch(apdu, secured=False)
         return data + sw.to_bytes(2, "big")
 
+    def _dispatch_secured(self, apdu: bytes) -> tuple[bytes, int, secure.SecureChannel | None]:
+        cla, ins, p1, p2, data, _ = secure.split_command(apdu)
+        if ins in (0x22, 0x86) and self.document.chip_key is not None:
+            if self._ca is None:
+                private, curve = self.document.chip_key
+                self._ca = pace_mod.CAChip(private, curve)
+            return self._ca.process(cla, ins, p1, p2, data or b"")
+        if ins == 0x88:
+            return (*self._internal_authenticate(data or b""), None)
+        return (*self._dispatch(apdu, secured=True), None)
+
     def _dispatch(self, apdu: bytes, secured: bool) -> tuple[bytes, int]:
-        _, ins, p1, p2, data, le = secure.split_command(apdu)
+        cla, ins, p1, p2, data, le = secure.split_command(apdu)
         if not self.extended_length and (len(data or b"") > 255 or (le or 0) > 256):
             return b"", SW_WRONG_LENGTH
         if ins == 0xA4:
             return self._select(p1, p2, data or b"", secured)
+        if ins in (0x22, 0x86) and not secured:
+            return self._pace_step(cla, ins, p1, p2, data or b"")
         if ins == 0x84:
+            if not self.document.bac:
+                return b"", SW_INS
             if le != 8:
                 return b"", SW_WRONG_LENGTH
             self._challenge = os.urandom(8)
             return self._challenge, SW_OK
         if ins == 0x82:
+            if not self.document.bac:
+                return b"", SW_INS
             return self._external_authenticate(data or b"")
         if ins in (0xB0, 0xB1):
             if not secured:
+                if self._file == _CARD_ACCESS and ins == 0xB0 and not self._app:
+                    return self._read_card_access(p1, p2, le or 0)
                 return b"", SW_SECURITY
             return self._read(ins, p1, p2, data or b"", le or 0)
         return b"", SW_INS
+
+    def _pace_step(self, cla: int, ins: int, p1: int, p2: int, data: bytes) -> tuple[bytes, int]:
+        doc = self.document
+        if not doc.pace:
+            return b"", SW_INS
+        if self.failures >= self.max_failures:
+            return b"", SW_BLOCKED
+        if ins == 0x22:
+            passwords = {1: doc.key.pace_secret()}
+            if doc.can is not None:
+                passwords[2] = doc.can_key.pace_secret()
+            self._pace = pace_mod.PACEChip(passwords, doc.pace)
+        if self._pace is None:
+            return b"", SW_CONDITIONS
+        answer, sw = self._pace.process(cla, ins, p1, p2, data)
+        if self._pace.failed:
+            self.failures += 1
+            self._pace = None
+        elif self._pace.channel is not None:
+            self.failures = 0
+            self._sm, self._pace = self._pace.channel, None
+        return answer, sw
+
+    def _read_card_access(self, p1: int, p2: int, le: int) -> tuple[bytes, int]:
+        content = self.document.card_access or b""
+        offset = (p1 << 8) | p2
+        if offset > len(content):
+            return b"", SW_OFFSET
+        chunk = content[offset : offset + min(le, self.max_response)]
+        return chunk, SW_EOF if len(chunk) < le else SW_OK
 
     def _select(self, p1: int, p2: int, data: bytes, secured: bool) -> tuple[bytes, int]:
         if p1 == 0x04:
             if data != EMRTD_AID:
                 return b"", SW_NOT_FOUND
-            self._app = True
+            if self.document.pace and not self.document.bac and not secured:
+                # a PACE-only chip opens its application after PACE only
+                return b"", SW_SECURITY
+            self._app, self._file = True, None
             return b"", SW_OK
-        if p1 == 0x02 and len(data) == 2:
-            if not self._app:
-                return b"", SW_NOT_FOUND
+        if p1 in (0x00, 0x02) and len(data) == 2:
             fid = int.from_bytes(data, "big")
+            if not self._app:  # the master file: EF.CardAccess (PACE chips) only
+                if fid != _CARD_ACCESS or self.document.card_access is None:
+                    return b"", SW_NOT_FOUND
+                self._file = fid
+                return b"", SW_OK
             if fid not in self.document.files:
                 return b"", SW_NOT_FOUND
             if not secured:
@@ -365,10 +504,18 @@ class EmulatedChip:
             answer, channel = secure.bac_card_response(self.document.key.seed(), challenge, data)
         except secure.AccessDenied:
             self.failures += 1
-            return b"", SW_AUTH_FAILED
+            return b"", self.wrong_key_sw
         self.failures = 0
         self._sm = channel
         return answer, SW_OK
+
+    def _internal_authenticate(self, challenge: bytes) -> tuple[bytes, int]:
+        key = self.document.aa_key
+        if key is None:
+            return b"", SW_INS
+        if len(challenge) != 8:
+            return b"", SW_WRONG_LENGTH
+        return active.sign_challenge(key, challenge, self.document.aa_algorithm), SW_OK
 
     def _read(self, ins: int, p1: int, p2: int, data: bytes, le: int) -> tuple[bytes, int]:
         if ins == 0xB0:
