@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="refuse: 422 capture_policy; adjudicate: store it, never issue without a "
         "person's decision",
     )
+    intake_chip_authenticity: Literal["off", "either", "chip", "active"] = Field(
+        default="off",
+        description="clone detection a chip enrolment must show: off; either (Chip or Active "
+        "Authentication passed); chip (Chip Authentication); active (Active Authentication). "
+        "A failed Active Authentication is a shortfall whatever this says",
+    )
     intake_min_face_quality: int = Field(default=50, ge=0, le=100)
     intake_min_finger_quality: int = Field(
         default=20,

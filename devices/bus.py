@@ -6,7 +6,7 @@ header holds ``ok`` and either ``result`` or ``error`` (``code`` + ``message``).
 (images) travels as extra frames, never inside JSON; numpy arrays are described in the header
 under ``arrays`` (shape, dtype) in frame order. Events are published on the daemon's PUB
 socket as ``[topic, json]``: ``daemon.heartbeat``, ``device.connected``/``device.lost``,
-``card.inserted``/``card.removed``, ``face.feedback``, ``finger.progress``.
+``card.inserted``/``card.removed``/``card.progress``, ``face.feedback``, ``finger.progress``.
 
 :class:`DeviceClient` opens a fresh DEALER socket for every call, so no call can receive a
 stale reply and no call waits longer than its timeout: a dead daemon is
@@ -225,7 +225,9 @@ class DeviceClient:
     def read_document(self, key: dict[str, str], timeout: float = 30.0) -> CardRead:
         """Read the ID card's chip with ``key`` (``{"mrz": lines}``, ``{"number", "birth",
         "expiry"}`` or ``{"can"}``). DeviceError codes: ``no_card``, ``access_denied``,
-        ``card_removed``, ``no_reader``, ``chip_error``, ``bad_key``, ``unsupported``."""
+        ``card_removed``, ``card_too_slow``, ``no_reader``, ``chip_error``, ``not_authentic``
+        (Chip Authentication failed), ``pace_unsupported``, ``bad_key``, ``unsupported``.
+        ``card.progress`` events tell how far the files are read."""
         r = self.call("card.read", key, timeout=timeout)
         # not typed precisely here: a JSON list of file names from the daemon
         names = [str(n) for n in r.result.get("files") or []]  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -1012,8 +1012,19 @@ class DeviceDaemon:
                 key = mrz_mod.MRZKey(str(args["number"]), str(args["birth"]), str(args["expiry"]))
         except (KeyError, mrz_mod.MRZError) as exc:
             raise CommandError("bad_key", f"the document data is not valid: {exc}") from exc
+        shown: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            # every 10 % of a file (DG2 is the one that takes time): the kiosk's progress bar
+            step = done * 10 // max(total, 1)
+            if shown.get(name) != step:
+                shown[name] = step
+                self.publish("card.progress", {"file": name, "done": done, "total": total})
+
         try:
-            doc = card_mod.read_document(self.config.card_reader, key, self.trust, chunk=0xFF0)
+            doc = card_mod.read_document(
+                self.config.card_reader, key, self.trust, chunk=0xFF0, progress=progress
+            )
         except card_mod.CardError as exc:
             raise CommandError(exc.code, str(exc)) from exc
         m = doc.mrz
@@ -1031,6 +1042,10 @@ class DeviceDaemon:
             "face_mime": doc.face_mime,
             "passive_authentication": doc.passive_authentication.status,
             "passive_authentication_reason": doc.passive_authentication.reason,
+            "access_control": doc.access_control,
+            "chip_authentication": doc.chip_authentication,
+            "active_authentication": doc.active_authentication,
+            "active_authentication_reason": doc.active_authentication_reason,
         }
         files = {f"DG{n}": raw for n, raw in sorted(doc.data_groups.items())} | {"SOD": doc.sod}
         result["files"] = list(files)
@@ -1131,8 +1146,18 @@ class DeviceDaemon:
         assert ok
         h, w = img.shape[:2]
         full_name = card.get("full_name")
+        # a CNIE 2020 unless told otherwise: PACE (its CAN, or the MRZ) with Chip and Active
+        # Authentication; {"chip": "bac"} gives an older BAC-only document
+        profile: dict[str, Any] = {} if card.get("chip") == "bac" else dict(emrtd.CNIE)
+        can = card.get("can")
         return emrtd.issue_document(
-            text, buf.tobytes(), (w, h), self.pki, str(full_name) if full_name else None
+            text,
+            buf.tobytes(),
+            (w, h),
+            self.pki,
+            str(full_name) if full_name else None,
+            can=str(can) if can else None,
+            **profile,
         )
 
     def _insert_card(self) -> None:

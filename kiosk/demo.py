@@ -367,6 +367,12 @@ class Citizen:
             "341231",
         )
 
+    @property
+    def card_can(self) -> str:
+        """The card access number printed on the front of this person's CNIE (the chip is a
+        PACE-CAN chip, as the real CNIE 2020)."""
+        return f"{(self.index * 7919 + 104729) % 1_000_000:06d}"
+
     def present(self, devices: DeviceClient) -> None:
         """Step up to the kiosk: face (first photo), fingers, card (another photo on it)."""
         chip_photo, d = self.photos[-1], self.demographics
@@ -379,6 +385,7 @@ class Citizen:
                 "missing": sorted(self.missing_fingers),
                 "card": {
                     "mrz": self.card_mrz,
+                    "can": self.card_can,
                     "full_name": f"{d.surname_latin} {d.given_names_latin}",
                     "photo": str(chip_photo),
                 },
@@ -397,7 +404,7 @@ def enrol(session: EnrolmentSession, devices: DeviceClient, who: Citizen, langua
     # the card reader needs a moment to see the inserted card
     for attempt in range(20):
         try:
-            session.read_card(d.document.number, d.date_of_birth.isoformat(), "2034-12-31")
+            session.read_card_can(who.card_can)  # the 6 digits on the front (PACE-CAN)
             break
         except StepError as exc:
             if exc.code != "card_no_card" or attempt == 19:

@@ -153,6 +153,9 @@ class Problem(StrEnum):
     CARD_BAD_NUMBER = "card_bad_number"  # typed entry: which field is wrong
     CARD_BAD_BIRTH = "card_bad_birth"
     CARD_BAD_EXPIRY = "card_bad_expiry"
+    CARD_BAD_CAN = "card_bad_can"  # typed card access number: not 6 digits
+    CARD_TOO_SLOW = "card_card_too_slow"  # the chip stopped answering or is too slow
+    CARD_PACE_UNSUPPORTED = "card_pace_unsupported"  # a PACE variant this kiosk lacks
     # the document camera (the MRZ read by OCR)
     DOCUMENT_UNREADABLE = "document_mrz_unreadable"
     DOCUMENT_NO_DOCUMENT = "document_no_document"
@@ -429,6 +432,10 @@ class _Data:
     language: str = "fr"
     source: DocumentSource | None = None
     passive_authentication: str | None = None  # the kiosk's own verdict on the chip
+    # the daemon's word on how the chip was opened and whether it proved it is genuine
+    # (Chip / Active Authentication run between the daemon and the chip: the kiosk cannot
+    # redo them from the files)
+    chip_checks: dict[str, str] = field(default_factory=dict)
     chip_face: bytes | None = None
     fields: dict[str, object] = field(default_factory=dict)  # demographics draft
     typed: dict[str, str] = field(default_factory=dict)  # the typed card form, kept on error
@@ -744,6 +751,18 @@ class EnrolmentSession:
                     raise self._fail(problem) from exc
             self._open_chip(key)
 
+    def read_card_can(self, can: str) -> None:
+        """Read the ID card's chip with its card access number: the 6 digits printed on the
+        front of a CNIE (PACE-CAN), typed; Arabic-Indic digits and spaces are accepted."""
+        with self._lock:
+            self._expect(Step.DOCUMENT)
+            self._touch()
+            self.data.typed = {"can": can.strip()}
+            clean = re.sub(r"\s", "", _ascii_digits(can))
+            if not re.fullmatch(r"\d{6}", clean):
+                raise self._fail(Problem.CARD_BAD_CAN)
+            self._open_chip({"can": clean})
+
     def _open_chip(self, key: dict[str, str]) -> None:
         """Read the chip with ``key`` and take the document from it (the lock is held)."""
         read = self._device("card", self.devices.read_document, key)
@@ -756,6 +775,12 @@ class EnrolmentSession:
             # a forged chip, or one whose CSCA is not in this kiosk's trust folder (the
             # daemon's own verdict is not taken): no enrolment from it, a person must look
             raise self._fail(Problem.CARD_NOT_AUTHENTIC, f"{pa.status}: {pa.reason}")
+        if read.fields.get("active_authentication") == "failed":
+            # the chip could not sign the kiosk's challenge with its DG15 key: a copy
+            raise self._fail(
+                Problem.CARD_NOT_AUTHENTIC,
+                f"active authentication failed: {read.fields.get('active_authentication_reason')}",
+            )
         m = chip.mrz  # from the verified DG1, not from the daemon's summary
         doc_type = (
             DocumentType.PASSPORT
@@ -770,6 +795,11 @@ class EnrolmentSession:
             pa.status,
             chip.face_image,
         )
+        d.chip_checks = {
+            k: str(read.fields[k])
+            for k in ("access_control", "chip_authentication", "active_authentication")
+            if read.fields.get(k) is not None
+        }
         d.fields = {
             "surname_latin": m.primary_identifier.title(),
             "given_names_latin": m.secondary_identifier.title(),
@@ -1162,6 +1192,8 @@ class EnrolmentSession:
                 witnesses=d.witnesses,
                 # not typed precisely here: the daemon's verdict string; CaptureInfo validates it
                 passive_authentication=d.passive_authentication,  # type: ignore[arg-type]
+                # not typed precisely here: the daemon's strings; CaptureInfo validates them
+                **d.chip_checks,  # type: ignore[arg-type]
                 face_quality=d.face_quality,
                 face_liveness=d.face_liveness,
                 face_document_similarity=d.face_similarity,

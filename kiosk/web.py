@@ -424,6 +424,10 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     ) -> RedirectResponse:
         return await act(session.read_card, number, birth, expiry)
 
+    @app.post("/document/can", dependencies=[posting])
+    async def read_card_can(can: Annotated[str, Form()]) -> RedirectResponse:
+        return await act(session.read_card_can, can)
+
     @app.post("/document/none", dependencies=[posting])
     async def no_document(
         kind: Annotated[str, Form()],

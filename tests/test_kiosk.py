@@ -103,6 +103,7 @@ def present(client: DeviceClient, faces_dir: Path, photo: str, card_photo: str, 
         "finger_person": kw.pop("finger_person", 4242),
         "card": {
             "mrz": kw.pop("mrz", MRZ),
+            "can": kw.pop("can", "314159"),
             "full_name": "EL AMRANI YOUSSEF",
             "photo": str(faces_dir / card_photo),
         },
@@ -152,6 +153,12 @@ def test_a_full_enrolment_reaches_the_registry_sealed_with_ten_fingers(
     s.choose_language("ar")
     read_card(s)
     assert s.step == Step.FACE and s.data.fields["surname_latin"] == "El Amrani"
+    # the simulated CNIE is opened with PACE and proves its chip genuine; the packet says so
+    assert s.data.chip_checks == {
+        "access_control": "PACE-ECDH-GM-AES-128",
+        "chip_authentication": "passed",
+        "active_authentication": "passed",
+    }
     s.capture_face()
     assert s.step == Step.FINGERS and s.data.face_similarity is not None
     assert set(fingers(s)) == {"accepted"}
@@ -187,6 +194,15 @@ def test_wrong_card_key_missing_finger_and_the_same_finger_twice(kiosk, devices,
     with pytest.raises(StepError, match=r"card_bad_birth"):  # the wrong field is named
         s.read_card("AB123456", "1988-13-45", KEY[2])
     assert s.data.typed["birth"] == "1988-13-45"  # and what was typed is kept for the form
+    # the card access number on the card's front opens it too (PACE-CAN)
+    with pytest.raises(StepError, match=r"card_bad_can"):
+        s.read_card_can("31415")
+    with pytest.raises(StepError) as err:
+        s.read_card_can("٣١٤١٥٠")  # Arabic-Indic digits are read as digits; this CAN is wrong
+    assert err.value.code == "card_access_denied" and s.data.typed == {"can": "٣١٤١٥٠"}
+    s.read_card_can("314 159")
+    assert s.step == Step.FACE and s.data.chip_checks["access_control"].startswith("PACE")
+    s.back()
     read_card(s)
     s.capture_face()
     # position 3 answers with the finger already captured at position 2

@@ -66,6 +66,7 @@ def test_every_status_answer_is_signed_by_the_registry(registry: Registry, templ
         ({"capture": capture(face_quality=0)}, "face_quality_low"),
         ({"capture": capture(face_document_similarity=0.5)}, "face_document_score_low"),
         ({"capture": capture(face_document_similarity=None)}, "face_document_score_missing"),
+        ({"capture": capture(active_authentication="failed")}, "active_authentication_failed"),
         ({"fingerprints": fingers()[:9]}, "fingers_unaccounted"),
     ],
 )
@@ -78,6 +79,33 @@ def test_capture_evidence_below_the_policy_is_refused_with_a_reason(
     assert r.json()["retryable"] is False
     assert any(reason in x for x in r.json()["reasons"]), r.json()
     assert count(db_url, "enrolments") == 0
+
+
+@pytest.mark.parametrize(
+    ("required", "chip", "active", "short"),
+    [
+        ("off", None, None, False),  # an older kiosk's packet: no record, nothing required
+        ("either", "not_supported", "passed", False),
+        ("either", "passed", "not_supported", False),
+        ("either", "not_supported", "unknown", True),
+        ("chip", "not_supported", "passed", True),
+        ("chip", "passed", "unknown", False),
+        ("active", "passed", "not_supported", True),
+        ("off", "passed", "failed", True),  # a chip that failed to sign: a copy, always
+    ],
+)
+def test_the_policy_can_require_a_genuine_chip(required, chip, active, short):
+    from central_api.config import Settings
+    from central_api.enrolment.policy import evidence_shortfalls
+    from central_api.enrolment.schemas import EnrolmentPacket
+
+    cap = capture(
+        access_control="PACE-ECDH-GM-AES-128", chip_authentication=chip, active_authentication=active
+    )
+    packet = EnrolmentPacket.model_construct(capture=cap, fingerprints=fingers())
+    reasons = evidence_shortfalls(packet, Settings(intake_chip_authenticity=required))
+    assert bool(reasons) == short, reasons
+    assert not short or reasons[0].startswith(("chip_authenticity", "active_authentication"))
 
 
 def test_a_supervisor_override_is_evidence_the_policy_accepts(registry: Registry, template, photo):

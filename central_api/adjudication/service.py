@@ -394,6 +394,9 @@ def _capture(cipher: FieldCipher, e: Enrolment) -> dict[str, Any]:
     return {
         "document_source": c.document_source.value,
         "passive_authentication": c.passive_authentication,
+        "access_control": c.access_control,
+        "chip_authentication": c.chip_authentication,
+        "active_authentication": c.active_authentication,
         "face_quality": c.face_quality,
         "face_liveness": c.face_liveness,
         "face_document_similarity": c.face_document_similarity,

@@ -3,7 +3,8 @@
 A kiosk records how it captured a person (``CaptureInfo``); a tampered or misconfigured kiosk
 could send a packet whose evidence says the checks failed, or none at all. Two kinds of rule:
 
-- :func:`evidence_shortfalls`: passive authentication, liveness, qualities, the 1:1 score,
+- :func:`evidence_shortfalls`: passive authentication, chip authenticity (Chip / Active
+  Authentication, ``intake_chip_authenticity``), liveness, qualities, the 1:1 score,
   every finger accounted for, supervisors' overrides. Each shortfall is a stable reason code;
   the setting ``intake_on_violation`` decides whether such a packet is refused (422
   ``capture_policy``) or stored and held for a person's decision (never issued automatically).
@@ -50,6 +51,7 @@ def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
             out.append(f"passive_authentication_{pa or 'missing'}")
         if c.face_document_similarity is None:
             out.append("face_document_score_missing")
+        out += _chip_authenticity(c, s.intake_chip_authenticity)
     elif not _supervisor(c, "no_document"):
         out.append("no_document_without_supervisor")
     if not c.face_liveness and not _supervisor(c, "face_capture_waived"):
@@ -71,6 +73,17 @@ def evidence_shortfalls(packet: EnrolmentPacket, s: Settings) -> list[str]:
     if accounted != set(fp.FingerPosition):
         out.append("fingers_unaccounted")
     return out
+
+
+def _chip_authenticity(c: CaptureInfo, required: str) -> list[str]:
+    """Clone detection: a failed Active Authentication always; a missing proof when the
+    setting asks for one."""
+    if c.active_authentication == "failed":
+        return ["active_authentication_failed"]
+    chip = c.chip_authentication == "passed"
+    active = c.active_authentication == "passed"
+    wanted = {"either": chip or active, "chip": chip, "active": active}.get(required, True)
+    return [] if wanted else [f"chip_authenticity_missing_{required}"]
 
 
 def check_finger_templates(packet: EnrolmentPacket) -> None:

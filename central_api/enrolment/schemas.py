@@ -306,7 +306,13 @@ class CaptureInfo(BaseModel):
     witnesses: list[Annotated[str, Field(pattern=IDCS_PATTERN)]] = Field(
         default_factory=list, max_length=2
     )
-    passive_authentication: Literal["valid", "invalid", "unknown_csca"] | None = None
+    passive_authentication: Literal["valid", "invalid", "unknown_csca", "unknown"] | None = None
+    # how the chip was opened ("BAC", "PACE-ECDH-GM-AES-128", ...) and whether it proved it
+    # holds its own private key (clone detection): Chip Authentication (DG14) and Active
+    # Authentication (DG15). A chip enrolment from an older kiosk leaves them out.
+    access_control: str | None = Field(default=None, pattern=r"^(BAC|PACE-[A-Z0-9-]{4,40})$")
+    chip_authentication: Literal["passed", "not_supported"] | None = None
+    active_authentication: Literal["passed", "failed", "unknown", "not_supported"] | None = None
     face_quality: int = Field(ge=0, le=100)
     face_liveness: bool
     face_document_similarity: FiniteFloat | None = Field(default=None, ge=-1, le=1)
