@@ -231,9 +231,9 @@ def test_python_ecdsa_agrees_with_cryptography(ec_keys):
     assert parsed.curve is not None
     digest = hashlib.sha256(CHALLENGE).digest()
     r, s = asym_utils.decode_dss_signature(key.sign(CHALLENGE, ec.ECDSA(hashes.SHA256())))
-    assert aa.ecdsa_verify(parsed.curve, parsed.point, digest, r, s)
-    assert not aa.ecdsa_verify(parsed.curve, parsed.point, digest, r, (s + 1) % parsed.curve.n)
-    assert not aa.ecdsa_verify(parsed.curve, parsed.point, hashlib.sha256(b"x").digest(), r, s)
+    assert curves.ecdsa_verify(parsed.curve, parsed.point, digest, r, s)
+    assert not curves.ecdsa_verify(parsed.curve, parsed.point, digest, r, (s + 1) % parsed.curve.n)
+    assert not curves.ecdsa_verify(parsed.curve, parsed.point, hashlib.sha256(b"x").digest(), r, s)
 
 
 def test_through_secure_messaging(rsa_keys):

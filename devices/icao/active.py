@@ -482,32 +482,12 @@ def _verify_ecdsa(
         except InvalidSignature:
             valid = False
     else:  # a curve the cryptography package lacks
-        valid = ecdsa_verify(key.curve, key.point, digest, r, s)
+        valid = curves.ecdsa_verify(key.curve, key.point, digest, r, s)
     if not valid:
         return ActiveAuthenticationResult(
             "failed", "the chip's signature does not match the challenge", algorithm
         )
     return ActiveAuthenticationResult("passed", "", algorithm)
-
-
-def ecdsa_verify(
-    curve: curves.Curve, point: curves.Point | None, digest: bytes, r: int, s: int
-) -> bool:
-    """ECDSA verification (SEC 1 4.1.4) with the plain arithmetic of ``devices.icao.ec``, for
-    curves the ``cryptography`` package lacks. ``digest`` is the message's hash."""
-    n = curve.n
-    if point is None or not (0 < r < n and 0 < s < n):
-        return False
-    e = int.from_bytes(digest, "big")
-    if 8 * len(digest) > n.bit_length():
-        e >>= 8 * len(digest) - n.bit_length()
-    w = pow(s, -1, n)
-    total = curves.add(
-        curve,
-        curves.multiply(curve, e * w % n, curve.generator),
-        curves.multiply(curve, r * w % n, point),
-    )
-    return total is not None and total[0] % n == r
 
 
 # ------------------------------------------------------------------------ card side

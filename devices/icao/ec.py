@@ -450,6 +450,23 @@ def multiply(curve: Curve, k: int, point: Point | None) -> Point | None:
     return _to_affine(curve, acc)
 
 
+def ecdsa_verify(curve: Curve, point: Point | None, digest: bytes, r: int, s: int) -> bool:
+    """ECDSA verification (SEC 1 4.1.4) with this module's arithmetic, for keys on curves the
+    ``cryptography`` package lacks or gives as explicit parameters. ``digest`` is the
+    message's hash (truncated to the order's length here)."""
+    n = curve.n
+    if point is None or not (0 < r < n and 0 < s < n):
+        return False
+    e = int.from_bytes(digest, "big")
+    if 8 * len(digest) > n.bit_length():
+        e >>= 8 * len(digest) - n.bit_length()
+    w = pow(s, -1, n)
+    total = add(
+        curve, multiply(curve, e * w % n, curve.generator), multiply(curve, r * w % n, point)
+    )
+    return total is not None and total[0] % n == r
+
+
 def _sqrt_mod(value: int, p: int) -> int | None:
     """A square root of ``value`` modulo the odd prime p, or None (Tonelli-Shanks)."""
     value %= p

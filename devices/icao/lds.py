@@ -542,22 +542,6 @@ def _ecdsa_values(signature: bytes, plain: bool) -> tuple[int, int]:
         raise InvalidSignature("ECDSA signature is not a DER Ecdsa-Sig-Value") from exc
 
 
-def _ecdsa_on_curve(key: _CurveKey, r: int, s: int, digest: bytes) -> None:
-    """ECDSA verification (SEC 1 4.1.4) with ``devices.icao.ec``'s arithmetic."""
-    curve = key.curve
-    n = curve.n
-    if not (1 <= r < n and 1 <= s < n):
-        raise InvalidSignature("ECDSA signature values out of range")
-    e = int.from_bytes(digest, "big")
-    excess = len(digest) * 8 - n.bit_length()
-    if excess > 0:
-        e >>= excess
-    w = pow(s, -1, n)
-    point = curve.add(curve.multiply(e * w % n), curve.multiply(r * w % n, key.point))
-    if point is None or point[0] % n != r:
-        raise InvalidSignature("ECDSA signature does not verify")
-
-
 def _verify(
     spki: bytes,
     algorithm: algos.SignedDigestAlgorithm,
@@ -574,7 +558,10 @@ def _verify(
         plain = scheme == "ecdsa_plain"
         if isinstance(key, _CurveKey):
             r, s = _ecdsa_values(signature, plain)
-            _ecdsa_on_curve(key, r, s, _HASHES[hash_name](data).digest())
+            if not curves.ecdsa_verify(
+                key.curve, key.point, _HASHES[hash_name](data).digest(), r, s
+            ):
+                raise InvalidSignature("ECDSA signature does not verify")
             return
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise InvalidSignature(f"an ECDSA signature cannot be made by a {_kind(key)} key")
