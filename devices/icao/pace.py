@@ -28,6 +28,7 @@ import hmac
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from devices.exceptions import AccessDenied, ChipError
 from devices.icao import ec, secure, tlv
@@ -82,10 +83,40 @@ def _split_oid(protocol: str, prefix: str) -> list[int] | None:
         return None
 
 
+class _Protocol:
+    """What PACE and Chip Authentication protocol OIDs share: ``<family>.<agreement arc>.
+    <cipher arc>``; subclasses say which family (``_family``) and how to name themselves."""
+
+    protocol: str
+    _family: ClassVar[str] = ""
+
+    @property
+    def _arcs(self) -> tuple[int, int]:
+        arcs = _split_oid(self.protocol, self._family)
+        assert arcs is not None
+        return arcs[0], arcs[1]
+
+    @property
+    def cipher(self) -> str:
+        """Secure messaging that follows: "3DES" or "AES"."""
+        return _CIPHERS[self._arcs[1]][0]
+
+    @property
+    def key_bits(self) -> int:
+        """112 (3DES), 128, 192 or 256 (AES)."""
+        return _CIPHERS[self._arcs[1]][1]
+
+    @property
+    def _suite(self) -> str:
+        return "3DES" if self.cipher == "3DES" else f"AES-{self.key_bits}"
+
+
 @dataclass(frozen=True)
-class PACEInfo:
+class PACEInfo(_Protocol):
     """One PACE variant a chip offers: protocol OID, version, standardized domain parameter id.
     Constructing one with an OID that is not a PACE protocol raises PACEError."""
+
+    _family: ClassVar[str] = ID_PACE
 
     protocol: str
     version: int
@@ -95,12 +126,6 @@ class PACEInfo:
         arcs = _split_oid(self.protocol, ID_PACE)
         if arcs is None or len(arcs) != 2 or arcs[0] not in _MAPPINGS or arcs[1] not in _CIPHERS:
             raise PACEError(f"{self.protocol} is not a PACE protocol")
-
-    @property
-    def _arcs(self) -> tuple[int, int]:
-        arcs = _split_oid(self.protocol, ID_PACE)
-        assert arcs is not None
-        return arcs[0], arcs[1]
 
     @property
     def agreement(self) -> str:
@@ -113,20 +138,9 @@ class PACEInfo:
         return _MAPPINGS[self._arcs[0]][1]
 
     @property
-    def cipher(self) -> str:
-        """Secure messaging after PACE: "3DES" or "AES"."""
-        return _CIPHERS[self._arcs[1]][0]
-
-    @property
-    def key_bits(self) -> int:
-        """112 (3DES), 128, 192 or 256 (AES)."""
-        return _CIPHERS[self._arcs[1]][1]
-
-    @property
     def name(self) -> str:
         """E.g. "PACE-ECDH-GM-AES-128" or "PACE-DH-GM-3DES"."""
-        suffix = "3DES" if self.cipher == "3DES" else f"AES-{self.key_bits}"
-        return f"PACE-{self.agreement}-{self.mapping}-{suffix}"
+        return f"PACE-{self.agreement}-{self.mapping}-{self._suite}"
 
     @property
     def domain(self) -> Curve | DHGroup | None:
@@ -155,8 +169,10 @@ class PACEDomainParameterInfo:
 
 
 @dataclass(frozen=True)
-class ChipAuthenticationInfo:
+class ChipAuthenticationInfo(_Protocol):
     """One Chip Authentication variant of DG14: protocol OID, version, key id."""
+
+    _family: ClassVar[str] = ID_CA
 
     protocol: str
     version: int
@@ -173,31 +189,14 @@ class ChipAuthenticationInfo:
             raise PACEError(f"{self.protocol} is not a Chip Authentication protocol")
 
     @property
-    def _arcs(self) -> tuple[int, int]:
-        arcs = _split_oid(self.protocol, ID_CA)
-        assert arcs is not None
-        return arcs[0], arcs[1]
-
-    @property
     def agreement(self) -> str:
         """Key agreement: "ECDH" or "DH"."""
         return _CA_AGREEMENTS[self._arcs[0]]
 
     @property
-    def cipher(self) -> str:
-        """Secure messaging after Chip Authentication: "3DES" or "AES"."""
-        return _CIPHERS[self._arcs[1]][0]
-
-    @property
-    def key_bits(self) -> int:
-        """112 (3DES), 128, 192 or 256 (AES)."""
-        return _CIPHERS[self._arcs[1]][1]
-
-    @property
     def name(self) -> str:
         """E.g. "CA-ECDH-AES-128"."""
-        suffix = "3DES" if self.cipher == "3DES" else f"AES-{self.key_bits}"
-        return f"CA-{self.agreement}-{suffix}"
+        return f"CA-{self.agreement}-{self._suite}"
 
     @property
     def supported(self) -> bool:
