@@ -439,7 +439,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-class _Unverifiable(Exception):
+class _Unverifiable(LDSError):
     """A signature this code cannot check (algorithm, key type or curve): neither valid
     nor invalid."""
 
