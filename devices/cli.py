@@ -62,7 +62,9 @@ def _card_read(args: argparse.Namespace) -> int:
             key = mrz.parse("\n".join(args.mrz)).access_key()
         trust = lds.TrustStore.from_folder(args.trust) if args.trust else lds.TrustStore()
         reader = card.wait_for_card(args.reader, timeout=args.timeout)
-        doc = card.read_document(reader, key, trust)
+        doc = card.read_document(
+            reader, key, trust, command_timeout=args.command_timeout, deadline=args.deadline
+        )
     except (card.CardError, mrz.MRZError, lds.LDSError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -115,6 +117,13 @@ def _trust_check(args: argparse.Namespace) -> int:
     if not report.certificates:
         print("no certificate loaded", file=sys.stderr)
     return 0 if report.certificates else 1
+
+
+def card_defaults() -> tuple[float, float]:
+    """The card reader's per-command timeout and read deadline (seconds)."""
+    from devices import card
+
+    return card.COMMAND_TIMEOUT, card.READ_DEADLINE
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -262,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--can", help="the 6-digit card access number (needs PACE)")
     sp.add_argument("--reader", help="reader name (default: the first with a card)")
+    sp.add_argument(
+        "--command-timeout",
+        type=float,
+        default=card_defaults()[0],
+        help="seconds one command may take before the card counts as silent (default %(default)s)",
+    )
+    sp.add_argument(
+        "--deadline",
+        type=float,
+        default=card_defaults()[1],
+        help="seconds the whole read may take (default %(default)s)",
+    )
     sp.add_argument("--trust", help="folder of CSCA certificates / ICAO master lists")
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
     sp.add_argument("--show", action="store_true", help="print the personal data too")

@@ -603,6 +603,9 @@ def test_cli_reads_without_personal_data_unless_asked(inserted, pki, tmp_path, c
     assert '"status": "valid"' in out and "ERIKSSON" not in out and "D2314589" not in out
     assert devices_cli.main([*args, "--show", "--mrz", "D23145890", "740812", "120415"]) == 0
     assert "ERIKSSON" in capsys.readouterr().out
+    # a deadline no read can meet: the card is too slow for it, said in one line
+    assert devices_cli.main([*args, "--deadline", "0.001", "--mrz", *TD1.splitlines()]) == 2
+    assert capsys.readouterr().err.startswith("error: the card answers too slowly")
     assert devices_cli.main([*args, "--mrz", "D23145890", "740812", "121345"]) == 2
     assert "expiry" in capsys.readouterr().err
     assert devices_cli.main(["card", "readers"]) == 0

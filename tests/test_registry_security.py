@@ -100,7 +100,9 @@ def test_the_policy_can_require_a_genuine_chip(required, chip, active, short):
     from central_api.enrolment.schemas import EnrolmentPacket
 
     cap = capture(
-        access_control="PACE-ECDH-GM-AES-128", chip_authentication=chip, active_authentication=active
+        access_control="PACE-ECDH-GM-AES-128",
+        chip_authentication=chip,
+        active_authentication=active,
     )
     packet = EnrolmentPacket.model_construct(capture=cap, fingerprints=fingers())
     reasons = evidence_shortfalls(packet, Settings(intake_chip_authenticity=required))
