@@ -76,6 +76,7 @@ _R = TypeVar("_R")
 # what a parser on outside data may raise besides LDSError: TLVError, MRZError and asn1crypto's
 # errors are ValueErrors; cryptography's InvalidVersion is not (found by fuzzing)
 _PARSE_ERRORS = (
+    AttributeError,  # asn1crypto on some malformed nested values (found by fuzzing)
     ValueError,
     TypeError,
     KeyError,
