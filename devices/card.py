@@ -554,7 +554,7 @@ def read_document(
         aa, aa_reason = "not_supported", ""
         if raw.get("DG15") is not None:
             aa, aa_reason = _timed(
-                timings, "active_authentication", lambda: _active_auth(card, raw, infos)
+                timings, "active_authentication", lambda: _active_auth(card, raw)
             )
         read("SOD")
     t = time.perf_counter()
@@ -609,9 +609,7 @@ def _open(card: CardSession, key: AccessKey, infos: pace.SecurityInfos | None) -
         card.check(secure.build_command(0x00, 0xA4, 0x04, 0x0C, EMRTD_AID), "select eMRTD")
         return info.name
     if offered and (isinstance(key, CANKey) or not _bac_offered(card)):
-        raise pace.PACEUnsupported(
-            f"this card needs {offered[0].name}, which this kiosk does not support"
-        )
+        raise _unsupported(offered)
     if isinstance(key, CANKey):
         raise AccessDenied(
             "this card has no PACE: it is opened with the document number and the dates, "
@@ -627,11 +625,16 @@ def _open(card: CardSession, key: AccessKey, infos: pace.SecurityInfos | None) -
         ) from exc
     except secure.SecureMessagingError as exc:
         if offered:
-            raise pace.PACEUnsupported(
-                f"this card needs {offered[0].name}, which this kiosk does not support"
-            ) from exc
+            raise _unsupported(offered) from exc
         raise ChipError(f"basic access control failed: {exc}") from exc
     return "BAC"
+
+
+def _unsupported(offered: list[pace.PACEInfo]) -> pace.PACEUnsupported:
+    """The error for a chip whose PACE variants this kiosk lacks: never "check the MRZ"."""
+    return pace.PACEUnsupported(
+        f"this card needs {offered[0].name}, which this kiosk does not support"
+    )
 
 
 def _preference(info: pace.PACEInfo) -> tuple[int, int, int]:
@@ -681,24 +684,17 @@ def _chip_auth(card: CardSession, dg14: bytes) -> str:
     return "passed"
 
 
-def _active_auth(
-    card: CardSession, raw: dict[str, bytes | None], infos: pace.SecurityInfos | None
-) -> tuple[str, str]:
-    """Active Authentication: the chip signs a fresh challenge with DG15's key."""
+def _active_auth(card: CardSession, raw: dict[str, bytes | None]) -> tuple[str, str]:
+    """Active Authentication: the chip signs a fresh challenge with DG15's key (for an EC
+    key, with the signature algorithm DG14's ActiveAuthenticationInfo names)."""
     algorithm = None
-    for source in (raw.get("DG14"), None):
-        if source is None:
-            continue
+    if (dg14 := raw.get("DG14")) is not None:
         with contextlib.suppress(pace.PACEError):
-            found = pace.parse_security_infos(source).active_authentication
-            if found:
-                algorithm = found[0].signature_algorithm
+            found = pace.parse_security_infos(dg14).active_authentication
+            algorithm = found[0].signature_algorithm if found else None
     dg15 = raw["DG15"]
     assert dg15 is not None
-    try:
-        result = active.active_authentication(card.transmit, dg15, algorithm)
-    except active.ActiveAuthenticationError as exc:
-        return "unknown", str(exc)
+    result = active.active_authentication(card.transmit, dg15, algorithm)
     return result.status, result.reason
 
 
