@@ -445,6 +445,64 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rsu_rescore(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from sqlalchemy import func, select
+
+    from central_api.crypto import FieldCipher
+    from central_api.rsu.models import Household
+    from central_api.rsu.schemas import RescoreSummary
+    from central_api.rsu.service import changed_by_job, run_rescore, start_rescore
+
+    if args.resume is None and args.model is None:
+        print(
+            "central-api: rsu-rescore needs --model VERSION (or --resume JOB_ID)", file=sys.stderr
+        )
+        return 2
+    cipher = FieldCipher(_settings(args).key_bytes())
+    actor = f"cli:{_operator()}"
+    with _database(args) as factory:
+        if args.resume is None:
+            thresholds = None
+            if args.thresholds:
+                thresholds = json.loads(Path(args.thresholds).read_text(encoding="utf-8"))
+            with transaction(factory) as s:
+                job_id = start_rescore(
+                    s,
+                    model_source=args.model,
+                    actor=actor,
+                    reason=args.reason,
+                    thresholds=thresholds,
+                    batch=args.batch,
+                ).id
+        else:
+            job_id = args.resume
+        with factory() as s:
+            total = s.scalar(select(func.count()).where(Household.current_version > 0)) or 0
+        print(f"re-score job {job_id} (resume with --resume {job_id})", file=sys.stderr)
+
+        def progress(p: RescoreSummary) -> None:
+            print(
+                f"\rjob {p.id}: batch {p.batches}, {p.processed}/{total} households, "
+                f"{p.changed} changed",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        done = run_rescore(factory, cipher, job_id, actor, progress=progress)
+        print(file=sys.stderr)
+        with factory() as s:
+            changes = changed_by_job(s, job_id)
+    by_programme = Counter(
+        f"{programme}:{'now_eligible' if eligible else 'no_longer_eligible'}"
+        for _, programme, eligible in changes
+    )
+    print(json.dumps({**done.model_dump(), "changes": dict(sorted(by_programme.items()))}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
@@ -629,6 +687,19 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(sp)
     sp.add_argument("receipt", help="the receipt number (RNP-XXXXX-XXXXX)")
     sp.set_defaults(func=_evidence)
+
+    sp = sub.add_parser(
+        "rsu-rescore",
+        help="re-score every declared RSU household under a model and thresholds, in resumable "
+        "batches; prints the counts of eligibility changes (JSON, no personal data)",
+    )
+    db_arg(sp)
+    sp.add_argument("--model", help="model version (bundled) or path to a model .json file")
+    sp.add_argument("--thresholds", help="threshold file (JSON; default: the bundled one)")
+    sp.add_argument("--batch", type=int, default=500, help="households per batch (500)")
+    sp.add_argument("--resume", type=int, metavar="JOB_ID", help="resume a stopped job")
+    sp.add_argument("--reason", default="new model or thresholds", help="why (kept with the job)")
+    sp.set_defaults(func=_rsu_rescore)
 
     sp = sub.add_parser("stats", help="print enrolment counts by status as JSON")
     db_arg(sp)

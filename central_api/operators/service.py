@@ -48,9 +48,11 @@ class Role(StrEnum):
     SENIOR_ADJUDICATOR = "senior_adjudicator"  # the same, and the second eye of four
     REGISTRAR_ADMIN = "registrar_admin"  # kiosks and operators
     AUDITOR = "auditor"  # the audit trail, fraud flags and reports: read only
+    RSU_AGENT = "rsu_agent"  # the social registry (RSU): households, decisions, appeals
 
 
 ADJUDICATORS = frozenset({Role.ADJUDICATOR, Role.SENIOR_ADJUDICATOR})
+RSU_ROLES = frozenset({Role.RSU_AGENT})  # roles that open the RSU's pages and API
 
 MAX_FAILURES = 5
 LOCK_MINUTES = 15
