@@ -26,7 +26,7 @@ from central_api.rsu.schemas import (
     AppealIn,
     AppealMove,
     AppealOut,
-    DecisionOut,
+    EligibilityOut,
     HouseholdView,
     VersionContent,
     VersionOut,
@@ -118,11 +118,11 @@ async def version(
     return await run_in_threadpool(work)
 
 
-@router.get("/households/{reference}/decisions", response_model=list[DecisionOut])
-async def decisions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[DecisionOut]:
+@router.get("/households/{reference}/decisions", response_model=list[EligibilityOut])
+async def decisions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[EligibilityOut]:
     """Every decision, newest first, with the versions it used."""
 
-    def work() -> list[DecisionOut]:
+    def work() -> list[EligibilityOut]:
         with transaction(reg.sessions) as s:
             return service.list_decisions(s, reg.cipher, reference, _actor(op))
 

@@ -126,7 +126,7 @@ class ExplanationOut(BaseModel):
     distances: dict[str, float]
 
 
-class DecisionOut(BaseModel):
+class EligibilityOut(BaseModel):
     """An eligibility decision with the versions it used."""
 
     id: int
@@ -152,7 +152,7 @@ class HouseholdView(BaseModel):
     created_at: datetime
     current_version: int
     members: list[MemberOut]
-    decisions: list[DecisionOut]
+    decisions: list[EligibilityOut]
     explanation: ExplanationOut | None
 
 
@@ -161,7 +161,7 @@ class DeclarationReceipt(BaseModel):
 
     reference: str
     version: int
-    decisions: list[DecisionOut]
+    decisions: list[EligibilityOut]
 
 
 class AppealState(StrEnum):

@@ -86,8 +86,8 @@ __all__ = [
     "TABLE_COLUMNS",
     "VARIABLES",
     "Area",
-    "Decision",
     "Declaration",
+    "Eligibility",
     "ExpenseKind",
     "Expenses",
     "Explanation",
@@ -1075,7 +1075,7 @@ def threshold_in_force(
 
 
 @dataclass(frozen=True)
-class Decision:
+class Eligibility:
     """A programme's eligibility decision: eligible when ``score <= threshold``."""
 
     programme: Programme
@@ -1088,8 +1088,8 @@ class Decision:
     on: date
 
 
-def _decision(s: Score, t: Threshold, on: date) -> Decision:
-    return Decision(
+def _decision(s: Score, t: Threshold, on: date) -> Eligibility:
+    return Eligibility(
         programme=t.programme,
         eligible=s.points <= t.points,
         score=s.value,
@@ -1101,7 +1101,7 @@ def _decision(s: Score, t: Threshold, on: date) -> Decision:
     )
 
 
-def decide(s: Score, thresholds: ThresholdTable, on: date) -> list[Decision]:
+def decide(s: Score, thresholds: ThresholdTable, on: date) -> list[Eligibility]:
     """One decision per programme with a threshold in force on ``on``. A programme whose first
     threshold starts after ``on`` did not exist yet then, and gets no decision."""
     out = []
@@ -1115,13 +1115,13 @@ def decide(s: Score, thresholds: ThresholdTable, on: date) -> list[Decision]:
 
 
 def recheck(
-    decision: Decision,
+    decision: Eligibility,
     declaration: Declaration,
     partner: PartnerData | None = None,
     *,
     thresholds: ThresholdTable,
     directory: Path | None = None,
-) -> Decision:
+) -> Eligibility:
     """Recompute a past decision with *its own* model and threshold versions (the model loaded
     by version from ``directory``), whatever versions are in force now."""
     model = load_model(decision.model_version, directory=directory)
@@ -1383,7 +1383,7 @@ def _number(points: int, decimals: int, language: Language) -> str:
     return text.replace(".", _DECIMAL_MARK[language])
 
 
-def _decision_sentence(s: Score, d: Decision, language: Language) -> str:
+def _decision_sentence(s: Score, d: Eligibility, language: Language) -> str:
     t_points = round(d.threshold * SCALE)
     distance = abs(s.points - t_points)
     decimals = 3  # more only where 3 would show the score equal to the threshold
@@ -1406,7 +1406,7 @@ def _decision_sentence(s: Score, d: Decision, language: Language) -> str:
 
 
 def explain(
-    s: Score, decisions: Sequence[Decision], language: Language | str, *, top: int = 3
+    s: Score, decisions: Sequence[Eligibility], language: Language | str, *, top: int = 3
 ) -> Explanation:
     """Explain a score and its decisions in ``language`` (``ar``, ``fr``, ``en``, ``zgh``):
     one sentence per decision (score, threshold, distance, verdict; 3 decimals, more only where

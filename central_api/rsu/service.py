@@ -71,8 +71,8 @@ from central_api.rsu.schemas import (
     AppealMove,
     AppealOut,
     AppealState,
-    DecisionOut,
     DeclarationReceipt,
+    EligibilityOut,
     ExplanationOut,
     FactorOut,
     HouseholdDeclaration,
@@ -347,12 +347,12 @@ def _evaluate(
     return out
 
 
-def _stored(cipher: FieldCipher, row: EligibilityDecision) -> scoring.Decision:
-    """A stored decision as the scoring's :class:`~central_api.rsu.scoring.Decision`."""
+def _stored(cipher: FieldCipher, row: EligibilityDecision) -> scoring.Eligibility:
+    """A stored decision as the scoring's :class:`~central_api.rsu.scoring.Eligibility`."""
     payload = json.loads(cipher.decrypt(row.score, _decision_context(row)))
     points, threshold = int(payload["points"]), float(payload["threshold"])
     t_points = round(threshold * scoring.SCALE)
-    return scoring.Decision(
+    return scoring.Eligibility(
         programme=scoring.Programme(row.programme),
         eligible=row.eligible,
         score=points / scoring.SCALE,
@@ -364,9 +364,9 @@ def _stored(cipher: FieldCipher, row: EligibilityDecision) -> scoring.Decision:
     )
 
 
-def _decision_out(cipher: FieldCipher, row: EligibilityDecision) -> DecisionOut:
+def _decision_out(cipher: FieldCipher, row: EligibilityDecision) -> EligibilityOut:
     d = _stored(cipher, row)
-    return DecisionOut(
+    return EligibilityOut(
         id=row.id,
         programme=d.programme,
         declaration_version=row.declaration_version,
@@ -395,7 +395,7 @@ def _rescore_score(
 
 def recompute(
     s: Session, cipher: FieldCipher, scorer: Scorer, decision_id: int
-) -> tuple[scoring.Decision, scoring.Decision]:
+) -> tuple[scoring.Eligibility, scoring.Eligibility]:
     """A stored decision and the same decision recomputed from its own declaration version,
     partner records, model version and threshold version (looked up in ``scorer``'s table,
     else the stored value): the two are equal unless something was altered."""
@@ -415,7 +415,7 @@ def recompute(
             source="as stored with the decision",
         )
     t_points = threshold.points
-    again = scoring.Decision(
+    again = scoring.Eligibility(
         programme=stored.programme,
         eligible=result.points <= t_points,
         score=result.value,
@@ -1126,7 +1126,7 @@ def view_version(
 
 def list_decisions(
     s: Session, cipher: FieldCipher, reference: str, actor: str
-) -> list[DecisionOut]:
+) -> list[EligibilityOut]:
     """Every decision of the household, newest first (audited)."""
     household = _household(s, reference)
     rows = s.scalars(
