@@ -4,7 +4,8 @@ behalf and move it along. Open to the ``rsu_agent`` role only; every view is aud
 
 An operator proves their console session with its token, as ``Authorization: Bearer
 <token>`` (a script, a kiosk-side agent tool) or the console's cookie; with the cookie,
-a change must also carry the session's CSRF token in ``X-CSRF-Token``.
+a change must also carry the session's CSRF token in ``X-CSRF-Token``. The endpoints are plain
+functions: FastAPI runs them in its thread pool, beside the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from central_api.console.security import COOKIE, allow, check_csrf
 from central_api.db import transaction
@@ -75,7 +75,7 @@ def _actor(op: Signed) -> str:
 
 
 @router.get("/households/{reference}", response_model=HouseholdView)
-async def household(
+def household(
     reference: Reference,
     reg: RegistryDep,
     op: AgentDep,
@@ -83,95 +83,61 @@ async def household(
     lang: Annotated[Language, Query()] = Language.FR,
 ) -> HouseholdView:
     """Members, latest decision per programme and the explanation in ``lang``."""
-
-    def work() -> HouseholdView:
-        with transaction(reg.sessions) as s:
-            return service.view_household(s, reg.cipher, scorer, reference, _actor(op), lang)
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.view_household(s, reg.cipher, scorer, reference, _actor(op), lang)
 
 
 @router.get("/households/{reference}/versions", response_model=list[VersionOut])
-async def versions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[VersionOut]:
+def versions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[VersionOut]:
     """The declaration versions, oldest first."""
-
-    def work() -> list[VersionOut]:
-        with transaction(reg.sessions) as s:
-            return service.list_versions(s, reference, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.list_versions(s, reference, _actor(op))
 
 
 @router.get("/households/{reference}/versions/{version}", response_model=VersionContent)
-async def version(
+def version(
     reference: Reference,
     version: Annotated[int, Path(ge=1)],
     reg: RegistryDep,
     op: AgentDep,
 ) -> VersionContent:
     """One declaration version with what was declared."""
-
-    def work() -> VersionContent:
-        with transaction(reg.sessions) as s:
-            return service.view_version(s, reg.cipher, reference, version, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.view_version(s, reg.cipher, reference, version, _actor(op))
 
 
 @router.get("/households/{reference}/decisions", response_model=list[EligibilityOut])
-async def decisions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[EligibilityOut]:
+def decisions(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[EligibilityOut]:
     """Every decision, newest first, with the versions it used."""
-
-    def work() -> list[EligibilityOut]:
-        with transaction(reg.sessions) as s:
-            return service.list_decisions(s, reg.cipher, reference, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.list_decisions(s, reg.cipher, reference, _actor(op))
 
 
 @router.get("/households/{reference}/appeals", response_model=list[AppealOut])
-async def appeals(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[AppealOut]:
+def appeals(reference: Reference, reg: RegistryDep, op: AgentDep) -> list[AppealOut]:
     """The household's appeals, newest first."""
-
-    def work() -> list[AppealOut]:
-        with transaction(reg.sessions) as s:
-            return service.list_appeals(s, reg.cipher, reference, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.list_appeals(s, reg.cipher, reference, _actor(op))
 
 
 @router.post("/households/{reference}/appeals", response_model=AppealOut, status_code=201)
-async def file_appeal(
-    reference: Reference, body: AppealIn, reg: RegistryDep, op: AgentDep
-) -> AppealOut:
+def file_appeal(reference: Reference, body: AppealIn, reg: RegistryDep, op: AgentDep) -> AppealOut:
     """File an appeal on a citizen's behalf against a rejection (within 15 days of it)."""
-
-    def work() -> AppealOut:
-        with transaction(reg.sessions) as s:
-            return service.submit_appeal(s, reg.cipher, reference, body, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.submit_appeal(s, reg.cipher, reference, body, _actor(op))
 
 
 @router.post("/appeals/{appeal_id}/state", response_model=AppealOut)
-async def move(
+def move(
     appeal_id: Annotated[int, Path(ge=1)], body: AppealMove, reg: RegistryDep, op: AgentDep
 ) -> AppealOut:
     """Move an appeal: submitted -> under_review -> upheld | corrected."""
-
-    def work() -> AppealOut:
-        with transaction(reg.sessions) as s:
-            return service.move_appeal(s, reg.cipher, appeal_id, body, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.move_appeal(s, reg.cipher, appeal_id, body, _actor(op))
 
 
 @router.get("/appeals/overdue", response_model=list[AppealOut])
-async def overdue(reg: RegistryDep, op: AgentDep) -> list[AppealOut]:
+def overdue(reg: RegistryDep, op: AgentDep) -> list[AppealOut]:
     """Open appeals whose 30-day answer is overdue."""
-
-    def work() -> list[AppealOut]:
-        with transaction(reg.sessions) as s:
-            return service.overdue_appeals(s, reg.cipher, _actor(op))
-
-    return await run_in_threadpool(work)
+    with transaction(reg.sessions) as s:
+        return service.overdue_appeals(s, reg.cipher, _actor(op))
