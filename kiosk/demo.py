@@ -450,7 +450,8 @@ def ui_instructions(guest: Citizen) -> str:
             "reader. To enrol them:",
             "   1. touch a language on the welcome page;",
             "   2. touch 'Read my card': the document camera reads the card's MRZ, nothing to "
-            f"type (typed by hand: number {d.document.number}, born {born}, expires 31/12/2034);",
+            f"type (typed by hand: the card access number {guest.card_can} from the card's "
+            f"front, or number {d.document.number}, born {born}, expires 31/12/2034);",
             "   3. touch 'Take the photo', then follow the spoken and written instructions;",
             "   4. touch 'Scan this finger' for each of the ten fingers the hands show;",
             "   5. type a place of birth and an address, confirm: the receipt shows the IDCS "
