@@ -470,29 +470,22 @@ def declare(
                 f"IDCS {m.idcs} already belongs to another household: one person is in one "
                 "household at a time (a move is a transfer)"
             )
-        if membership is None:
-            s.add(
-                HouseholdMember(
-                    household_id=household.id,
-                    person_id=person.id,
-                    relation=m.relation.value,
-                    since=now,
-                )
-            )
-            record(s, actor, "rsu.member.joined", ENTITY, household.id, person=person.id)
-        elif membership.relation != m.relation.value:
+        if membership is not None and membership.relation == m.relation.value:
+            continue
+        if membership is not None:
             # a relation that changes is a new membership row: the old one stays as history
             membership.until, membership.ended_by = now, "declaration"
             s.flush()
-            s.add(
-                HouseholdMember(
-                    household_id=household.id,
-                    person_id=person.id,
-                    relation=m.relation.value,
-                    since=now,
-                )
+        s.add(
+            HouseholdMember(
+                household_id=household.id,
+                person_id=person.id,
+                relation=m.relation.value,
+                since=now,
             )
-            record(s, actor, "rsu.member.relation", ENTITY, household.id, person=person.id)
+        )
+        event = "rsu.member.joined" if membership is None else "rsu.member.relation"
+        record(s, actor, event, ENTITY, household.id, person=person.id)
     for person_id, membership in current.items():
         if person_id not in declared_ids:
             membership.until, membership.ended_by = now, "declaration"
