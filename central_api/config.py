@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="failed receipt look-ups a kiosk may make per hour (429); one receipt "
         "number answers 'refused' after 5 wrong dates of birth a day",
     )
+    rsu_failures_per_hour: int = Field(
+        default=20,
+        ge=1,
+        description="failed face checks of citizens opening their household at a kiosk, per "
+        "kiosk and hour (429); one person answers 'refused' after 3 a day",
+    )
 
     # Intake policy: the capture evidence a packet must carry (see README, security)
     intake_require_capture: bool = True

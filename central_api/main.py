@@ -34,6 +34,7 @@ from central_api.exceptions import InternalError, RegistryError
 from central_api.operators.exceptions import NotSignedIn, SignInFailed
 from central_api.ops.router import router as ops_router
 from central_api.ops.service import Counters, QueueGauge
+from central_api.rsu.router import kiosk_router as rsu_kiosk_router
 from central_api.rsu.router import router as rsu_router
 
 log = logging.getLogger("central_api")
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(console_router)
     app.include_router(adjudication_router)
     app.include_router(rsu_router)
+    app.include_router(rsu_kiosk_router)
 
     def console_refused(request: Request, exc: RegistryError) -> Response:
         # the console answers people with pages: sign in again, or what was refused and why

@@ -46,6 +46,7 @@ from central_api.enrolment.schemas import (
     seal,
     verify_status,
 )
+from central_api.rsu.schemas import KioskRSUAnswer, KioskRSURequest, SignedRSUAnswer
 from kiosk.exceptions import KioskError
 
 
@@ -356,6 +357,24 @@ class CentralClient:
         try:
             answer = QueryAnswer.model_validate_json(r.content)
             return answer.verify(self.registry_signing_key, self.identity.kiosk_id, query.query_id)
+        except (ValueError, DecisionNotAuthentic) as exc:
+            raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
+
+    def rsu(self, request: KioskRSURequest) -> KioskRSUAnswer:
+        """A verified citizen's request about their household (sealed like a packet: it holds a
+        face template and what they declare); the answer verified. Raises PacketRefused (429:
+        too many failed face checks from this kiosk), or AnswerNotAuthentic."""
+        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
+        r = self._request(
+            "POST",
+            "/v1/kiosk/rsu",
+            body=lambda: self.identity.seal(request.model_dump_json().encode(), self.registry_key),
+            headers=headers,
+        )
+        self._refused(r)
+        try:
+            signed = SignedRSUAnswer.model_validate_json(r.content)
+            return signed.open(self.registry_signing_key, self.identity.kiosk_id, request.query_id)
         except (ValueError, DecisionNotAuthentic) as exc:
             raise AnswerNotAuthentic(f"the answer is not the registry's: {exc}") from exc
 

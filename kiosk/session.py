@@ -176,6 +176,20 @@ class Problem(StrEnum):
     FINGER_POOR_QUALITY = "finger_poor_quality"
     FINGER_SAME_AS_BEFORE = "finger_same_as_before"
     FINGER_UNUSABLE = "finger_unusable"
+    # the household (RSU) desk
+    HOUSEHOLD_BAD_IDCS = "household_bad_idcs"  # the citizen's own IDCS, as typed
+    HOUSEHOLD_NOT_VERIFIED = "household_not_verified"  # face and IDCS do not go together
+    HOUSEHOLD_REFUSED = "household_refused"  # too many failed checks for this IDCS today
+    HOUSEHOLD_BAD_MEMBER = "household_bad_member"  # a member's IDCS, as typed
+    HOUSEHOLD_BAD_AGE = "household_bad_age"
+    HOUSEHOLD_DECLARANT_MINOR = "household_declarant_minor"
+    HOUSEHOLD_BAD_ROOMS = "household_bad_rooms"
+    HOUSEHOLD_BAD_AMOUNT = "household_bad_amount"
+    HOUSEHOLD_INCOMPLETE = "household_incomplete"  # a choice left empty
+    HOUSEHOLD_TOO_MANY = "household_too_many"  # more members than a household may have
+    HOUSEHOLD_MEMBER_NOT_REGISTERED = "household_member_not_registered"
+    HOUSEHOLD_MEMBER_ELSEWHERE = "household_member_in_another_household"
+    HOUSEHOLD_INVALID = "household_declaration_invalid"
 
     @classmethod
     def from_device(cls, stage: str, code: str) -> Problem:
@@ -951,6 +965,19 @@ class EnrolmentSession:
                 raise self._fail(Problem.WRONG_STEP)  # never inside someone's enrolment
             who, _ = self._authorise(operator_id, pin, "operator")
             return who, self._shoot("left")
+
+    def citizen_face(self) -> FaceCapture:
+        """A citizen's own live face between enrolments (to open their household): StepError
+        as for an enrolment's face. The caller keeps the template only as long as it needs
+        it."""
+        with self._lock:
+            if self.step not in (Step.WELCOME, Step.RECEIPT):
+                raise self._fail(Problem.WRONG_STEP)  # never inside someone's enrolment
+            self._touch()
+            try:
+                return self._shoot("left")
+            finally:
+                self.last_error = None  # the household desk shows its own problems
 
     def capture_face(self, challenge: Literal["left", "right"] = "left") -> None:
         """Auto-capture, liveness challenge, template; 1:1 against the chip photo if any.

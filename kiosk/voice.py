@@ -58,7 +58,8 @@ def messages(catalogue: dict[str, str]) -> dict[str, str]:
     """What is spoken, by slot key, from a language's message catalogue: each step's text
     (``step.<step>``), which finger to place (``finger.<finger>``), each live instruction
     (``feedback.<code>``), each problem with its next step (``problem.<code>``), each receipt
-    status (``receipt.<status>``) and the idle warning."""
+    status (``receipt.<status>``), each stage of the household desk
+    (``step.household_<stage>``) and the idle warning."""
     out = {
         "step.welcome": catalogue["welcome.text"],
         "step.language": catalogue["language.title"],
@@ -68,6 +69,8 @@ def messages(catalogue: dict[str, str]) -> dict[str, str]:
         "step.lookup": catalogue["lookup.text"],
         "idle.warning": catalogue["idle.warning"],
     }
+    for stage in ("identify", "status", "form", "review", "done"):  # the household desk
+        out[f"step.household_{stage}"] = catalogue[f"household.{stage}.text"]
     for f in FINGERS:
         out[f"finger.{f}"] = catalogue["fingers.place"].format(finger=catalogue[f"finger.{f}"])
     for key, text in catalogue.items():

@@ -52,8 +52,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from biometrics.fingerprint import FingerPosition
 from central_api.enrolment.schemas import RevealRequest
 from devices.bus import DeviceClient
-from kiosk import technician, voice
+from kiosk import household, technician, voice
 from kiosk.client import CentralClient, KioskIdentity
+from kiosk.household import HouseholdDesk
 from kiosk.outbox import Entry, Outbox, OutboxState, SyncWorker
 from kiosk.session import (
     FINGER_ORDER,
@@ -118,6 +119,7 @@ class Kiosk:
     outbox: Outbox
     worker: SyncWorker | None
     devices: DeviceClient
+    desk: HouseholdDesk | None = None  # the household (RSU) desk; None: not offered
 
 
 class _DaemonWatch:
@@ -194,7 +196,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         autoescape=select_autoescape(["html"]),
     )
     watch = _DaemonWatch(kiosk.devices)
-    session = kiosk.session
+    session, desk = kiosk.session, kiosk.desk
     guard = Guard()
     agent_notice: list[str] = []  # the agent screen's last result (one at a time)
     revealed: list[str] = []  # the IDCS last shown to a duplicate citizen (one screen view)
@@ -233,6 +235,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         async def reaper() -> None:  # idle sessions are wiped even if nobody clicks
             while not stop.is_set():
                 await asyncio.to_thread(session.expire_if_idle)
+                if desk is not None:
+                    await asyncio.to_thread(desk.expire_if_idle)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
 
@@ -373,6 +377,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         """The welcome screen: start (in ``language`` when one of its buttons was touched)."""
 
         def begin() -> None:
+            if desk is not None:
+                desk.wipe()  # whoever was at the household desk has gone
             session.start()
             if language:
                 session.choose_language(language)
@@ -387,7 +393,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         if session.step in (Step.LANGUAGE,):
             return await act(session.choose_language, language)
         await act(session.set_language, language)
-        return RedirectResponse("/lookup" if then == "/lookup" else "/", status_code=303)
+        return RedirectResponse(then if then in ("/lookup", "/household") else "/", status_code=303)
 
     @app.post("/cancel", dependencies=[posting])
     async def cancel() -> RedirectResponse:
@@ -401,6 +407,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def touch() -> Response:
         """The citizen is still there (typing, or "I am here" at the idle warning)."""
         session.touch()
+        if desk is not None:
+            desk.touch()
         return Response(status_code=204)
 
     @app.get("/photo/{which}", dependencies=[Depends(holder)])
@@ -761,6 +769,8 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         )
 
     technician.add_routes(app, session, page, holder, posting)
+    if desk is not None:
+        household.add_routes(app, desk, page, holder, posting)
 
     @app.get("/health")
     def health() -> dict[str, object]:
@@ -831,7 +841,7 @@ def assemble(
         settings, devices, outbox, operators, on_submitted=lambda _e: worker.wake()
     )
     session.ask = client.ask
-    return Kiosk(session, outbox, worker, devices)
+    return Kiosk(session, outbox, worker, devices, HouseholdDesk(session, client.rsu))
 
 
 def browser_command(url: str = "http://127.0.0.1:8080", chromium: str = "chromium") -> list[str]:

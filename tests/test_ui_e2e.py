@@ -21,12 +21,23 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from helpers import PACKET_PUB, SIGNING_PUB, free_port, registry_cli, registry_env, serve_registry
+from helpers import (
+    PACKET_PUB,
+    SIGNING_PUB,
+    demographics,
+    evidence,
+    free_port,
+    registry_cli,
+    registry_env,
+    serve_registry,
+)
 
+from central_api.enrolment.schemas import Document
+from central_api.identity.idcs import verhoeff_digit
 from devices.bus import DeviceClient
 from devices.daemon import DaemonConfig, DeviceDaemon
 from devices.icao.mrz import td1
-from kiosk.client import KioskIdentity
+from kiosk.client import KioskIdentity, build_packet
 from kiosk.session import KioskSettings, Operators
 from kiosk.web import assemble, catalogue, create_app
 
@@ -624,4 +635,174 @@ def test_a_face_unlike_the_chip_photo_is_shown_beside_it_to_the_supervisor(stack
     c.wait_step("welcome")
     c.page.goto(f"{c.base}/agent")
     c.page.click("#signout")
+    c.page.close()
+
+
+def enrol_directly(stack: dict, template, photo, name: str, number: str) -> str:  # type: ignore[type-arg,no-untyped-def]
+    """A person enrolled through this kiosk's own client (not the screen: the household
+    desk is what is tested); their IDCS."""
+    image = photo(name)
+    demo = demographics(
+        document=Document(type="CNIE", number=number, issuing_country="MAR"),
+        given_names_latin=name.split("__")[0].split("_")[0].title(),
+    )
+    packet = build_packet(KIOSK_ID, demo, [template(name)], image, **evidence(image))  # type: ignore[arg-type]
+    client = stack["kiosk"].worker.client
+    client.submit(packet, wait=False)
+    status = client.wait_final(packet.packet_id, timeout=300)
+    assert status.status == "issued", status
+    return str(status.idcs)
+
+
+def arabic_digits(number: str) -> str:
+    return number.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+
+
+def fill_household(page, members: list[tuple[str, str, str]], kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Fill the desk's form: the declarant's age then (IDCS, age, relation) of the others,
+    and a ``poor`` household (eligible for both programmes) or a ``rich`` one (neither)."""
+    page.fill("#member-0-age", members[0][1])
+    for i, (idcs, age, relation) in enumerate(members[1:], start=1):
+        page.fill(f"#member-{i}-idcs", idcs)
+        page.fill(f"#member-{i}-age", age)
+        page.select_option(f"#member-{i}-relation", relation)
+    poor = kind == "poor"
+    page.select_option("#housing", "rural_dwelling" if poor else "villa")
+    page.fill("#rooms", "2" if poor else "6")
+    page.check("#area-rural" if poor else "#area-urban")
+    page.select_option("#region", "7")
+    page.select_option("#occupation", "casual_worker" if poor else "employer")
+    bills = (25, 8, 15, 50) if poor else (750, 250, 500, 100)
+    for kind_, amount in zip(("electricity", "water", "telecom", "butane"), bills, strict=True):
+        page.fill(f"#expense-{kind_}", str(amount))
+    for good in () if poor else ("fridge", "television", "car", "computer", "air_conditioner"):
+        page.check(f"#good-{good}")
+
+
+def test_a_household_is_declared_in_arabic_after_a_face_check(stack, faces_dir, template, photo):
+    """From the welcome screen, in Arabic, right to left: the IDCS typed in Arabic-Indic
+    digits and a live face checked 1:1 by the registry before anything is shown; the form,
+    the review in plain Arabic, the RSU reference, both programmes and why."""
+    declarant = enrol_directly(stack, template, photo, "alex_lacamoire__img1.jpg", "HH1001")
+    member = enrol_directly(stack, template, photo, "rose_leslie__img1.jpg", "HH1002")
+    stack["devices"].call(
+        "simulate.citizen", {"photo": str(faces_dir / "alex_lacamoire__img2.jpg")}, timeout=30
+    )
+    c = Citizen(stack, "ar-household")
+    c.page.goto(c.base)
+    c.page.click("#household")
+    c.page.click("#switch-ar")
+    assert c.page.locator("html").get_attribute("dir") == "rtl"
+    desk = c.page.locator("#household-desk")
+    assert desk.get_attribute("data-stage") == "identify"
+    assert (
+        c.page.get_attribute("body", "data-voice") == "/static/voice/ar/step.household_identify.wav"
+    )
+    assert c.page.locator("#household-form, #household-decisions").count() == 0
+    c.shot("identify")
+    accessible(c.page, "ar-household-identify")
+    c.page.fill("#household-idcs-input", arabic_digits(declarant))
+    c.device("#household-check")
+    assert desk.get_attribute("data-stage") == "form", c.error()
+    assert c.page.inner_text("#member-0-idcs").strip() == declarant
+    assert "التصريح بأسرتك" in c.page.inner_text("h1")
+    fill_household(c.page, [(declarant, "٤٤", ""), (member, "41", "spouse")], "poor")
+    c.page.fill("#rooms", "0")  # a mistake: named, and nothing typed is lost
+    c.page.click("#household-continue")
+    assert c.error() == "household_bad_rooms"
+    assert c.page.get_attribute("#rooms", "aria-invalid") == "true"
+    assert c.page.input_value("#member-1-idcs") == member
+    assert c.page.input_value("#expense-butane") == "50"
+    c.shot("form-error")
+    accessible(c.page, "ar-household-form-error")
+    c.page.fill("#rooms", "2")
+    c.page.click("#household-continue")
+    assert desk.get_attribute("data-stage") == "review", c.error()
+    assert "قروي" in c.page.inner_text("#review-area") and "مراكش آسفي" in c.page.inner_text(
+        "#review-area"
+    )
+    assert "عامل مياوم" in c.page.inner_text("#review-occupation")
+    c.shot("review")
+    accessible(c.page, "ar-household-review")
+    c.page.click("#household-submit")
+    assert desk.get_attribute("data-stage") == "done", c.error()
+    assert re.fullmatch(r"RSU-[0-9A-Z]{5}-[0-9A-Z]{5}", c.page.inner_text("#household-reference"))
+    rows = c.page.locator("#household-decisions tbody tr")
+    assert rows.count() == 2
+    assert {rows.nth(i).get_attribute("data-eligible") for i in range(2)} == {"yes"}
+    why = c.page.inner_text("#household-explanation")
+    assert "أمو تضامن" in why and "مؤهل" in why
+    c.shot("done")
+    accessible(c.page, "ar-household-done")
+    c.page.click("#household-leave")
+    assert c.step() == "welcome"
+    assert c.page.locator("html").get_attribute("lang") != "ar"  # neutral again
+    c.page.close()
+
+
+def test_a_household_in_french_is_refused_then_looked_up_and_updated(
+    stack, faces_dir, template, photo
+):
+    """In French: someone else's face for an IDCS is not verified (and shows nothing); the
+    right face opens the form; a member not in the register is named; a rich household is
+    eligible for neither programme; the status look-up later shows the score and why, and
+    an update becomes the household's second declaration."""
+    declarant = enrol_directly(stack, template, photo, "kit_harington__john1.jpeg", "HH2001")
+    member = enrol_directly(stack, template, photo, "lin_manuel_miranda__img1.png", "HH2002")
+    c = Citizen(stack, "fr-household")
+
+    def at_camera(name: str) -> None:
+        stack["devices"].call("simulate.citizen", {"photo": str(faces_dir / name)}, timeout=30)
+
+    def identify(name: str) -> None:
+        at_camera(name)
+        c.page.goto(c.base)
+        c.page.click("#household")
+        c.page.click("#switch-fr")
+        c.page.fill("#household-idcs-input", declarant)
+        c.device("#household-check")
+
+    identify("rose_leslie__img2.jpg")  # not the person holding this IDCS
+    assert c.error() == "household_not_verified"
+    assert "2" in c.page.inner_text("#attempts-left")
+    assert c.page.locator("#household-form, #household-decisions").count() == 0
+    c.shot("not-verified")
+    c.page.click("#household-leave")
+
+    identify("kit_harington__john2.jpeg")
+    assert c.page.get_attribute("#household-desk", "data-stage") == "form", c.error()
+    stranger = "987654321" + verhoeff_digit("987654321")
+    fill_household(c.page, [(declarant, "35", ""), (stranger, "12", "child")], "rich")
+    c.page.click("#household-continue")
+    c.page.click("#household-submit")
+    assert c.error() == "household_member_not_registered"
+    assert c.page.get_attribute("#member-1-idcs", "aria-invalid") == "true"
+    c.shot("member-not-registered")
+    c.page.fill("#member-1-idcs", member)
+    c.page.fill("#member-1-age", "40")
+    c.page.select_option("#member-1-relation", "non_relative")
+    c.page.click("#household-continue")
+    c.page.click("#household-submit")
+    assert c.page.get_attribute("#household-desk", "data-stage") == "done", c.error()
+    rows = c.page.locator("#household-decisions tbody tr")
+    assert {rows.nth(i).get_attribute("data-eligible") for i in range(2)} == {"no"}
+    reference = c.page.inner_text("#household-reference").strip()
+    assert "est supérieur de" in c.page.inner_text("#household-explanation")
+    c.page.click("#household-leave")
+
+    identify("kit_harington__john2.jpeg")  # later: the status, with the reasons
+    assert c.page.get_attribute("#household-desk", "data-stage") == "status", c.error()
+    assert c.page.inner_text("#household-reference").strip() == reference
+    assert "Non éligible" in c.page.inner_text("#household-decisions")
+    c.shot("status")
+    accessible(c.page, "fr-household-status")
+    c.page.click("#household-update")
+    assert c.page.input_value("#member-1-idcs") == member  # the form starts from the last one
+    assert c.page.input_value("#expense-electricity") == "750"
+    c.page.uncheck("#good-car")
+    c.page.click("#household-continue")
+    c.page.click("#household-submit")
+    assert c.page.get_attribute("#household-desk", "data-stage") == "done", c.error()
+    assert c.page.inner_text("#household-version").strip() == "2"
+    c.page.click("#household-leave")
     c.page.close()

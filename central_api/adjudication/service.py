@@ -44,7 +44,7 @@ from central_api.db import transaction, utcnow
 from central_api.dedup.fusion import Comparison
 from central_api.dedup.service import (
     Deduplicator,
-    face_context,
+    face_similarity,
     finger_context,
     probe_context,
     probe_from_bytes,
@@ -66,7 +66,7 @@ from central_api.enrolment.service import (
     finger_templates,
 )
 from central_api.exceptions import InvalidRequest, NotFound
-from central_api.identity.models import FaceReference, FingerReference, Person
+from central_api.identity.models import FingerReference, Person
 from central_api.operators.exceptions import Conflict, Forbidden
 from central_api.operators.service import ADJUDICATORS, Role, Signed
 
@@ -1092,15 +1092,7 @@ def reveal_idcs(
         outcome, score = "refused", None
     else:
         probe = np.asarray(request.face_template, np.float32)
-        refs = [
-            face.template_from_bytes(cipher.decrypt(r.template, face_context(r.person_id)))
-            for r in s.scalars(
-                select(FaceReference).where(
-                    FaceReference.person_id == person.id, FaceReference.algorithm == face.ALGORITHM
-                )
-            )
-        ]
-        score = max((face.compare(probe, t) for ts in refs for t in ts), default=-1.0)
+        score = face_similarity(s, cipher, person.id, probe)
         matched = score >= face.threshold_for_fmr(REVEAL_FMR)
         outcome = "shown" if matched else "mismatch"
         failed += 0 if matched else 1

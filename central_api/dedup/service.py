@@ -55,6 +55,21 @@ def face_context(person_id: int) -> str:
     return f"face_reference:{person_id}"
 
 
+def face_similarity(s: Session, cipher: FieldCipher, person_id: int, probe: np.ndarray) -> float:
+    """The best 1:1 similarity of a live face template with a person's face references of
+    the current algorithm (-1.0 when they have none): what a kiosk's verification of a
+    registered person compares with ``face.threshold_for_fmr``."""
+    best = -1.0
+    for r in s.scalars(
+        select(FaceReference).where(
+            FaceReference.person_id == person_id, FaceReference.algorithm == face.ALGORITHM
+        )
+    ):
+        for t in face.template_from_bytes(cipher.decrypt(r.template, face_context(person_id))):
+            best = max(best, face.compare(probe, t))
+    return best
+
+
 def probe_context(enrolment_id: int) -> str:
     """Encryption context of an adjudication case's probe templates."""
     return f"adjudication_probe:{enrolment_id}"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -614,6 +614,17 @@ class OperatorList(BaseModel):
         return self
 
 
+class Envelope(BaseModel):
+    """The signed message inside a sealed request, once its signature has been checked: what
+    the kiosk sent (``packet``, each kind narrows it) plus what makes this send unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_id: uuid.UUID
+    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
+    packet: Any  # narrowed by each kind of envelope; every kind names its kiosk (kiosk_id)
+
+
 # --- showing a duplicate citizen the IDCS they already hold ----------------------------------
 #
 # A citizen told "already registered" asks the agent for their identifier. The kiosk captures a
@@ -640,13 +651,9 @@ class RevealRequest(BaseModel):
     operator_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{2,40}$")
 
 
-class RevealEnvelope(BaseModel):
+class RevealEnvelope(Envelope):
     """The signed message inside a sealed reveal request."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    send_id: uuid.UUID
-    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
     packet: RevealRequest
 
 
@@ -727,13 +734,9 @@ class ReceiptQuery(BaseModel):
 KioskQuery = Annotated[WitnessQuery | ReceiptQuery, Field(discriminator="kind")]
 
 
-class QueryEnvelope(BaseModel):
+class QueryEnvelope(Envelope):
     """The signed message inside a sealed query."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    send_id: uuid.UUID
-    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
     packet: KioskQuery
 
 
@@ -909,11 +912,7 @@ def open_sealed(body: bytes, recipient_private: X25519PrivateKey) -> OpenedSend:
     return OpenedSend(env.kiosk_id, plain[:_SIG_LEN], plain[_SIG_LEN:])
 
 
-class SendEnvelope(BaseModel):
+class SendEnvelope(Envelope):
     """The signed message inside an envelope, once its signature has been checked."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    send_id: uuid.UUID
-    sent_at: int = Field(ge=0, le=MAX_SENT_AT)
     packet: EnrolmentPacket

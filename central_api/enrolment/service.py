@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import get_args
+from typing import TypeVar, get_args
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -54,6 +54,7 @@ from central_api.enrolment.schemas import (
     EnrolmentPacket,
     EnrolmentState,
     EnrolmentStatus,
+    Envelope,
     FingerprintRecord,
     KioskRole,
     OperatorEntry,
@@ -93,6 +94,9 @@ MESSAGES = {
         "this receipt and your documents."
     ),
 }
+
+
+_E = TypeVar("_E", bound=Envelope)
 
 
 # ---------------------------------------------------------------------------------- kiosks
@@ -326,8 +330,9 @@ def open_packet(
 
     Raises UndecryptablePacket, NotAuthenticated, KioskDeactivated, InvalidPacket, ClockSkew.
     """
-    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, SendEnvelope, sender, now)
-    assert isinstance(send, SendEnvelope)
+    kiosk, send, sent_at = open_envelope(
+        body, packet_key, kiosks, replay_window, SendEnvelope, sender, now
+    )
     return Opened(kiosk, send.packet, send.send_id, sent_at)
 
 
@@ -339,8 +344,9 @@ def open_reveal(
     sender: str | None = None,
 ) -> tuple[KioskKey, RevealRequest, uuid.UUID, datetime]:
     """As :func:`open_packet`, for a sealed reveal request: (kiosk, request, send id, sent)."""
-    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, RevealEnvelope, sender)
-    assert isinstance(send, RevealEnvelope)
+    kiosk, send, sent_at = open_envelope(
+        body, packet_key, kiosks, replay_window, RevealEnvelope, sender
+    )
     return kiosk, send.packet, send.send_id, sent_at
 
 
@@ -352,8 +358,9 @@ def open_query(
     sender: str | None = None,
 ) -> tuple[KioskKey, WitnessQuery | ReceiptQuery, uuid.UUID, datetime]:
     """As :func:`open_packet`, for a sealed query: (kiosk, query, send id, sent)."""
-    kiosk, send, sent_at = _open(body, packet_key, kiosks, replay_window, QueryEnvelope, sender)
-    assert isinstance(send, QueryEnvelope)
+    kiosk, send, sent_at = open_envelope(
+        body, packet_key, kiosks, replay_window, QueryEnvelope, sender
+    )
     return kiosk, send.packet, send.send_id, sent_at
 
 
@@ -438,15 +445,18 @@ def answer_query(
     ).signed(sign)
 
 
-def _open(
+def open_envelope(
     body: bytes,
     packet_key: X25519PrivateKey,
     kiosks: KioskDirectory,
     replay_window: timedelta,
-    model: type[SendEnvelope] | type[RevealEnvelope] | type[QueryEnvelope],
+    model: type[_E],
     sender: str | None = None,
     now: datetime | None = None,
-) -> tuple[KioskKey, SendEnvelope | RevealEnvelope | QueryEnvelope, datetime]:
+) -> tuple[KioskKey, _E, datetime]:
+    """Decrypt a sealed request of any kind (``model``: its envelope class), check the
+    kiosk's signature, that the kiosk named inside is the sender, and the send time: (kiosk,
+    envelope, sent). Raises as :func:`open_packet`."""
     try:
         opened = open_sealed(body, packet_key)
     except SealError as exc:

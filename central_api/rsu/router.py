@@ -1,11 +1,13 @@
-"""The RSU's API for console operators (``/v1/rsu``): look a household up, its declaration
+"""The RSU's API. For console operators (``/v1/rsu``): look a household up, its declaration
 versions, its decisions with their explanation, its appeals; file an appeal on a citizen's
-behalf and move it along. Open to the ``rsu_agent`` role only; every view is audited.
+behalf and move it along; open to the ``rsu_agent`` role only, every view audited. For kiosks
+(``/v1/kiosk/rsu``): a citizen verified 1:1 by their face sees or declares their household.
 
 An operator proves their console session with its token, as ``Authorization: Bearer
 <token>`` (a script, a kiosk-side agent tool) or the console's cookie; with the cookie,
-a change must also carry the session's CSRF token in ``X-CSRF-Token``. The endpoints are plain
-functions: FastAPI runs them in its thread pool, beside the event loop.
+a change must also carry the session's CSRF token in ``X-CSRF-Token``. A kiosk seals its
+request as it seals a packet. The endpoints are plain functions (FastAPI runs them in its
+thread pool, beside the event loop), or run their work in it.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from central_api.console.security import COOKIE, allow, check_csrf
 from central_api.db import transaction
 from central_api.dependencies import RegistryDep
+from central_api.enrolment import service as intake
+from central_api.enrolment.gate import read_small_body
+from central_api.enrolment.schemas import KIOSK_HEADER
 from central_api.operators.exceptions import NotSignedIn
 from central_api.operators.service import RSU_ROLES, Signed, current
 from central_api.rsu import service
+from central_api.rsu.exceptions import RSURefusal
 from central_api.rsu.schemas import (
     REFERENCE_PATTERN,
     AppealIn,
@@ -28,6 +35,8 @@ from central_api.rsu.schemas import (
     AppealOut,
     EligibilityOut,
     HouseholdView,
+    RSUEnvelope,
+    SignedRSUAnswer,
     VersionContent,
     VersionOut,
 )
@@ -35,6 +44,8 @@ from central_api.rsu.scoring import Language
 from central_api.rsu.service import Scorer, default_scorer
 
 router = APIRouter(prefix="/v1/rsu", tags=["rsu"])
+kiosk_router = APIRouter(prefix="/v1/kiosk", tags=["rsu"])
+MAX_KIOSK_BYTES = 64 * 1024  # a sealed declaration with its face template is about 8 KB
 
 
 def _token(request: Request) -> tuple[str | None, bool]:
@@ -141,3 +152,44 @@ def overdue(reg: RegistryDep, op: AgentDep) -> list[AppealOut]:
     """Open appeals whose 30-day answer is overdue."""
     with transaction(reg.sessions) as s:
         return service.overdue_appeals(s, reg.cipher, _actor(op))
+
+
+@kiosk_router.post("/rsu", response_model=SignedRSUAnswer)
+async def kiosk_rsu(
+    request: Request,
+    reg: RegistryDep,
+    scorer: ScorerDep,
+    kiosk_id: Annotated[str, Header(alias=KIOSK_HEADER)],
+) -> SignedRSUAnswer:
+    """A sealed :class:`~central_api.rsu.schemas.KioskRSURequest` from a kiosk: a citizen's
+    IDCS and live face, to see (``open``) or declare (``declare``) their household. Nothing
+    is shown or changed unless the face matches the person 1:1; the answer is signed
+    (:class:`~central_api.rsu.schemas.SignedRSUAnswer`). A declaration the register refuses
+    changes nothing and is answered ``rejected`` with the rule it broke."""
+    body = await read_small_body(request, MAX_KIOSK_BYTES)
+    window = timedelta(seconds=reg.settings.replay_window_seconds)
+
+    def work() -> SignedRSUAnswer:
+        kiosk, envelope, sent_at = intake.open_envelope(
+            body, reg.packet_key, reg.kiosks, window, RSUEnvelope, kiosk_id
+        )
+        ask = envelope.packet
+        try:
+            with transaction(reg.sessions) as s:
+                intake.still_active(s, kiosk)
+                intake.accept_send(s, kiosk.id, envelope.send_id, sent_at, window)
+                return service.kiosk_request(
+                    s,
+                    reg.cipher,
+                    scorer,
+                    kiosk.id,
+                    ask,
+                    reg.signing_key.sign,
+                    reg.settings.rsu_failures_per_hour,
+                )
+        except RSURefusal as refusal:  # rolled back: the declaration changed nothing
+            with transaction(reg.sessions) as s:
+                intake.accept_send(s, kiosk.id, envelope.send_id, sent_at, window)
+                return service.kiosk_rejected(s, kiosk.id, ask, refusal, reg.signing_key.sign)
+
+    return await run_in_threadpool(work)

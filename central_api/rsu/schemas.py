@@ -4,13 +4,23 @@ explanation, appeals, re-score jobs)."""
 
 from __future__ import annotations
 
+import base64
+import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from central_api.enrolment.schemas import IDCS_PATTERN
+from biometrics.face import TEMPLATE_DIM
+from central_api.enrolment.schemas import (
+    IDCS_PATTERN,
+    DecisionNotAuthentic,
+    Envelope,
+    TemplateValue,
+    check_registry_signature,
+)
 from central_api.rsu import scoring
 from central_api.rsu.scoring import (
     Area,
@@ -216,3 +226,106 @@ class RescoreSummary(BaseModel):
     changed: int
     became_eligible: int
     lost_eligibility: int
+
+
+# --- the kiosk's door to the RSU ---------------------------------------------------------------
+#
+# A citizen at a kiosk gives their IDCS and a live face; the kiosk sends both, sealed like a
+# packet (a face template is biometric data), as a KioskRSURequest: ``open`` to see their
+# household (its members, last declaration, decisions and the explanation), ``declare`` to
+# declare it or a new version of it. The registry compares the face 1:1 with the person's
+# references before it shows or changes anything, and answers a KioskRSUAnswer, signed.
+
+KIOSK_RSU_ATTEMPTS = 3  # failed face checks for one person in a day before the kiosk is refused
+KIOSK_RSU_FMR = 1e-3  # the 1:1 threshold, as the kiosk's face-to-chip check
+
+
+class KioskRSURequest(_Strict):
+    """A verified citizen's request from a kiosk: see (``open``) or declare (``declare``)
+    their household. The declarant of a declaration is the verified person."""
+
+    kind: Literal["open", "declare"]
+    query_id: uuid.UUID
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    idcs: Idcs
+    face_template: list[TemplateValue] = Field(min_length=TEMPLATE_DIM, max_length=TEMPLATE_DIM)
+    face_liveness: bool
+    face_quality: int = Field(ge=0, le=100)
+    language: Language = Language.FR
+    declaration: HouseholdDeclaration | None = None
+
+    @model_validator(mode="after")
+    def _declaration(self) -> KioskRSURequest:
+        if self.kind == "declare" and self.declaration is None:
+            raise ValueError("a declaration is needed to declare")
+        if self.kind == "open" and self.declaration is not None:
+            raise ValueError("opening a household takes no declaration")
+        if self.declaration is not None and self.declaration.declarant.idcs != self.idcs:
+            raise ValueError("the declarant must be the person whose face was checked")
+        return self
+
+
+class RSUEnvelope(Envelope):
+    """The signed message inside a sealed kiosk RSU request."""
+
+    packet: KioskRSURequest
+
+
+class KioskHousehold(BaseModel):
+    """What the verified declarant sees of their household: its reference, the declaration in
+    force (to start an update from), the latest decision per programme and the explanation."""
+
+    reference: str
+    version: int
+    declaration: HouseholdDeclaration | None
+    decisions: list[EligibilityOut]
+    explanation: ExplanationOut | None
+
+
+class KioskRSUAnswer(BaseModel):
+    """The registry's answer to a kiosk RSU request.
+
+    ``found``: the person's household (``household``); ``none``: they are in no household yet;
+    ``declared``: the declaration was kept (``household`` as it now is); ``not_verified``: the
+    face does not match the IDCS's person (or no such person; the answer does not say which);
+    ``refused``: too many failed checks for this person today; ``rejected``: the declaration
+    breaks a rule (``problem``: the error code, ``detail``: which rule, ``field``: the member's
+    IDCS when one is at fault)."""
+
+    query_id: uuid.UUID
+    kiosk_id: str
+    kind: Literal["open", "declare"]
+    outcome: Literal["found", "none", "declared", "not_verified", "refused", "rejected"]
+    attempts_left: int = Field(ge=0)
+    household: KioskHousehold | None = None
+    problem: str | None = None
+    detail: str | None = None
+    field: str | None = None
+    signed_at: int
+
+
+class SignedRSUAnswer(BaseModel):
+    """A :class:`KioskRSUAnswer` as sent: its JSON text and the registry's signature of it (the
+    text is signed as it is, so nothing depends on how JSON is written again)."""
+
+    body: str
+    signature: str
+
+    @staticmethod
+    def _message(body: str) -> bytes:
+        return b"RNP-RSU-v1\n" + body.encode()
+
+    @classmethod
+    def make(cls, answer: KioskRSUAnswer, sign: Callable[[bytes], bytes]) -> SignedRSUAnswer:
+        """Sign ``answer`` with the registry's decision key."""
+        body = answer.model_dump_json()
+        return cls(body=body, signature=base64.b64encode(sign(cls._message(body))).decode())
+
+    def open(self, registry_public: bytes, kiosk_id: str, query_id: uuid.UUID) -> KioskRSUAnswer:
+        """The answer, if the registry (raw Ed25519 public key) signed it for this kiosk's
+        request ``query_id``; DecisionNotAuthentic otherwise."""
+        check_registry_signature(registry_public, self.signature, self._message(self.body))
+        answer = KioskRSUAnswer.model_validate_json(self.body)
+        if answer.kiosk_id != kiosk_id or answer.query_id != query_id:
+            raise DecisionNotAuthentic("the answer is about another request")
+        return answer

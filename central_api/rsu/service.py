@@ -28,7 +28,9 @@ Rules kept here:
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -36,13 +38,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_api.audit.service import record
+from biometrics import face
+from central_api.audit.models import AuditEvent
+from central_api.audit.service import count_recent, record
 from central_api.crypto import FieldCipher
 from central_api.db import transaction, utcnow
+from central_api.dedup.service import face_similarity
+from central_api.enrolment.exceptions import RateLimited
 from central_api.identity.models import Person
 from central_api.rsu import scoring
 from central_api.rsu.exceptions import (
@@ -55,6 +62,7 @@ from central_api.rsu.exceptions import (
     PersonInAnotherHousehold,
     PersonNotRegistered,
     RescoreJobConflict,
+    RSURefusal,
 )
 from central_api.rsu.feeds import FeedRecord, UtilityFeed
 from central_api.rsu.models import (
@@ -67,6 +75,8 @@ from central_api.rsu.models import (
     RescoreJob,
 )
 from central_api.rsu.schemas import (
+    KIOSK_RSU_ATTEMPTS,
+    KIOSK_RSU_FMR,
     AppealIn,
     AppealMove,
     AppealOut,
@@ -77,8 +87,12 @@ from central_api.rsu.schemas import (
     FactorOut,
     HouseholdDeclaration,
     HouseholdView,
+    KioskHousehold,
+    KioskRSUAnswer,
+    KioskRSURequest,
     MemberOut,
     RescoreSummary,
+    SignedRSUAnswer,
     VersionContent,
     VersionOut,
 )
@@ -1144,3 +1158,152 @@ def list_appeals(
     out = [_appeal_out(s, cipher, a, now, texts=True) for a in rows]
     record(s, actor, "rsu.appeals.viewed", ENTITY, household.id)
     return out
+
+
+# ------------------------------------------------------------------------------ the kiosk
+def _kiosk_household(
+    s: Session, cipher: FieldCipher, scorer: Scorer, household: Household, language: str
+) -> KioskHousehold:
+    latest = _latest_decisions(s, household.id)
+    declaration = (
+        read_declaration(s, cipher, household, household.current_version)
+        if household.current_version
+        else None
+    )
+    return KioskHousehold(
+        reference=household.reference,
+        version=household.current_version,
+        declaration=declaration,
+        decisions=[_decision_out(cipher, r) for r in latest],
+        explanation=_explanation(s, cipher, scorer, latest, scoring.Language(language)),
+    )
+
+
+def kiosk_request(
+    s: Session,
+    cipher: FieldCipher,
+    scorer: Scorer,
+    kiosk_id: str,
+    request: KioskRSURequest,
+    sign: Callable[[bytes], bytes],
+    failures_per_hour: int,
+    now: datetime | None = None,
+) -> SignedRSUAnswer:
+    """Answer a kiosk's RSU request once the citizen's live face matched the references of
+    the person holding the IDCS (1:1, at ``KIOSK_RSU_FMR``): their household (``open``), or
+    their declaration kept and decided (``declare``: a new household, or a new version of
+    the one they are in). An unknown IDCS and a face that does not match answer alike
+    (``not_verified``); after ``KIOSK_RSU_ATTEMPTS`` failed checks for one person in a day,
+    ``refused``. Audited either way (never the template).
+
+    Raises RateLimited past ``failures_per_hour`` failed checks from one kiosk, and the
+    declaration's refusals (:class:`~central_api.rsu.exceptions.RSURefusal`) for the caller
+    to roll back and answer with :func:`kiosk_rejected`."""
+    now = now or utcnow()
+    actor = f"kiosk:{kiosk_id}"
+    if count_recent(s, actor, "rsu.kiosk_not_verified", now - timedelta(hours=1)) >= (
+        failures_per_hour
+    ):
+        raise RateLimited("too many failed face checks from this kiosk", retry_after=3600)
+    answer = KioskRSUAnswer(
+        query_id=request.query_id,
+        kiosk_id=kiosk_id,
+        kind=request.kind,
+        outcome="not_verified",
+        attempts_left=KIOSK_RSU_ATTEMPTS,
+        signed_at=int(time.time()),
+    )
+    person = s.scalar(select(Person).where(Person.idcs == request.idcs))
+    if person is None:
+        record(s, actor, "rsu.kiosk_not_verified", "kiosk", kiosk_id)
+        return SignedRSUAnswer.make(answer, sign)
+    failed = (
+        s.scalar(
+            select(func.count()).where(
+                AuditEvent.entity == "person",
+                AuditEvent.entity_id == str(person.id),
+                AuditEvent.action == "rsu.kiosk_mismatch",
+                AuditEvent.at >= now - timedelta(days=1),
+            )
+        )
+        or 0
+    )
+    if failed >= KIOSK_RSU_ATTEMPTS:
+        record(s, actor, "rsu.kiosk_refused", "person", person.id)
+        return SignedRSUAnswer.make(
+            answer.model_copy(update={"outcome": "refused", "attempts_left": 0}), sign
+        )
+    probe = np.asarray(request.face_template, np.float32)
+    similarity = face_similarity(s, cipher, person.id, probe) if request.face_liveness else -1.0
+    if similarity < face.threshold_for_fmr(KIOSK_RSU_FMR):
+        record(s, actor, "rsu.kiosk_mismatch", "person", person.id, live=request.face_liveness)
+        record(s, actor, "rsu.kiosk_not_verified", "kiosk", kiosk_id)
+        left = KIOSK_RSU_ATTEMPTS - failed - 1
+        return SignedRSUAnswer.make(answer.model_copy(update={"attempts_left": left}), sign)
+    record(s, actor, "rsu.kiosk_verified", "person", person.id, kind=request.kind)
+    membership = _open_membership(s, person.id)
+    household = None if membership is None else s.get(Household, membership.household_id)
+    answer = answer.model_copy(update={"attempts_left": KIOSK_RSU_ATTEMPTS - failed})
+    if request.kind == "open":
+        if household is None:
+            return SignedRSUAnswer.make(answer.model_copy(update={"outcome": "none"}), sign)
+        view = _kiosk_household(s, cipher, scorer, household, request.language)
+        record(s, actor, "rsu.household.viewed", ENTITY, household.id)
+        return SignedRSUAnswer.make(
+            answer.model_copy(update={"outcome": "found", "household": view}), sign
+        )
+    assert request.declaration is not None  # the request's validator
+    receipt = declare(
+        s,
+        cipher,
+        scorer,
+        request.declaration,
+        actor,
+        reference=None if household is None else household.reference,
+        now=now,
+    )
+    view = _kiosk_household(s, cipher, scorer, _household(s, receipt.reference), request.language)
+    return SignedRSUAnswer.make(
+        answer.model_copy(update={"outcome": "declared", "household": view}), sign
+    )
+
+
+def kiosk_rejected(
+    s: Session,
+    kiosk_id: str,
+    request: KioskRSURequest,
+    refusal: RSURefusal,
+    sign: Callable[[bytes], bytes],
+) -> SignedRSUAnswer:
+    """The signed answer to a declaration the register refused (after the caller rolled its
+    transaction back): the error's code, the rule, and the member at fault if one is."""
+    record(
+        s,
+        f"kiosk:{kiosk_id}",
+        "rsu.kiosk_declaration_refused",
+        "kiosk",
+        kiosk_id,
+        code=refusal.code.value,
+    )
+    member = re.search(r"\b[0-9]{10}\b", str(refusal))
+    answer = KioskRSUAnswer(
+        query_id=request.query_id,
+        kiosk_id=kiosk_id,
+        kind=request.kind,
+        outcome="rejected",
+        attempts_left=KIOSK_RSU_ATTEMPTS,
+        problem=_refusal_problem(refusal),
+        detail=str(refusal),
+        field=member.group(0) if member else None,
+        signed_at=int(time.time()),
+    )
+    return SignedRSUAnswer.make(answer, sign)
+
+
+def _refusal_problem(refusal: RSURefusal) -> str:
+    """The kiosk's name for a refusal of a declaration."""
+    if isinstance(refusal, PersonNotRegistered):
+        return "member_not_registered"
+    if isinstance(refusal, PersonInAnotherHousehold):
+        return "member_in_another_household"
+    return "declaration_invalid"

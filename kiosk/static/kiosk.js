@@ -75,11 +75,11 @@
     if (live) live.textContent = s("live.working", "…");
     fetch(f.action, { method: "POST", body: new FormData(f), redirect: "manual" })
       .catch(() => {})
-      .then(() => { location.href = "/"; });
+      .then(() => { location.href = f.dataset.then || "/"; });
   }));
 
   // Live device events (server-sent events from the device daemon).
-  if (window.EventSource && step !== "welcome" && !printable) {
+  if (window.EventSource && (step !== "welcome" || body.dataset.desk) && !printable) {
     const es = new EventSource("/events");
     es.addEventListener("device", (e) => {
       const ev = JSON.parse(e.data);
@@ -162,6 +162,8 @@
         box.dataset.status = st.status_key;
         receipt.className = "receipt status-" + st.status_key;
         document.getElementById("idcs").textContent = st.idcs || "—";
+        const forDesk = document.getElementById("household-idcs");
+        if (forDesk) forDesk.value = st.idcs || "";
         document.getElementById("qr").innerHTML = st.qr;
         if (before !== st.status_key) say(voiceBase + "receipt." + st.status_key + ".wav");
         if (st.state === "final") clearInterval(timer2);
