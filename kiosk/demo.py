@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,9 +42,10 @@ from devices.bus import DeviceClient, DeviceError
 from devices.icao.mrz import td1
 from devices.simulation import emrtd
 from kiosk.client import KioskIdentity
+from kiosk.household import Draft, Row
 from kiosk.outbox import Entry, Outbox, OutboxState
 from kiosk.session import EnrolmentSession, KioskSettings, Operators, Step, StepError
-from kiosk.web import assemble, browser_command, serve_ui
+from kiosk.web import Kiosk, assemble, browser_command, serve_ui
 
 KIOSK_ID = "KIOSK-DEMO-01"
 CENTRAL_PORT = 8081  # the registry (and its operators' console) with --ui
@@ -479,6 +481,104 @@ def wait_final(outbox: Outbox, entry: Entry, timeout: float = 60.0) -> Entry:
     return e
 
 
+# The demo's two households (illustrative model): a rural day labourer's family with small
+# bills and no durable goods, eligible for both programmes, and an urban employer's with a
+# villa, large bills and a car, eligible for neither. Bills are monthly, as the form asks.
+@dataclass(frozen=True)
+class DemoHousehold:
+    """A household the demo declares: the language at the desk, the two members' ages, the
+    second member's relation to the declarant, and the rest of the form as typed."""
+
+    language: str
+    ages: tuple[str, str]
+    relation: str
+    home: dict[str, Any]
+
+
+HOUSEHOLDS = (
+    DemoHousehold(
+        "ar",
+        ("38", "35"),
+        "spouse",
+        {
+            "housing": "rural_dwelling",
+            "rooms": "2",
+            "area": "rural",
+            "region": "7",
+            "occupation": "casual_worker",
+            "expenses": {"electricity": "25", "water": "8", "telecom": "15", "butane": "50"},
+        },
+    ),
+    DemoHousehold(
+        "fr",
+        ("52", "24"),
+        "child",
+        {
+            "housing": "villa",
+            "rooms": "6",
+            "area": "urban",
+            "region": "6",
+            "occupation": "employer",
+            "expenses": {"electricity": "750", "water": "250", "telecom": "500", "butane": "100"},
+            "goods": {"fridge", "television", "car", "computer", "air_conditioner"},
+        },
+    ),
+)
+
+
+def register_households(
+    kiosk: Kiosk, devices: DeviceClient, issued: list[tuple[Citizen, str]]
+) -> list[dict[str, object]]:
+    """Two households declared at the kiosk's household desk by people just enrolled: each
+    declarant types their IDCS and shows their face (checked 1:1 by the registry), fills the
+    form and sends it; prints each household's reference, scores and decisions with why."""
+    desk = kiosk.desk
+    assert desk is not None
+    out: list[dict[str, object]] = []
+    for spec, pair in zip(HOUSEHOLDS, (issued[0:2], issued[2:4]), strict=True):
+        if len(pair) < 2:
+            break
+        (declarant, idcs), (_, member) = pair
+        declarant.present(devices)  # the declarant at the camera
+        kiosk.session.cancel()
+        desk.begin()
+        kiosk.session.set_language(spec.language)
+        try:
+            desk.identify(idcs)
+            rows = [Row(idcs, spec.ages[0], "declarant"), Row(member, spec.ages[1], spec.relation)]
+            desk.check(Draft(rows=rows, **spec.home))
+            desk.submit()
+        except StepError as exc:
+            print(f"household of {declarant.name:16s} -> not declared ({exc.code})", flush=True)
+            desk.wipe()
+            continue
+        h = desk.household
+        assert h is not None
+        decisions = {d.programme.value: d for d in h.decisions}
+        print(
+            f"household {h.reference} (declared by {declarant.name}, 2 members, "
+            f"in {spec.language}): "
+            + "; ".join(
+                f"{p} score {d.score:.3f} vs {d.threshold:.3f} -> "
+                f"{'eligible' if d.eligible else 'not eligible'}"
+                for p, d in decisions.items()
+            ),
+            flush=True,
+        )
+        if h.explanation is not None:
+            print(f"  {h.explanation.text}", flush=True)
+        out.append(
+            {
+                "reference": h.reference,
+                "eligible": {p: d.eligible for p, d in decisions.items()},
+                "model": h.decisions[0].model_version if h.decisions else None,
+            }
+        )
+        desk.wipe()
+        kiosk.session.cancel()
+    return out
+
+
 def print_console(url: str, operators: list[dict[str, str]], workdir: Path, ui: bool) -> None:
     """Where the operators' console is and how the demo's adjudicators sign in."""
     lines = [f"\noperators' console: {url}/console/"]
@@ -603,9 +703,12 @@ def run(workdir: Path, ui: bool = False, sbi: bool = False) -> dict[str, object]
             kiosk_s = time.perf_counter() - started
             timings.append(kiosk_s)
             sent.append((who, entry, kiosk_s))
+        issued: list[tuple[Citizen, str]] = []
         for who, entry, kiosk_s in sent:
             final = wait_final(kiosk.outbox, entry, timeout=600)
             counts[final.status or final.state] += 1
+            if final.status == "issued" and final.idcs and who.visit == 0:
+                issued.append((who, final.idcs))
             print(
                 f"{who.name:28s} -> {final.status or final.state:12s} IDCS={final.idcs or '-':10s} "
                 f"receipt={final.receipt_number} "
@@ -614,6 +717,8 @@ def run(workdir: Path, ui: bool = False, sbi: bool = False) -> dict[str, object]
             )
             if final.status in ("duplicate", "adjudication"):
                 print("\n".join(explain(final.receipt_number, central_env)), flush=True)
+        # the social registry: two of them declare their households at the household desk
+        households = register_households(kiosk, devices, issued)
         print_console(url, console, workdir, ui)
         if guest is not None:
             guest.present(devices)
@@ -632,6 +737,7 @@ def run(workdir: Path, ui: bool = False, sbi: bool = False) -> dict[str, object]
         "not_enrolled": counts["not_enrolled"],
         "outbox": outbox,
         "kiosk_seconds_per_enrolment": round(sum(timings) / max(1, len(timings)), 2),
+        "households": households,
     }
 
 

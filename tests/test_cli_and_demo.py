@@ -76,6 +76,16 @@ def test_demo_enrols_everyone_and_catches_the_returning_person(tmp_path: Path):
     # the duplicate's evidence, as the registry's CLI prints it: found by fingers and face
     assert "fused LLR" in r.stdout and "fingers (position: bits/LLR): 1:" in r.stdout
     assert "between the adjudication threshold" in r.stdout
+    # two households declared at the household desk (a 1:1 face check each): one eligible
+    # for both programmes, one for neither, each printed with its reference and why
+    assert [h["eligible"] for h in summary["households"]] == [
+        {"amo_tadamon": True, "asd": True},
+        {"amo_tadamon": False, "asd": False},
+    ]
+    assert all(
+        re.fullmatch(r"RSU-[0-9A-Z]{5}-[0-9A-Z]{5}", h["reference"]) for h in summary["households"]
+    )
+    assert r.stdout.count("household RSU-") == 2 and "est supérieur de" in r.stdout
     # the console and how to sign in; the registry's settings kept to open it again
     assert "operators' console: http://127.0.0.1:" in r.stdout
     secret = re.search(r"adj\.demo: temporary password \S+ .*TOTP secret ([A-Z2-7]+)", r.stdout)
