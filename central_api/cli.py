@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -453,7 +454,7 @@ def _rsu_rescore(args: argparse.Namespace) -> int:
     from central_api.crypto import FieldCipher
     from central_api.rsu.models import Household
     from central_api.rsu.schemas import RescoreSummary
-    from central_api.rsu.service import changed_by_job, run_rescore, start_rescore
+    from central_api.rsu.service import changed_by_job, job_summary, run_rescore, start_rescore
 
     if args.resume is None and args.model is None:
         print(
@@ -482,10 +483,18 @@ def _rsu_rescore(args: argparse.Namespace) -> int:
             total = s.scalar(select(func.count()).where(Household.current_version > 0)) or 0
         print(f"re-score job {job_id} (resume with --resume {job_id})", file=sys.stderr)
 
+        with factory() as s:
+            before = job_summary(s, job_id).processed  # a resumed job's part already done
+        started = time.monotonic()
+
         def progress(p: RescoreSummary) -> None:
+            share = p.processed / total if total else 1.0
+            rate = (p.processed - before) / max(time.monotonic() - started, 1e-9)
+            eta = (total - p.processed) / rate if rate > 0 else 0.0
+            bar = "#" * int(share * 30)
             print(
-                f"\rjob {p.id}: batch {p.batches}, {p.processed}/{total} households, "
-                f"{p.changed} changed",
+                f"\rjob {p.id} [{bar:<30}] {share:6.1%} {p.processed}/{total} households, "
+                f"{p.changed} changed, {rate:,.0f}/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}",
                 end="",
                 file=sys.stderr,
                 flush=True,
@@ -500,6 +509,23 @@ def _rsu_rescore(args: argparse.Namespace) -> int:
         for _, programme, eligible in changes
     )
     print(json.dumps({**done.model_dump(), "changes": dict(sorted(by_programme.items()))}))
+    return 0
+
+
+def _rsu_notify(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from central_api.rsu.models import Notice
+    from central_api.rsu.notices import JsonLinesNotifier
+    from central_api.rsu.service import deliver_notices
+
+    with _database(args) as factory:
+        sent = deliver_notices(
+            factory, JsonLinesNotifier(Path(args.to)), f"cli:{_operator()}", limit=args.limit
+        )
+        with factory() as s:
+            left = s.scalar(select(func.count()).where(Notice.delivered_at.is_(None))) or 0
+    print(json.dumps({"delivered": sent, "pending": left, "to": args.to}))
     return 0
 
 
@@ -700,6 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", type=int, metavar="JOB_ID", help="resume a stopped job")
     sp.add_argument("--reason", default="new model or thresholds", help="why (kept with the job)")
     sp.set_defaults(func=_rsu_rescore)
+
+    sp = sub.add_parser(
+        "rsu-notify",
+        help="deliver the pending RSU notices (eligibility changed, appeal answered) to a "
+        "gateway: here a JSON-lines file, each notice once",
+    )
+    db_arg(sp)
+    sp.add_argument("--to", required=True, help="the JSON-lines file notices are appended to")
+    sp.add_argument("--limit", type=int, default=10_000, help="at most this many (10000)")
+    sp.set_defaults(func=_rsu_notify)
 
     sp = sub.add_parser("stats", help="print enrolment counts by status as JSON")
     db_arg(sp)

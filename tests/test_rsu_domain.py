@@ -26,7 +26,7 @@ from central_api.identity.models import Person
 from central_api.identity.service import issue_person
 from central_api.operators import service as ops
 from central_api.operators.models import Operator
-from central_api.rsu import service
+from central_api.rsu import notices, service
 from central_api.rsu.exceptions import (
     AppealNotAllowed,
     AppealStateConflict,
@@ -40,6 +40,7 @@ from central_api.rsu.models import (
     EligibilityDecision,
     Household,
     HouseholdMember,
+    Notice,
     RescoreJob,
 )
 from central_api.rsu.schemas import AppealIn, AppealMove, AppealState, HouseholdDeclaration
@@ -323,6 +324,54 @@ def test_appeal_windows(db, db_url):
     assert granted.eligible
     with transaction(db) as s, pytest.raises(AppealNotAllowed, match="only a rejection"):
         service.submit_appeal(s, CIPHER, poor.reference, AppealIn(decision_id=granted.id), "test")
+
+
+def test_notices_tell_a_household_what_changed_once(db, db_url, tmp_path):
+    """An eligibility changed by partner data and an appeal answered each queue a notice
+    (a declaration's own decisions do not: the citizen saw them); the gateway gets each once,
+    in the household's language, with nothing but the reference and what happened."""
+    idcs = people(db, db_url, 4)
+    receipt = declare(db, declaration(idcs, electricity=500))
+    with db() as s:
+        assert service.pending_notices(s) == []
+        s.get(Household, 1).language = "ar"  # type: ignore[union-attr]
+        s.commit()
+    feed = SimulatedUtilityFeed()
+    feed.bill(receipt.reference, "electricity", 4000, utcnow().date() - timedelta(days=5))
+    feed.bill(idcs[1], "telecom", 300, utcnow().date() - timedelta(days=3), key_kind="member")
+    with transaction(db) as s:
+        assert service.ingest_feed(s, CIPHER, SCORER, feed, "feed:sim").changed
+    rejected = next(d for d in service_decisions(db, receipt.reference) if not d.eligible)
+    with transaction(db) as s:
+        appeal = service.submit_appeal(
+            s, CIPHER, receipt.reference, AppealIn(decision_id=rejected.id), "test"
+        )
+        for state in (AppealState.UNDER_REVIEW, AppealState.UPHELD):
+            service.move_appeal(s, CIPHER, appeal.id, AppealMove(state=state), "test")
+    with db() as s:
+        pending = [m for _, m in service.pending_notices(s)]
+    assert [(m.kind, m.programme, m.eligible, m.outcome) for m in pending] == [
+        ("eligibility_changed", service.scoring.Programme.ASD, False, None),
+        ("appeal_answered", None, None, "upheld"),
+    ]
+    assert "لم تعد أسرتك مؤهلة" in pending[0].text and "الإدارات الشريكة" in pending[0].text
+    out = tmp_path / "gateway.jsonl"
+    assert service.deliver_notices(db, notices.JsonLinesNotifier(out), "test") == 2
+    assert service.deliver_notices(db, notices.JsonLinesNotifier(out), "test") == 0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["reference"] for line in lines] == [receipt.reference] * 2
+    assert lines[1]["text"].endswith("القرار قائم.")
+    assert all(i not in out.read_text() for i in idcs)  # no IDCS leaves with a notice
+    with db() as s:
+        rows = list(s.scalars(select(Notice)))
+        assert {(n.channel, n.delivered_at is not None) for n in rows} == {("file", True)}
+        delivered = [e for e in events_for(s, "rsu_household", 1) if "notice" in e.action]
+        assert len(delivered) == 2
+
+
+def service_decisions(db: sessionmaker[Session], reference: str) -> list[Any]:
+    with transaction(db) as s:
+        return service.view_household(s, CIPHER, SCORER, reference, "test").decisions
 
 
 class Crash(RuntimeError):

@@ -12,8 +12,10 @@ from helpers import PACKET_PUB, SIGNING_PUB, Registry, fingers
 from sqlalchemy import select
 
 from central_api.audit.models import AuditEvent
+from central_api.db import transaction
 from central_api.enrolment.schemas import DecisionNotAuthentic
 from central_api.identity.idcs import verhoeff_digit
+from central_api.rsu import service as rsu
 from central_api.rsu.models import Household
 from central_api.rsu.schemas import KioskRSUAnswer, KioskRSURequest, SignedRSUAnswer
 from kiosk.household import Draft, DraftError, Row, parse
@@ -120,6 +122,30 @@ def test_a_citizen_verified_by_their_face_sees_and_declares_their_household(
     assert again.household.reference == h.reference and again.household.version == 1
     assert again.household.explanation is not None
     assert again.household.explanation.language == "fr"
+
+    # a revised direct-aid threshold meanwhile (a re-score): told once, at the next visit,
+    # in the visit's language
+    reg = registry.app.state.registry  # type: ignore[union-attr]
+    thresholds = rsu.bundled_thresholds_data()
+    thresholds["thresholds"].append(
+        {
+            "programme": "asd",
+            "version": "asd-test-lower",
+            "value": 9.0,
+            "effective_from": "2026-01-01",
+            "source": "test: a lower threshold",
+        }
+    )
+    with transaction(reg.sessions) as s:
+        job = rsu.start_rescore(
+            s, model_source="pmt-illustrative-2026.1", actor="test", thresholds=thresholds
+        )
+    assert rsu.run_rescore(reg.sessions, reg.cipher, job.id, "test").lost_eligibility == 1
+    told = opened(registry, request(registry, "open", obama, face, language="fr"))
+    assert told.household is not None
+    assert len(told.household.notices) == 1
+    assert "n'est plus éligible à l'aide sociale directe" in told.household.notices[0]
+    assert opened(registry, request(registry, "open", obama, face)).household.notices == []  # type: ignore[union-attr]
 
     # a member who is not in the register: nothing changes, the member is named
     stranger = unissued()

@@ -1,6 +1,6 @@
 """Tables of the social registry (RSU): households, their members over time, declaration
-versions, partner administrations' records, eligibility decisions, appeals and bulk re-score
-jobs.
+versions, partner administrations' records, eligibility decisions, appeals, notices and bulk
+re-score jobs.
 
 What a citizen declared (members' ages, housing, occupation, expenses, goods), partner
 amounts and scores are AES-GCM encrypted (:class:`~central_api.crypto.FieldCipher`), each
@@ -41,6 +41,7 @@ class Household(Base):
     reference: Mapped[str] = mapped_column(String(15), unique=True)
     current_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    language: Mapped[str] = mapped_column(String(3), default="fr")  # of its notices
 
 
 class HouseholdMember(Base):
@@ -159,6 +160,24 @@ class Appeal(Base):
     answer: Mapped[bytes | None] = mapped_column(LargeBinary)
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     answered_at: Mapped[datetime | None]
+
+
+class Notice(Base):
+    """Something the registry must tell a household: an eligibility that changed without the
+    citizen at a kiosk (``decision_id``), an appeal answered (``appeal_id``). It holds no
+    words (they are written at delivery, in the household's language) and is delivered once
+    (``delivered_at``, over ``channel``: kiosk, file, sms...)."""
+
+    __tablename__ = "rsu_notices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    household_id: Mapped[int] = mapped_column(BigId, ForeignKey("rsu_households.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))  # eligibility_changed | appeal_answered
+    decision_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("rsu_decisions.id"))
+    appeal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("rsu_appeals.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True)
+    channel: Mapped[str | None] = mapped_column(String(16))
 
 
 class RescoreJob(Base):

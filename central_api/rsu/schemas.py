@@ -273,13 +273,15 @@ class RSUEnvelope(Envelope):
 
 class KioskHousehold(BaseModel):
     """What the verified declarant sees of their household: its reference, the declaration in
-    force (to start an update from), the latest decision per programme and the explanation."""
+    force (to start an update from), the latest decision per programme, the explanation and
+    the notices not delivered before."""
 
     reference: str
     version: int
     declaration: HouseholdDeclaration | None
     decisions: list[EligibilityOut]
     explanation: ExplanationOut | None
+    notices: list[str] = []  # what changed since the last visit, in the citizen's language
 
 
 class KioskRSUAnswer(BaseModel):

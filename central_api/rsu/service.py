@@ -51,7 +51,7 @@ from central_api.db import transaction, utcnow
 from central_api.dedup.service import face_similarity
 from central_api.enrolment.exceptions import RateLimited
 from central_api.identity.models import Person
-from central_api.rsu import scoring
+from central_api.rsu import notices, scoring
 from central_api.rsu.exceptions import (
     AppealNotAllowed,
     AppealStateConflict,
@@ -71,6 +71,7 @@ from central_api.rsu.models import (
     EligibilityDecision,
     Household,
     HouseholdMember,
+    Notice,
     PartnerEntry,
     RescoreJob,
 )
@@ -358,6 +359,15 @@ def _evaluate(
         payload = {"points": result.points, "threshold": d.threshold}
         row.score = cipher.encrypt(json.dumps(payload).encode(), _decision_context(row))
         out.append(Outcome(row, None if before is None else before.eligible))
+        if row.changed and reason != "declaration":  # the citizen was not there to see it
+            s.add(
+                Notice(
+                    household_id=household.id,
+                    kind="eligibility_changed",
+                    decision_id=row.id,
+                    created_at=now,
+                )
+            )
     return out
 
 
@@ -983,6 +993,11 @@ def move_appeal(
     a.state, a.reviewed_by = move.state.value, actor
     if move.state in (AppealState.UPHELD, AppealState.CORRECTED):
         a.answered_at = now
+        s.add(
+            Notice(
+                household_id=a.household_id, kind="appeal_answered", appeal_id=a.id, created_at=now
+            )
+        )
     if move.answer:
         a.answer = cipher.encrypt(move.answer.encode(), _appeal_context(a.id, "answer"))
     record(
@@ -1160,22 +1175,110 @@ def list_appeals(
     return out
 
 
+# ------------------------------------------------------------------------------ notices
+def _message(s: Session, n: Notice, reference: str, language: str) -> notices.Message:
+    lang = scoring.Language(language)
+    day = n.created_at.date()
+    if n.kind == "appeal_answered":
+        appeal = s.get(Appeal, n.appeal_id)
+        outcome = None if appeal is None else appeal.state
+        words = notices.text("appeal_answered", day, lang, outcome=outcome)
+        return notices.Message(
+            n.id, reference, "appeal_answered", day, None, None, outcome, lang, words
+        )
+    row = s.get(EligibilityDecision, n.decision_id)
+    assert row is not None
+    programme = scoring.Programme(row.programme)
+    words = notices.text(
+        "eligibility_changed",
+        day,
+        lang,
+        programme=programme,
+        eligible=row.eligible,
+        reason=row.reason,
+    )
+    return notices.Message(
+        n.id, reference, "eligibility_changed", day, programme, row.eligible, None, lang, words
+    )
+
+
+def pending_notices(
+    s: Session,
+    *,
+    household_id: int | None = None,
+    language: str | None = None,
+    limit: int = 1000,
+) -> list[tuple[Notice, notices.Message]]:
+    """Notices not delivered yet, oldest first (of one household, or all), each with its
+    words in ``language`` (default: the household's)."""
+    query = (
+        select(Notice, Household.reference, Household.language)
+        .join(Household, Household.id == Notice.household_id)
+        .where(Notice.delivered_at.is_(None))
+        .order_by(Notice.id)
+        .limit(limit)
+    )
+    if household_id is not None:
+        query = query.where(Notice.household_id == household_id)
+    return [(n, _message(s, n, ref, language or lang)) for n, ref, lang in s.execute(query).all()]
+
+
+def _delivered(s: Session, n: Notice, channel: str, actor: str, now: datetime) -> None:
+    n.delivered_at, n.channel = now, channel
+    record(s, actor, "rsu.notice.delivered", ENTITY, n.household_id, notice=n.id, channel=channel)
+
+
+def deliver_notices(
+    factory: sessionmaker[Session],
+    notifier: notices.Notifier,
+    actor: str,
+    *,
+    limit: int = 10_000,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    """Hand the pending notices to ``notifier``, one transaction each (a notice is marked
+    delivered once the gateway has it; a crash in between sends it again: at least once).
+    Returns how many were delivered; a gateway's refusal propagates, the rest stay pending."""
+    sent = 0
+    while sent < limit:
+        with transaction(factory) as s:
+            pending = pending_notices(s, limit=1)
+            if not pending:
+                break
+            n, message = pending[0]
+            notifier.send(message)
+            _delivered(s, n, notifier.channel, actor, now())
+            sent += 1
+    return sent
+
+
 # ------------------------------------------------------------------------------ the kiosk
 def _kiosk_household(
-    s: Session, cipher: FieldCipher, scorer: Scorer, household: Household, language: str
+    s: Session,
+    cipher: FieldCipher,
+    scorer: Scorer,
+    household: Household,
+    language: str,
+    actor: str,
 ) -> KioskHousehold:
+    """The household as its verified declarant sees it at a kiosk; the notices not yet
+    delivered are shown (in ``language``) and so delivered."""
     latest = _latest_decisions(s, household.id)
     declaration = (
         read_declaration(s, cipher, household, household.current_version)
         if household.current_version
         else None
     )
+    news = pending_notices(s, household_id=household.id, language=language)
+    for n, _ in news:
+        _delivered(s, n, "kiosk", actor, utcnow())
     return KioskHousehold(
         reference=household.reference,
         version=household.current_version,
         declaration=declaration,
         decisions=[_decision_out(cipher, r) for r in latest],
         explanation=_explanation(s, cipher, scorer, latest, scoring.Language(language)),
+        notices=[m.text for _, m in news],
     )
 
 
@@ -1247,7 +1350,7 @@ def kiosk_request(
     if request.kind == "open":
         if household is None:
             return SignedRSUAnswer.make(answer.model_copy(update={"outcome": "none"}), sign)
-        view = _kiosk_household(s, cipher, scorer, household, request.language)
+        view = _kiosk_household(s, cipher, scorer, household, request.language, actor)
         record(s, actor, "rsu.household.viewed", ENTITY, household.id)
         return SignedRSUAnswer.make(
             answer.model_copy(update={"outcome": "found", "household": view}), sign
@@ -1262,7 +1365,9 @@ def kiosk_request(
         reference=None if household is None else household.reference,
         now=now,
     )
-    view = _kiosk_household(s, cipher, scorer, _household(s, receipt.reference), request.language)
+    declared = _household(s, receipt.reference)
+    declared.language = request.language.value  # its notices' language from now on
+    view = _kiosk_household(s, cipher, scorer, declared, request.language, actor)
     return SignedRSUAnswer.make(
         answer.model_copy(update={"outcome": "declared", "household": view}), sign
     )
