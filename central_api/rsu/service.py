@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -184,8 +184,12 @@ def _declaration_context(reference: str, version: int) -> str:
     return f"rsu_declaration:{reference}:{version}"
 
 
-def _decision_context(row: EligibilityDecision) -> str:
-    return f"rsu_decision:{row.id}:{row.household_id}:{row.programme}"
+def _decision_context(row: EligibilityDecision | Decided) -> str:
+    return _decision_context_of(row.id, row.household_id, row.programme)
+
+
+def _decision_context_of(decision_id: int, household_id: int, programme: str) -> str:
+    return f"rsu_decision:{decision_id}:{household_id}:{programme}"
 
 
 def _partner_context(feed: str, external_id: str) -> str:
@@ -241,8 +245,9 @@ def read_declaration(
 
 
 # ------------------------------------------------------------------------------ partner data
-def _aggregate(cipher: FieldCipher, entries: Sequence[PartnerEntry]) -> scoring.PartnerData | None:
-    """Per kind, the sum of the entries' amounts (capped at the scoring's maximum)."""
+def _aggregate(cipher: FieldCipher, entries: Sequence[Any]) -> scoring.PartnerData | None:
+    """Per kind, the sum of the entries' amounts (capped at the scoring's maximum); the
+    entries are partner records (rows or objects with their columns as attributes)."""
     by_kind: dict[str, list[PartnerEntry]] = {}
     for e in entries:
         by_kind.setdefault(e.kind, []).append(e)
@@ -262,24 +267,39 @@ def _aggregate(cipher: FieldCipher, entries: Sequence[PartnerEntry]) -> scoring.
     return scoring.PartnerData(**fields)
 
 
-def _partner_in_force(
-    s: Session, cipher: FieldCipher, household_id: int, on: date
-) -> tuple[scoring.PartnerData | None, list[int]]:
-    """The partner data that apply to a household on ``on``, and the ids of the records."""
-    rows = s.scalars(
-        select(PartnerEntry)
+def _partners_in_force(
+    s: Session, cipher: FieldCipher, household_ids: Sequence[int], on: date
+) -> dict[int, tuple[scoring.PartnerData | None, list[int]]]:
+    """Per household, the partner data that apply on ``on`` and the ids of their records:
+    per kind, the latest record of each key no older than :data:`PARTNER_MAX_AGE`."""
+    rows = s.execute(
+        select(
+            PartnerEntry.id,
+            PartnerEntry.household_id,
+            PartnerEntry.kind,
+            PartnerEntry.key_kind,
+            PartnerEntry.key,
+            PartnerEntry.feed,
+            PartnerEntry.external_id,
+            PartnerEntry.source,
+            PartnerEntry.amount,
+            PartnerEntry.as_of,
+        )
         .where(
-            PartnerEntry.household_id == household_id,
+            PartnerEntry.household_id.in_(household_ids),
             PartnerEntry.as_of <= on,
             PartnerEntry.as_of >= on - PARTNER_MAX_AGE,
         )
         .order_by(PartnerEntry.as_of, PartnerEntry.id)
     ).all()
-    latest: dict[tuple[str, str, str], PartnerEntry] = {}
+    latest: dict[int, dict[tuple[str, str, str], Any]] = {}
     for r in rows:  # oldest first: the last one of each key stays
-        latest[(r.kind, r.key_kind, r.key)] = r
-    chosen = sorted(latest.values(), key=lambda r: r.id)
-    return _aggregate(cipher, chosen), [r.id for r in chosen]
+        latest.setdefault(r.household_id, {})[(r.kind, r.key_kind, r.key)] = r
+    out: dict[int, tuple[scoring.PartnerData | None, list[int]]] = {}
+    for hid in household_ids:
+        chosen = sorted(latest.get(hid, {}).values(), key=lambda r: r.id)
+        out[hid] = (_aggregate(cipher, chosen), [r.id for r in chosen])
+    return out
 
 
 def _partner_by_ids(
@@ -294,23 +314,29 @@ def _partner_by_ids(
 
 
 # ------------------------------------------------------------------------------ decisions
-def _latest_decision(s: Session, household_id: int, programme: str) -> EligibilityDecision | None:
-    return s.scalar(
-        select(EligibilityDecision)
-        .where(
-            EligibilityDecision.household_id == household_id,
-            EligibilityDecision.programme == programme,
-        )
-        .order_by(EligibilityDecision.id.desc())
-        .limit(1)
-    )
+@dataclass(frozen=True)
+class Decided:
+    """A decision as just stored: its row's columns (what the callers read of it)."""
+
+    id: int
+    household_id: int
+    declaration_version: int
+    programme: str
+    model_version: str
+    threshold_version: str
+    decided_on: date
+    score: bytes
+    eligible: bool
+    changed: bool
+    reason: str
+    computed_at: datetime
 
 
 @dataclass(frozen=True)
 class Outcome:
     """One programme's new decision and the eligibility before it (None: the first)."""
 
-    row: EligibilityDecision
+    row: Decided
     before: bool | None
 
     @property
@@ -328,50 +354,136 @@ def _evaluate(
     on: date,
     reason: str,
     now: datetime,
-    job_id: int | None = None,
 ) -> list[Outcome]:
-    """Score the household's current declaration with the partner data in force, decide for
-    every programme, and store the decisions."""
-    version = household.current_version
-    declaration = read_declaration(s, cipher, household, version)
-    partner, ids = _partner_in_force(s, cipher, household.id, on)
-    result = scoring.score(model, declaration.to_scoring(), partner)
-    out = []
-    for d in scoring.decide(result, thresholds, on):
-        before = _latest_decision(s, household.id, d.programme.value)
-        row = EligibilityDecision(
-            household_id=household.id,
-            declaration_version=version,
-            programme=d.programme.value,
-            model_version=d.model_version,
-            threshold_version=d.threshold_version,
-            decided_on=on,
-            score=b"",
-            eligible=d.eligible,
-            changed=before is not None and before.eligible != d.eligible,
-            reason=reason,
-            inputs={"partner_records": ids},
-            job_id=job_id,
-            computed_at=now,
-        )
-        s.add(row)
-        s.flush()
-        payload = {"points": result.points, "threshold": d.threshold}
-        row.score = cipher.encrypt(json.dumps(payload).encode(), _decision_context(row))
-        out.append(Outcome(row, None if before is None else before.eligible))
-        if row.changed and reason != "declaration":  # the citizen was not there to see it
-            s.add(
-                Notice(
-                    household_id=household.id,
-                    kind="eligibility_changed",
-                    decision_id=row.id,
-                    created_at=now,
-                )
+    """Score one household's current declaration and decide (see :func:`_evaluate_many`)."""
+    outcomes = _evaluate_many(s, cipher, model, thresholds, [household], on, reason, now)
+    return outcomes[household.id]
+
+
+def _evaluate_many(
+    s: Session,
+    cipher: FieldCipher,
+    model: scoring.ScoringModel,
+    thresholds: scoring.ThresholdTable,
+    households: Sequence[Household],
+    on: date,
+    reason: str,
+    now: datetime,
+    job_id: int | None = None,
+) -> dict[int, list[Outcome]]:
+    """Score households' current declarations with the partner data in force on ``on``,
+    decide for every programme with a threshold in force, and store the decisions (and a
+    notice for each eligibility that changed without the citizen there), by household id.
+
+    A batch at a time: a few queries for the whole batch, the vectorised kernel
+    (:func:`~central_api.rsu.scoring.points_many`, the same points as ``score``), the
+    decisions inserted together."""
+    if not households:
+        return {}
+    ids = [h.id for h in households]
+    contents = dict(
+        s.execute(
+            select(DeclarationVersion.household_id, DeclarationVersion.content)
+            .join(
+                Household,
+                (Household.id == DeclarationVersion.household_id)
+                & (Household.current_version == DeclarationVersion.version),
             )
+            .where(DeclarationVersion.household_id.in_(ids))
+        ).all()
+    )
+    declarations = []
+    for h in households:
+        if h.id not in contents:
+            raise NotFoundInRSU(f"{h.reference} has no declaration version {h.current_version}")
+        plain = cipher.decrypt(contents[h.id], _declaration_context(h.reference, h.current_version))
+        declarations.append(HouseholdDeclaration.model_validate_json(plain).to_scoring())
+    partners = _partners_in_force(s, cipher, ids, on)
+    points = scoring.points_many(
+        model, scoring.to_table(declarations, [partners[i][0] for i in ids])
+    )
+    newest = (
+        select(func.max(EligibilityDecision.id))
+        .where(EligibilityDecision.household_id.in_(ids))
+        .group_by(EligibilityDecision.household_id, EligibilityDecision.programme)
+    )
+    before: dict[tuple[int, str], bool] = {
+        (hid, programme): eligible
+        for hid, programme, eligible in s.execute(
+            select(
+                EligibilityDecision.household_id,
+                EligibilityDecision.programme,
+                EligibilityDecision.eligible,
+            ).where(EligibilityDecision.id.in_(newest))
+        ).all()
+    }
+    rows: list[dict[str, Any]] = []
+    for programme in thresholds.programmes():
+        try:
+            t = thresholds.in_force(programme, on)
+        except scoring.NoThresholdInForce:
+            continue  # the programme did not exist yet on that day
+        for h, p in zip(households, points.tolist(), strict=True):
+            eligible = p <= t.points
+            was = before.get((h.id, programme.value))
+            rows.append(
+                {
+                    "household_id": h.id,
+                    "declaration_version": h.current_version,
+                    "programme": programme.value,
+                    "model_version": model.version,
+                    "threshold_version": t.version,
+                    "decided_on": on,
+                    "score": json.dumps({"points": p, "threshold": t.value}).encode(),
+                    "eligible": eligible,
+                    "changed": was is not None and was != eligible,
+                    "reason": reason,
+                    "inputs": {"partner_records": partners[h.id][1]},
+                    "job_id": job_id,
+                    "computed_at": now,
+                }
+            )
+    out: dict[int, list[Outcome]] = {h.id: [] for h in households}
+    if not rows:
+        return out
+    table = cast(Table, EligibilityDecision.__table__)  # Core statements: no ORM objects
+    conn = s.connection()
+    new_ids = conn.execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True),
+        [{**r, "score": b""} for r in rows],
+    ).scalars()
+    sealed = []
+    for row_id, r in zip(new_ids, rows, strict=True):
+        context = _decision_context_of(row_id, r["household_id"], r["programme"])
+        r["score"] = cipher.encrypt(r["score"], context)
+        sealed.append({"row_id": row_id, "sealed": r["score"]})
+        del r["inputs"], r["job_id"]
+        decided = Decided(id=row_id, **r)
+        out[decided.household_id].append(
+            Outcome(decided, before.get((decided.household_id, decided.programme)))
+        )
+    conn.execute(
+        update(table).where(table.c.id == bindparam("row_id")).values(score=bindparam("sealed")),
+        sealed,
+    )
+    if reason != "declaration":  # the citizen was not there to see a change: tell them
+        notices_rows = [
+            {
+                "household_id": o.row.household_id,
+                "kind": "eligibility_changed",
+                "decision_id": o.row.id,
+                "created_at": now,
+            }
+            for outcomes in out.values()
+            for o in outcomes
+            if o.row.changed
+        ]
+        if notices_rows:
+            s.execute(insert(Notice), notices_rows)
     return out
 
 
-def _stored(cipher: FieldCipher, row: EligibilityDecision) -> scoring.Eligibility:
+def _stored(cipher: FieldCipher, row: EligibilityDecision | Decided) -> scoring.Eligibility:
     """A stored decision as the scoring's :class:`~central_api.rsu.scoring.Eligibility`."""
     payload = json.loads(cipher.decrypt(row.score, _decision_context(row)))
     points, threshold = int(payload["points"]), float(payload["threshold"])
@@ -388,7 +500,7 @@ def _stored(cipher: FieldCipher, row: EligibilityDecision) -> scoring.Eligibilit
     )
 
 
-def _decision_out(cipher: FieldCipher, row: EligibilityDecision) -> EligibilityOut:
+def _decision_out(cipher: FieldCipher, row: EligibilityDecision | Decided) -> EligibilityOut:
     d = _stored(cipher, row)
     return EligibilityOut(
         id=row.id,
@@ -844,12 +956,12 @@ def run_rescore(
                 )
                 return _summary(job)
             changed_ids = []
-            for h in households:
-                outcomes = _evaluate(
-                    s, cipher, model, table, h, job.thresholds_on, "rescore", at, job.id
-                )
+            decided = _evaluate_many(
+                s, cipher, model, table, households, job.thresholds_on, "rescore", at, job.id
+            )
+            for hid, outcomes in decided.items():
                 if any(o.changed for o in outcomes):
-                    changed_ids.append(h.id)
+                    changed_ids.append(hid)
                 job.became_eligible += sum(o.changed and o.row.eligible for o in outcomes)
                 job.lost_eligibility += sum(o.changed and not o.row.eligible for o in outcomes)
             job.cursor = households[-1].id
