@@ -579,6 +579,60 @@ def test_router_access_by_role(registry, db_url):
         ).all()
 
 
+def test_console_pages_for_rsu_agents(registry, db_url):
+    """An RSU agent opens a household in the console (members, decisions with their versions,
+    the explanation in the language chosen, a declaration version), files an appeal for the
+    citizen and answers it; an adjudicator may not open the page; every view is audited."""
+    import re
+
+    with registry_sessions(db_url) as factory:
+        receipt = declare(factory, declaration(people(factory, db_url, 3)))
+    client = registry.client
+    client.cookies.set("rnp_console", sign_in(registry, "rsu.sara", "rsu_agent"))
+    assert client.get("/console/", follow_redirects=False).headers["location"] == "/console/rsu"
+    home = client.get("/console/rsu")
+    assert home.status_code == 200 and "past their 30-day answer date" in home.text
+    page = client.get(f"/console/rsu?reference={receipt.reference.lower()}")
+    assert page.status_code == 200 and f"Household {receipt.reference}" in page.text
+    assert 'data-eligible="no"' in page.text and "pmt-illustrative-2026.1" in page.text
+    arabic = client.get(f"/console/rsu/households/{receipt.reference}?lang=ar&version=1")
+    assert 'lang="ar"' in arabic.text and "Version 1 as declared" in arabic.text
+    assert OCCUPATION.replace("_", " ") in arabic.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    rejected = next(d for d in receipt.decisions if not d.eligible)
+    filed = client.post(
+        f"/console/rsu/households/{receipt.reference}/appeals",
+        data={"csrf": csrf.group(1), "decision_id": rejected.id, "grounds": "bill counted twice"},
+    )
+    assert filed.status_code == 200 and "filed" in filed.text and "bill counted twice" in filed.text
+    appeal_id = re.search(r'action="/console/rsu/appeals/(\d+)/state"', filed.text)
+    assert appeal_id is not None
+    for state in ("under_review", "corrected"):
+        moved = client.post(
+            f"/console/rsu/appeals/{appeal_id.group(1)}/state",
+            data={"csrf": csrf.group(1), "reference": receipt.reference, "state": state},
+        )
+        assert moved.status_code == 200 and state in moved.text
+    again = client.post(  # the state machine refuses, the page says why
+        f"/console/rsu/appeals/{appeal_id.group(1)}/state",
+        data={"csrf": csrf.group(1), "reference": receipt.reference, "state": "upheld"},
+    )
+    assert "cannot become upheld" in again.text
+    forged = client.post(
+        f"/console/rsu/households/{receipt.reference}/appeals",
+        data={"csrf": "forged", "decision_id": rejected.id},
+    )
+    assert forged.status_code == 403
+    client.cookies.set("rnp_console", sign_in(registry, "adj.omar", "adjudicator"))
+    assert client.get(f"/console/rsu/households/{receipt.reference}").status_code == 403
+    with registry_sessions(db_url) as factory, factory() as s:
+        seen = s.scalars(
+            select(AuditEvent.action).where(AuditEvent.actor == "console:rsu.sara")
+        ).all()
+    assert {"rsu.household.viewed", "rsu.declaration.viewed", "rsu.appeal.moved"} <= set(seen)
+
+
 def test_cli_rescore_prints_counts(db, db_url, monkeypatch, capsys, tmp_path):
     for electricity in (1000, 2000):
         declare(db, declaration(people(db, db_url, 4), electricity=electricity))

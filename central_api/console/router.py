@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote_plus
 
 import httpx
 import segno
@@ -45,7 +46,11 @@ from central_api.exceptions import InvalidRequest, NotFound
 from central_api.operators import oidc
 from central_api.operators import service as ops
 from central_api.operators.exceptions import Forbidden, SignInFailed
-from central_api.operators.service import ADJUDICATORS, NewCredentials, Role, Signed
+from central_api.operators.service import ADJUDICATORS, RSU_ROLES, NewCredentials, Role, Signed
+from central_api.rsu import service as rsu
+from central_api.rsu.exceptions import RSURefusal
+from central_api.rsu.schemas import REFERENCE_PATTERN, AppealIn, AppealMove, AppealState
+from central_api.rsu.scoring import Language
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -234,6 +239,8 @@ def dashboard(reg: RegistryDep, op: OperatorDep) -> Response:
     kiosks' last contact."""
     if op.must_change_password:
         return _see("/console/account")
+    if op.role in RSU_ROLES:
+        return _see("/console/rsu")
     with reg.sessions() as s:
         report = adj.report(s)
     return page("dashboard.html", op, r=report, sla_hours=adj.SLA_HOURS)
@@ -453,6 +460,109 @@ def lookup(
         links=links,
         asked={"kind": kind, "value": value, "reason": reason},
     )
+
+
+# ------------------------------------------------------------------------- the RSU
+def _rsu_actor(op: Signed) -> str:
+    return f"console:{op.operator_id}"
+
+
+@router.get("/rsu", response_class=HTMLResponse)
+def rsu_home(
+    reg: RegistryDep, op: OperatorDep, reference: Annotated[str, Query(max_length=20)] = ""
+) -> Response:
+    """RSU agents: open a household by its reference; the appeals whose answer is late."""
+    allow(op, *RSU_ROLES)
+    ref = reference.strip().upper()
+    if ref:
+        return _see(f"/console/rsu/households/{ref}")
+    with transaction(reg.sessions) as s:
+        late = rsu.overdue_appeals(s, reg.cipher, _rsu_actor(op))
+    return page("rsu.html", op, household=None, late=late, pattern=REFERENCE_PATTERN)
+
+
+@router.get("/rsu/households/{reference}", response_class=HTMLResponse)
+def rsu_household(
+    reference: str,
+    reg: RegistryDep,
+    op: OperatorDep,
+    lang: Annotated[Language, Query()] = Language.FR,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    message: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    """A household: members over time, decisions with their versions and why (in ``lang``),
+    declaration versions (one opened with ``version``), appeals and their clocks. Every
+    view is audited."""
+    allow(op, *RSU_ROLES)
+    if not rsu.valid_reference(reference):
+        raise NotFound("no household has this reference")
+    actor = _rsu_actor(op)
+    with transaction(reg.sessions) as s:
+        view = rsu.view_household(s, reg.cipher, rsu.default_scorer(), reference, actor, lang)
+        versions = rsu.list_versions(s, reference, actor)
+        decisions = rsu.list_decisions(s, reg.cipher, reference, actor)
+        appeals = rsu.list_appeals(s, reg.cipher, reference, actor)
+        opened = rsu.view_version(s, reg.cipher, reference, version, actor) if version else None
+    return page(
+        "rsu.html",
+        op,
+        household=view,
+        versions=versions,
+        decisions=decisions,
+        appeals=appeals,
+        opened=opened,
+        lang=lang,
+        languages=list(Language),
+        states=AppealState,
+        message=message,
+    )
+
+
+@router.post("/rsu/households/{reference}/appeals", response_model=None)
+def rsu_file_appeal(
+    reference: str,
+    reg: RegistryDep,
+    op: OperatorDep,
+    csrf: CSRF,
+    decision_id: Annotated[int, Form(ge=1)],
+    grounds: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """File a citizen's appeal against a rejection (within 15 days of it)."""
+    allow(op, *RSU_ROLES)
+    check_csrf(op, csrf)
+    body = AppealIn(decision_id=decision_id, grounds=grounds.strip() or None)
+    try:
+        with transaction(reg.sessions) as s:
+            filed = rsu.submit_appeal(s, reg.cipher, reference, body, _rsu_actor(op))
+    except RSURefusal as exc:
+        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
+    return _see(f"/console/rsu/households/{reference}?message=appeal+{filed.id}+filed")
+
+
+@router.post("/rsu/appeals/{appeal_id}/state", response_model=None)
+def rsu_move_appeal(
+    appeal_id: int,
+    reg: RegistryDep,
+    op: OperatorDep,
+    csrf: CSRF,
+    reference: Annotated[str, Form(pattern=REFERENCE_PATTERN)],
+    state: Annotated[AppealState, Form()],
+    answer: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Move an appeal along: under review, then upheld or corrected (with the answer)."""
+    allow(op, *RSU_ROLES)
+    check_csrf(op, csrf)
+    move = AppealMove(state=state, answer=answer.strip() or None)
+    try:
+        with transaction(reg.sessions) as s:
+            rsu.move_appeal(s, reg.cipher, appeal_id, move, _rsu_actor(op))
+    except RSURefusal as exc:
+        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
+    return _see(f"/console/rsu/households/{reference}?message=appeal+{appeal_id}+{state.value}")
+
+
+def _q(text: str) -> str:
+    return quote_plus(text[:200])
 
 
 # ------------------------------------------------------------------------- auditors
