@@ -117,6 +117,11 @@ def test_a_citizen_verified_by_their_face_sees_and_declares_their_household(
     assert "(9,326)" in h.explanation.text  # the AMO threshold, written the Arabic way
     assert h.declaration is not None and h.declaration.declarant.idcs == obama
 
+    # the same declaration sent again (a retry after a lost answer) is not a new version
+    retry = opened(registry, declare.model_copy(update={"query_id": uuid.uuid4()}))
+    assert retry.outcome == "declared" and retry.household is not None
+    assert retry.household.version == 1
+
     again = opened(registry, request(registry, "open", obama, face, language="fr"))
     assert again.outcome == "found" and again.household is not None
     assert again.household.reference == h.reference and again.household.version == 1

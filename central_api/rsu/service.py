@@ -1468,6 +1468,17 @@ def kiosk_request(
             answer.model_copy(update={"outcome": "found", "household": view}), sign
         )
     assert request.declaration is not None  # the request's validator
+    if (
+        household is not None
+        and household.current_version
+        and request.declaration
+        == (read_declaration(s, cipher, household, household.current_version))
+    ):  # sent again (a retry after a lost answer): the version in force already says it
+        view = _kiosk_household(s, cipher, scorer, household, request.language, actor)
+        record(s, actor, "rsu.declaration.unchanged", ENTITY, household.id)
+        return SignedRSUAnswer.make(
+            answer.model_copy(update={"outcome": "declared", "household": view}), sign
+        )
     receipt = declare(
         s,
         cipher,
