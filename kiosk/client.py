@@ -322,18 +322,24 @@ class CentralClient:
         """Current status of a submitted packet, verified."""
         return self._parse(self._read(f"/v1/enrolments/{packet_id}"), packet_id)
 
+    def _post_sealed(self, path: str, message: bytes) -> httpx.Response:
+        """POST ``message`` sealed like a packet (a new envelope per attempt); PacketRefused
+        for the registry's refusal."""
+        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
+        r = self._request(
+            "POST",
+            path,
+            body=lambda: self.identity.seal(message, self.registry_key),
+            headers=headers,
+        )
+        self._refused(r)
+        return r
+
     def reveal(self, request: RevealRequest) -> RevealAnswer:
         """Ask the registry to show a duplicate citizen their IDCS (the request sealed like a
         packet: it holds a face template); the answer verified. Raises PacketRefused (404: not
         a duplicate of this kiosk), or AnswerNotAuthentic."""
-        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
-        r = self._request(
-            "POST",
-            "/v1/kiosk/reveal",
-            body=lambda: self.identity.seal(request.model_dump_json().encode(), self.registry_key),
-            headers=headers,
-        )
-        self._refused(r)
+        r = self._post_sealed("/v1/kiosk/reveal", request.model_dump_json().encode())
         try:
             answer = RevealAnswer.model_validate_json(r.content)
             return answer.verify(
@@ -346,14 +352,7 @@ class CentralClient:
         """Ask the registry a question between packets (sealed like a packet: it holds
         personal data); the answer verified. Raises PacketRefused (429: too many failed
         questions from this kiosk), or AnswerNotAuthentic."""
-        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
-        r = self._request(
-            "POST",
-            "/v1/kiosk/query",
-            body=lambda: self.identity.seal(query.model_dump_json().encode(), self.registry_key),
-            headers=headers,
-        )
-        self._refused(r)
+        r = self._post_sealed("/v1/kiosk/query", query.model_dump_json().encode())
         try:
             answer = QueryAnswer.model_validate_json(r.content)
             return answer.verify(self.registry_signing_key, self.identity.kiosk_id, query.query_id)
@@ -364,14 +363,7 @@ class CentralClient:
         """A verified citizen's request about their household (sealed like a packet: it holds a
         face template and what they declare); the answer verified. Raises PacketRefused (429:
         too many failed face checks from this kiosk), or AnswerNotAuthentic."""
-        headers = {"content-type": "application/json", KIOSK_HEADER: self.identity.kiosk_id}
-        r = self._request(
-            "POST",
-            "/v1/kiosk/rsu",
-            body=lambda: self.identity.seal(request.model_dump_json().encode(), self.registry_key),
-            headers=headers,
-        )
-        self._refused(r)
+        r = self._post_sealed("/v1/kiosk/rsu", request.model_dump_json().encode())
         try:
             signed = SignedRSUAnswer.model_validate_json(r.content)
             return signed.open(self.registry_signing_key, self.identity.kiosk_id, request.query_id)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from helpers import PACKET_PUB, SIGNING_PUB, Registry, fingers
 from sqlalchemy import select
+from test_rsu_domain import declaration
 
 from central_api.audit.models import AuditEvent
 from central_api.db import transaction
@@ -22,14 +23,6 @@ from kiosk.household import Draft, DraftError, Row, parse
 from kiosk.session import Problem
 
 OBAMA, BIDEN = 4242, 77
-POOR: dict[str, Any] = {
-    "housing": "rural_dwelling",
-    "rooms": 2,
-    "area": "rural",
-    "region": 7,
-    "occupation": "casual_worker",
-    "expenses": {"electricity": 300, "water": 100, "telecom": 200, "butane": 600},
-}
 
 
 def enrol(reg: Registry, name: str, seed: int, template, photo) -> str:  # type: ignore[no-untyped-def]
@@ -93,18 +86,8 @@ def test_a_citizen_verified_by_their_face_sees_and_declares_their_household(
     first = opened(registry, request(registry, "open", obama, face))
     assert first.outcome == "none" and first.household is None
 
-    members = [
-        {"idcs": obama, "age": 44, "relation": "declarant"},
-        {"idcs": biden, "age": 70, "relation": "parent"},
-    ]
-    declare = request(
-        registry,
-        "declare",
-        obama,
-        face,
-        language="ar",
-        declaration={"members": members, **POOR},
-    )
+    poor = declaration([obama, biden], "poor").model_dump(mode="json")
+    declare = request(registry, "declare", obama, face, language="ar", declaration=poor)
     done = opened(registry, declare)
     assert done.outcome == "declared" and done.household is not None
     h = done.household
@@ -154,7 +137,7 @@ def test_a_citizen_verified_by_their_face_sees_and_declares_their_household(
 
     # a member who is not in the register: nothing changes, the member is named
     stranger = unissued()
-    wrong = {"members": [*members, {"idcs": stranger, "age": 9, "relation": "child"}], **POOR}
+    wrong = declaration([obama, biden, stranger], "poor").model_dump(mode="json")
     rejected = opened(registry, request(registry, "declare", obama, face, declaration=wrong))
     assert rejected.outcome == "rejected" and rejected.problem == "member_not_registered"
     assert rejected.field == stranger and rejected.household is None

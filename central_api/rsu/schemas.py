@@ -284,6 +284,9 @@ class KioskHousehold(BaseModel):
     notices: list[str] = []  # what changed since the last visit, in the citizen's language
 
 
+KioskOutcome = Literal["found", "none", "declared", "not_verified", "refused", "rejected"]
+
+
 class KioskRSUAnswer(BaseModel):
     """The registry's answer to a kiosk RSU request.
 
@@ -297,7 +300,7 @@ class KioskRSUAnswer(BaseModel):
     query_id: uuid.UUID
     kiosk_id: str
     kind: Literal["open", "declare"]
-    outcome: Literal["found", "none", "declared", "not_verified", "refused", "rejected"]
+    outcome: KioskOutcome
     attempts_left: int = Field(ge=0)
     household: KioskHousehold | None = None
     problem: str | None = None

@@ -89,6 +89,7 @@ from central_api.rsu.schemas import (
     HouseholdDeclaration,
     HouseholdView,
     KioskHousehold,
+    KioskOutcome,
     KioskRSUAnswer,
     KioskRSURequest,
     MemberOut,
@@ -1394,6 +1395,20 @@ def _kiosk_household(
     )
 
 
+def _kiosk_answer(
+    request: KioskRSURequest, kiosk_id: str, outcome: KioskOutcome, **fields: Any
+) -> KioskRSUAnswer:
+    return KioskRSUAnswer(
+        query_id=request.query_id,
+        kiosk_id=kiosk_id,
+        kind=request.kind,
+        outcome=outcome,
+        attempts_left=KIOSK_RSU_ATTEMPTS,
+        signed_at=int(time.time()),
+        **fields,
+    )
+
+
 def kiosk_request(
     s: Session,
     cipher: FieldCipher,
@@ -1420,14 +1435,7 @@ def kiosk_request(
         failures_per_hour
     ):
         raise RateLimited("too many failed face checks from this kiosk", retry_after=3600)
-    answer = KioskRSUAnswer(
-        query_id=request.query_id,
-        kiosk_id=kiosk_id,
-        kind=request.kind,
-        outcome="not_verified",
-        attempts_left=KIOSK_RSU_ATTEMPTS,
-        signed_at=int(time.time()),
-    )
+    answer = _kiosk_answer(request, kiosk_id, "not_verified")
     person = s.scalar(select(Person).where(Person.idcs == request.idcs))
     if person is None:
         record(s, actor, "rsu.kiosk_not_verified", "kiosk", kiosk_id)
@@ -1514,16 +1522,13 @@ def kiosk_rejected(
         code=refusal.code.value,
     )
     member = re.search(r"\b[0-9]{10}\b", str(refusal))
-    answer = KioskRSUAnswer(
-        query_id=request.query_id,
-        kiosk_id=kiosk_id,
-        kind=request.kind,
-        outcome="rejected",
-        attempts_left=KIOSK_RSU_ATTEMPTS,
+    answer = _kiosk_answer(
+        request,
+        kiosk_id,
+        "rejected",
         problem=_refusal_problem(refusal),
         detail=str(refusal),
         field=member.group(0) if member else None,
-        signed_at=int(time.time()),
     )
     return SignedRSUAnswer.make(answer, sign)
 
