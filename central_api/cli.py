@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import dataclasses
 import json
 import logging
@@ -508,6 +509,11 @@ def _rsu_rescore(args: argparse.Namespace) -> int:
         f"{programme}:{'now_eligible' if eligible else 'no_longer_eligible'}"
         for _, programme, eligible in changes
     )
+    if args.changed:  # the households whose eligibility changed, for the programmes' offices
+        with open(args.changed, "w", encoding="utf-8", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["reference", "programme", "eligible_now"])
+            out.writerows((ref, programme, int(eligible)) for ref, programme, eligible in changes)
     print(json.dumps({**done.model_dump(), "changes": dict(sorted(by_programme.items()))}))
     return 0
 
@@ -725,6 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=500, help="households per batch (500)")
     sp.add_argument("--resume", type=int, metavar="JOB_ID", help="resume a stopped job")
     sp.add_argument("--reason", default="new model or thresholds", help="why (kept with the job)")
+    sp.add_argument(
+        "--changed",
+        metavar="CSV",
+        help="write the households whose eligibility changed (reference, programme, eligible "
+        "now) to this CSV file",
+    )
     sp.set_defaults(func=_rsu_rescore)
 
     sp = sub.add_parser(

@@ -634,19 +634,25 @@ def test_console_pages_for_rsu_agents(registry, db_url):
 
 
 def test_cli_rescore_prints_counts(db, db_url, monkeypatch, capsys, tmp_path):
-    for electricity in (1000, 2000):
-        declare(db, declaration(people(db, db_url, 4), electricity=electricity))
+    references = [
+        declare(db, declaration(people(db, db_url, 4), electricity=electricity)).reference
+        for electricity in (1000, 2000)
+    ]
     for k, v in {**REGISTRY_ENV, "CENTRAL_DATABASE_URL": db_url}.items():
         monkeypatch.setenv(k, v)
     thresholds = tmp_path / "thresholds.json"
     thresholds.write_text(json.dumps(new_thresholds()))
     args = ["rsu-rescore", "--model", "pmt-illustrative-2026.1", "--thresholds", str(thresholds)]
-    assert cli.main([*args, "--batch", "1"]) == 0
+    changed = tmp_path / "changed.csv"
+    assert cli.main([*args, "--batch", "1", "--changed", str(changed)]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert summary["processed"] == 2 and summary["changed"] == 2
     assert summary["changes"] == {"asd:now_eligible": 2}
-    assert "2/2 households" in err
+    assert "2/2 households" in err and "100.0%" in err
+    header, *rows = changed.read_text().splitlines()
+    assert header == "reference,programme,eligible_now"
+    assert sorted(rows) == sorted(f"{ref},asd,1" for ref in references)
     assert cli.main(["rsu-rescore", "--resume", str(summary["id"])]) == 2  # finished already
 
 
