@@ -467,8 +467,9 @@ def _rsu_rescore(args: argparse.Namespace) -> int:
     with _database(args) as factory:
         if args.resume is None:
             thresholds = None
-            if args.thresholds:
-                thresholds = json.loads(Path(args.thresholds).read_text(encoding="utf-8"))
+            source = args.thresholds or _settings(args).rsu_thresholds_file
+            if source:
+                thresholds = json.loads(Path(source).read_text(encoding="utf-8"))
             with transaction(factory) as s:
                 job_id = start_rescore(
                     s,
@@ -727,7 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db_arg(sp)
     sp.add_argument("--model", help="model version (bundled) or path to a model .json file")
-    sp.add_argument("--thresholds", help="threshold file (JSON; default: the bundled one)")
+    sp.add_argument(
+        "--thresholds",
+        help="threshold file (JSON; default: CENTRAL_RSU_THRESHOLDS_FILE, else the bundled one)",
+    )
     sp.add_argument("--batch", type=int, default=500, help="households per batch (500)")
     sp.add_argument("--resume", type=int, metavar="JOB_ID", help="resume a stopped job")
     sp.add_argument("--reason", default="new model or thresholds", help="why (kept with the job)")

@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         description="failed receipt look-ups a kiosk may make per hour (429); one receipt "
         "number answers 'refused' after 5 wrong dates of birth a day",
     )
+    rsu_model: str | None = Field(
+        default=None,
+        description="the RSU scoring model in force for declarations and partner data: a "
+        "bundled version or a model .json file (default: the bundled pmt-illustrative-2026.1, "
+        "ILLUSTRATIVE, NOT THE OFFICIAL MODEL)",
+    )
+    rsu_thresholds_file: str | None = Field(
+        default=None,
+        description="the programmes' threshold file in force (JSON: versions with effective "
+        "dates); default: the bundled one. rsu-rescore uses it too unless given --thresholds",
+    )
     rsu_failures_per_hour: int = Field(
         default=20,
         ge=1,

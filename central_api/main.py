@@ -18,7 +18,7 @@ from central_api.abis.router import router as abis_router
 from central_api.abis.service import AbisWorker, make_engine_for, partner_key
 from central_api.adjudication.router import router as adjudication_router
 from central_api.audit.service import chain_key, checkpoint
-from central_api.config import Settings, get_settings
+from central_api.config import ConfigError, Settings, get_settings
 from central_api.console.router import error_page, login_form
 from central_api.console.router import router as console_router
 from central_api.crypto import FieldCipher
@@ -34,8 +34,10 @@ from central_api.exceptions import InternalError, RegistryError
 from central_api.operators.exceptions import NotSignedIn, SignInFailed
 from central_api.ops.router import router as ops_router
 from central_api.ops.service import Counters, QueueGauge
+from central_api.rsu.exceptions import RSUError
 from central_api.rsu.router import kiosk_router as rsu_kiosk_router
 from central_api.rsu.router import router as rsu_router
+from central_api.rsu.service import scorer_for
 
 log = logging.getLogger("central_api")
 
@@ -49,6 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     packet_key = settings.packet_private_key()
     signing_key = settings.signing_private_key()
     settings.metrics_bearer()  # a metrics token file with a loose mode is refused at start
+    try:  # the RSU's model and thresholds in force: a wrong file is refused at start
+        scorer_for(settings.rsu_model, settings.rsu_thresholds_file)
+    except RSUError as exc:
+        raise ConfigError(f"CENTRAL_RSU_MODEL / CENTRAL_RSU_THRESHOLDS_FILE: {exc}") from exc
     engine = make_engine(settings.database_url)
     try:
         ensure_migrated(engine)

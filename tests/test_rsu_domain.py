@@ -633,6 +633,35 @@ def test_console_pages_for_rsu_agents(registry, db_url):
     assert {"rsu.household.viewed", "rsu.declaration.viewed", "rsu.appeal.moved"} <= set(seen)
 
 
+def test_the_model_and_thresholds_in_force_come_from_the_settings(
+    registry_factory, db_url, tmp_path
+):
+    """``CENTRAL_RSU_THRESHOLDS_FILE`` names the thresholds new decisions use (here a revised
+    direct-aid threshold of 10.0 from 2026); a file that is not a threshold file stops the
+    registry at start, with the setting's name."""
+    from central_api.config import ConfigError
+    from central_api.main import create_app
+    from central_api.rsu.router import scorer
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"thresholds": []}')
+    with pytest.raises(ConfigError, match="CENTRAL_RSU_MODEL / CENTRAL_RSU_THRESHOLDS_FILE"):
+        create_app(settings_for(db_url, rsu_thresholds_file=str(bad)))
+    with pytest.raises(ConfigError, match="CENTRAL_RSU_MODEL"):
+        create_app(settings_for(db_url, rsu_model="pmt-no-such-model"))
+    revised = tmp_path / "revised.json"
+    revised.write_text(json.dumps(new_thresholds()))
+    registry = registry_factory(rsu_thresholds_file=str(revised))
+    in_force = scorer(registry.app.state.registry).thresholds.in_force("asd", utcnow().date())
+    assert in_force.version == "asd-2027.1" and in_force.value == 10.0
+    assert (
+        scorer(registry_factory().app.state.registry)
+        .thresholds.in_force("asd", utcnow().date())
+        .version
+        == "asd-2023.1"
+    )  # the bundled file by default
+
+
 def test_cli_rescore_prints_counts(db, db_url, monkeypatch, capsys, tmp_path):
     references = [
         declare(db, declaration(people(db, db_url, 4), electricity=electricity)).reference

@@ -498,7 +498,8 @@ def rsu_household(
         raise NotFound("no household has this reference")
     actor = _rsu_actor(op)
     with transaction(reg.sessions) as s:
-        view = rsu.view_household(s, reg.cipher, rsu.default_scorer(), reference, actor, lang)
+        scorer = rsu.scorer_for(reg.settings.rsu_model, reg.settings.rsu_thresholds_file)
+        view = rsu.view_household(s, reg.cipher, scorer, reference, actor, lang)
         versions = rsu.list_versions(s, reference, actor)
         decisions = rsu.list_decisions(s, reg.cipher, reference, actor)
         appeals = rsu.list_appeals(s, reg.cipher, reference, actor)

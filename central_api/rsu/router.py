@@ -41,7 +41,7 @@ from central_api.rsu.schemas import (
     VersionOut,
 )
 from central_api.rsu.scoring import Language
-from central_api.rsu.service import Scorer, default_scorer
+from central_api.rsu.service import Scorer
 
 router = APIRouter(prefix="/v1/rsu", tags=["rsu"])
 kiosk_router = APIRouter(prefix="/v1/kiosk", tags=["rsu"])
@@ -77,7 +77,14 @@ def rsu_agent(request: Request, reg: RegistryDep) -> Signed:
 
 
 AgentDep = Annotated[Signed, Depends(rsu_agent)]
-ScorerDep = Annotated[Scorer, Depends(default_scorer)]
+
+
+def scorer(reg: RegistryDep) -> Scorer:
+    """The model and thresholds in force, as the registry's settings name them."""
+    return service.scorer_for(reg.settings.rsu_model, reg.settings.rsu_thresholds_file)
+
+
+ScorerDep = Annotated[Scorer, Depends(scorer)]
 Reference = Annotated[str, Path(pattern=REFERENCE_PATTERN)]
 
 

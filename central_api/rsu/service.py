@@ -137,9 +137,20 @@ def _model(version: str, directory: Path | None) -> scoring.ScoringModel:
 
 
 @cache
+def scorer_for(model_source: str | None = None, thresholds_file: str | None = None) -> Scorer:
+    """The model (a version or a ``.json`` path; None: :data:`DEFAULT_MODEL`) and the
+    thresholds (a threshold file; None: the bundled one) in force, read once."""
+    thresholds = (
+        scoring.load_thresholds(Path(thresholds_file))
+        if thresholds_file
+        else scoring.load_thresholds()
+    )
+    return Scorer(scoring.load_model(model_source or DEFAULT_MODEL), thresholds)
+
+
 def default_scorer() -> Scorer:
-    """The bundled model (ILLUSTRATIVE, NOT THE OFFICIAL MODEL) and thresholds, read once."""
-    return Scorer(scoring.load_model(DEFAULT_MODEL), scoring.load_thresholds())
+    """The bundled model (ILLUSTRATIVE, NOT THE OFFICIAL MODEL) and thresholds."""
+    return scorer_for()
 
 
 # ------------------------------------------------------------------------------ references
