@@ -265,7 +265,8 @@ class HouseholdDesk:
             raise self._fail(exc.code) from exc
         self.attempts_left = answer.attempts_left
         if answer.outcome in ("not_verified", "refused"):
-            self.template = None  # a face that did not match is not kept
+            self.template.fill(0)  # a face that did not match is not kept
+            self.template = None
             self.stage = Stage.IDENTIFY
             raise self._fail(
                 Problem.HOUSEHOLD_NOT_VERIFIED

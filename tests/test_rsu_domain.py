@@ -582,7 +582,8 @@ def test_router_access_by_role(registry, db_url):
 def test_console_pages_for_rsu_agents(registry, db_url):
     """An RSU agent opens a household in the console (members, decisions with their versions,
     the explanation in the language chosen, a declaration version), files an appeal for the
-    citizen and answers it; an adjudicator may not open the page; every view is audited."""
+    citizen and answers it, moves a person in from another household; an adjudicator may not
+    open the page; every view is audited."""
     import re
 
     with registry_sessions(db_url) as factory:
@@ -619,6 +620,26 @@ def test_console_pages_for_rsu_agents(registry, db_url):
         data={"csrf": csrf.group(1), "reference": receipt.reference, "state": "upheld"},
     )
     assert "cannot become upheld" in again.text
+    # someone of another household moves in: the history stays
+    with registry_sessions(db_url) as factory:
+        mover, other = people(factory, db_url, 2)
+        elsewhere = declare(factory, declaration([other, mover], "poor"))
+    moved_in = client.post(
+        f"/console/rsu/households/{receipt.reference}/transfer",
+        data={"csrf": csrf.group(1), "idcs": mover, "relation": "sibling"},
+    )
+    assert moved_in.status_code == 200 and "member moved in" in moved_in.text
+    assert f"<td>{mover}</td><td>sibling</td>" in moved_in.text
+    twice = client.post(
+        f"/console/rsu/households/{receipt.reference}/transfer",
+        data={"csrf": csrf.group(1), "idcs": mover, "relation": "sibling"},
+    )
+    assert "already a member" in twice.text
+    with registry_sessions(db_url) as factory, factory() as s:
+        history = service.memberships(s, mover, "test")
+        assert [m.until is None for m in history] == [False, True]
+        assert history[0].ended_by == "transfer"
+    assert elsewhere.reference not in moved_in.text
     forged = client.post(
         f"/console/rsu/households/{receipt.reference}/appeals",
         data={"csrf": "forged", "decision_id": rejected.id},

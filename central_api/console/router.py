@@ -50,7 +50,7 @@ from central_api.operators.service import ADJUDICATORS, RSU_ROLES, NewCredential
 from central_api.rsu import service as rsu
 from central_api.rsu.exceptions import RSURefusal
 from central_api.rsu.schemas import REFERENCE_PATTERN, AppealIn, AppealMove, AppealState
-from central_api.rsu.scoring import Language
+from central_api.rsu.scoring import Language, Relation
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -515,6 +515,7 @@ def rsu_household(
         lang=lang,
         languages=list(Language),
         states=AppealState,
+        relations=[r for r in Relation if r is not Relation.DECLARANT],
         message=message,
     )
 
@@ -538,6 +539,27 @@ def rsu_file_appeal(
     except RSURefusal as exc:
         return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
     return _see(f"/console/rsu/households/{reference}?message=appeal+{filed.id}+filed")
+
+
+@router.post("/rsu/households/{reference}/transfer", response_model=None)
+def rsu_transfer(
+    reference: str,
+    reg: RegistryDep,
+    op: OperatorDep,
+    csrf: CSRF,
+    idcs: Annotated[str, Form(pattern=r"^[0-9]{10}$")],
+    relation: Annotated[Relation, Form()],
+) -> Response:
+    """Move a person into this household (their membership elsewhere is closed, the history
+    stays); the declarant then declares the household again with them."""
+    allow(op, *RSU_ROLES)
+    check_csrf(op, csrf)
+    try:
+        with transaction(reg.sessions) as s:
+            rsu.transfer_member(s, idcs, reference, relation, _rsu_actor(op))
+    except RSURefusal as exc:
+        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
+    return _see(f"/console/rsu/households/{reference}?message=member+moved+in")
 
 
 @router.post("/rsu/appeals/{appeal_id}/state", response_model=None)
