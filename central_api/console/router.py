@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from central_api.adjudication import service as adj
 from central_api.audit.models import AuditEvent
@@ -40,7 +42,7 @@ from central_api.console.security import (
     set_cookie,
 )
 from central_api.db import transaction
-from central_api.dependencies import RegistryDep
+from central_api.dependencies import Registry, RegistryDep
 from central_api.enrolment import service as intake
 from central_api.exceptions import InvalidRequest, NotFound
 from central_api.operators import oidc
@@ -533,12 +535,13 @@ def rsu_file_appeal(
     allow(op, *RSU_ROLES)
     check_csrf(op, csrf)
     body = AppealIn(decision_id=decision_id, grounds=grounds.strip() or None)
-    try:
-        with transaction(reg.sessions) as s:
-            filed = rsu.submit_appeal(s, reg.cipher, reference, body, _rsu_actor(op))
-    except RSURefusal as exc:
-        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
-    return _see(f"/console/rsu/households/{reference}?message=appeal+{filed.id}+filed")
+
+    def file(s: Session) -> str:
+        return (
+            f"appeal {rsu.submit_appeal(s, reg.cipher, reference, body, _rsu_actor(op)).id} filed"
+        )
+
+    return _rsu_change(reg, reference, file)
 
 
 @router.post("/rsu/households/{reference}/transfer", response_model=None)
@@ -554,12 +557,12 @@ def rsu_transfer(
     stays); the declarant then declares the household again with them."""
     allow(op, *RSU_ROLES)
     check_csrf(op, csrf)
-    try:
-        with transaction(reg.sessions) as s:
-            rsu.transfer_member(s, idcs, reference, relation, _rsu_actor(op))
-    except RSURefusal as exc:
-        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
-    return _see(f"/console/rsu/households/{reference}?message=member+moved+in")
+
+    def transfer(s: Session) -> str:
+        rsu.transfer_member(s, idcs, reference, relation, _rsu_actor(op))
+        return "member moved in"
+
+    return _rsu_change(reg, reference, transfer)
 
 
 @router.post("/rsu/appeals/{appeal_id}/state", response_model=None)
@@ -576,16 +579,23 @@ def rsu_move_appeal(
     allow(op, *RSU_ROLES)
     check_csrf(op, csrf)
     move = AppealMove(state=state, answer=answer.strip() or None)
+
+    def advance(s: Session) -> str:
+        rsu.move_appeal(s, reg.cipher, appeal_id, move, _rsu_actor(op))
+        return f"appeal {appeal_id} {state.value}"
+
+    return _rsu_change(reg, reference, advance)
+
+
+def _rsu_change(reg: Registry, reference: str, change: Callable[[Session], str]) -> Response:
+    """Make ``change`` in one transaction, then back to the household's page with what it
+    says was done, or with why the registry refused it (nothing changed then)."""
     try:
         with transaction(reg.sessions) as s:
-            rsu.move_appeal(s, reg.cipher, appeal_id, move, _rsu_actor(op))
+            message = change(s)
     except RSURefusal as exc:
-        return _see(f"/console/rsu/households/{reference}?message={_q(str(exc))}")
-    return _see(f"/console/rsu/households/{reference}?message=appeal+{appeal_id}+{state.value}")
-
-
-def _q(text: str) -> str:
-    return quote_plus(text[:200])
+        message = str(exc)
+    return _see(f"/console/rsu/households/{reference}?message={quote_plus(message[:200])}")
 
 
 # ------------------------------------------------------------------------- auditors
